@@ -1,0 +1,344 @@
+"""MACE as Flax linen modules: thin shells that own the parameters and call `equivariant`.
+
+``MACE(config).apply(variables, graph)`` returns the energy of each graph (eV).  ``variables`` has
+two collections: ``params`` (trainable weights) and ``constants`` (the symmetric-contraction
+U matrices, fixed by the architecture).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from equitrain_jax.models import equivariant as eq
+from equitrain_jax.models import radial
+from equitrain_jax.models.config import MACEConfig
+from equitrain_jax.models.quantities import node_graph_index
+
+
+def _normal(scale: float = 1.0):
+    return nn.initializers.normal(stddev=scale)
+
+
+class Linear(nn.Module):
+    """Per-irrep channel mixing; ``shapes`` maps irrep → (C_in, C_out)."""
+
+    shapes: tuple[tuple[str, tuple[int, int]], ...]
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: eq.Features) -> eq.Features:
+        weights = {ir: self.param(ir, _normal(), shape, self.param_dtype) for ir, shape in self.shapes}
+        return eq.channel_linear(x, weights)
+
+
+class SpeciesLinear(nn.Module):
+    """Species-dependent channel mixing (skip connection); shapes: irrep → (C_in, Z, C_out)."""
+
+    shapes: tuple[tuple[str, tuple[int, int, int]], ...]
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: eq.Features, species: jnp.ndarray) -> eq.Features:
+        weights = {ir: self.param(ir, _normal(), shape, self.param_dtype) for ir, shape in self.shapes}
+        return eq.species_linear(x, species, weights)
+
+
+class RadialMLP(nn.Module):
+    """Bias-free MLP on the radial basis; sizes = (input, hidden…, output)."""
+
+    sizes: tuple[int, ...]
+    activation_constant: float
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        layers = [
+            self.param(f"layer_{i}", _normal(), (h_in, h_out), self.param_dtype)
+            for i, (h_in, h_out) in enumerate(zip(self.sizes, self.sizes[1:]))
+        ]
+        return eq.radial_mlp(x, layers, self.activation_constant)
+
+
+def u_matrix(irreps_in: tuple[str, ...], ir_out: str, degree: int) -> np.ndarray:
+    """A basis of symmetric degree-ν couplings of ``irreps_in`` to ``ir_out``: [M, D…(ν), K].
+
+    Used only to initialise a model from scratch; converted models carry mace-torch's own
+    U matrices.
+    """
+    basis = e3nn.reduced_symmetric_tensor_product_basis(
+        e3nn.Irreps("+".join(irreps_in)), degree, keep_ir=[ir_out]
+    )
+    dim = eq.irrep(ir_out).dim
+    array = np.asarray(basis.array)
+    array = array.reshape(array.shape[:-1] + (-1, dim))
+    return np.moveaxis(array, -1, 0)
+
+
+class SymmetricContraction(nn.Module):
+    """Body-order expansion of one output irrep; weights [Z, K_ν, C] and U matrices per degree ν."""
+
+    irreps_in: tuple[str, ...]
+    ir_out: str
+    correlation: int
+    num_elements: int
+    num_channels: int
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, species: jnp.ndarray) -> jnp.ndarray:
+        u_matrices, weights = [], []
+        for nu in range(1, self.correlation + 1):
+            u = self.variable(
+                "constants",
+                f"u_{nu}",
+                lambda nu=nu: jnp.asarray(u_matrix(self.irreps_in, self.ir_out, nu), self.param_dtype),
+            ).value
+            k = u.shape[-1]
+            shape = (self.num_elements, k, self.num_channels)
+            weights.append(self.param(f"weights_{nu}", _normal(1.0 / max(k, 1)), shape, self.param_dtype))
+            u_matrices.append(u)
+        return eq.symmetric_contraction(x, species, weights, u_matrices)
+
+
+class Interaction(nn.Module):
+    """One message-passing layer (mace-torch's RealAgnostic*InteractionBlock family)."""
+
+    config: MACEConfig
+    block: str
+    irreps_in: tuple[str, ...]
+    irreps_target: tuple[str, ...]
+    irreps_hidden_out: tuple[str, ...]
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, feats, species, sh, edge_feats, cutoff, senders, receivers):
+        cfg = self.config
+        c, z = cfg.num_channels, cfg.num_elements
+        n_nodes = species.shape[0]
+        residual = "Residual" in self.block
+        density_normalised = "Density" in self.block
+        paths = eq.convolution_paths(self.irreps_in, cfg.max_ell, self.irreps_target)
+        sc = None
+        if residual:
+            skip = tuple((ir, (c, z, c)) for ir in self.irreps_hidden_out if ir in self.irreps_in)
+            sc = SpeciesLinear(skip, self.param_dtype, name="skip_tp")(feats, species)
+        up = Linear(tuple((ir, (c, c)) for ir in self.irreps_in), self.param_dtype, name="linear_up")(feats)
+        sizes = (cfg.num_bessel,) + tuple(cfg.radial_mlp) + (len(paths) * c,)
+        weights = RadialMLP(sizes, cfg.radial_activation_constant, self.param_dtype, name="radial_mlp")(
+            edge_feats
+        ).reshape(-1, len(paths), c)
+        if cutoff is not None:
+            weights = weights * cutoff[:, None, None]
+        edge_x = {ir: up[ir][senders] for ir in self.irreps_in}
+        messages = eq.convolution_tensor_product(edge_x, sh, weights, paths)
+        messages = {
+            ir: jax.ops.segment_sum(m, receivers, num_segments=n_nodes) for ir, m in messages.items()
+        }
+        paths_into = {ir: sum(p.ir_out == ir for p in paths) for ir in self.irreps_target}
+        messages = Linear(
+            tuple((ir, (paths_into[ir] * c, c)) for ir in self.irreps_target),
+            self.param_dtype,
+            name="linear",
+        )(messages)
+        if density_normalised:
+            density_mlp = RadialMLP(
+                (cfg.num_bessel, 1), cfg.radial_activation_constant, self.param_dtype, name="density_mlp"
+            )
+            edge_density = jnp.tanh(density_mlp(edge_feats)[:, 0] ** 2)
+            if cutoff is not None:
+                edge_density = edge_density * cutoff
+            density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)
+            messages = {ir: m / (density[:, None, None] + 1.0) for ir, m in messages.items()}
+        else:
+            messages = {ir: m / cfg.avg_num_neighbors for ir, m in messages.items()}
+        if not residual:
+            skip = tuple((ir, (c, z, c)) for ir in self.irreps_target)
+            messages = SpeciesLinear(skip, self.param_dtype, name="skip_tp")(messages, species)
+        return messages, sc
+
+
+class Product(nn.Module):
+    """Symmetric contraction of the messages, a linear layer, plus the residual."""
+
+    config: MACEConfig
+    correlation: int
+    irreps_target: tuple[str, ...]
+    irreps_hidden_out: tuple[str, ...]
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, messages, sc, species):
+        cfg = self.config
+        c = cfg.num_channels
+        x = jnp.concatenate([messages[ir] for ir in self.irreps_target], axis=-1)
+        contracted = {
+            ir: SymmetricContraction(
+                self.irreps_target,
+                ir,
+                self.correlation,
+                cfg.num_elements,
+                c,
+                self.param_dtype,
+                name=f"symmetric_contraction_{ir}",
+            )(x, species)
+            for ir in self.irreps_hidden_out
+        }
+        out = Linear(tuple((ir, (c, c)) for ir in self.irreps_hidden_out), self.param_dtype, name="linear")(
+            contracted
+        )
+        if sc is not None:
+            out = {ir: out[ir] + sc[ir] if ir in sc else out[ir] for ir in out}
+        return out
+
+
+class Readout(nn.Module):
+    """Per-atom energies for every head from the scalar channels: [n, n_heads]."""
+
+    config: MACEConfig
+    nonlinear: bool
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, feats: eq.Features, node_heads: jnp.ndarray) -> jnp.ndarray:
+        cfg = self.config
+        c, n_heads = cfg.num_channels, len(cfg.heads)
+        x = {"0e": feats["0e"]}
+        if not self.nonlinear:
+            return Linear((("0e", (c, n_heads)),), self.param_dtype, name="linear")(x)["0e"][:, :, 0]
+        hidden = n_heads * cfg.readout_mlp_channels
+        h = Linear((("0e", (c, hidden)),), self.param_dtype, name="linear_1")(x)["0e"]
+        h = cfg.readout_activation_constant * jax.nn.silu(h)
+        if n_heads > 1:
+            own_head = jnp.arange(hidden) // cfg.readout_mlp_channels == node_heads[:, None]
+            h = h * own_head[:, :, None]
+        return Linear((("0e", (hidden, n_heads)),), self.param_dtype, name="linear_2")({"0e": h})["0e"][:, :, 0]
+
+
+def sorted_irreps(names) -> tuple[str, ...]:
+    return tuple(sorted(names, key=eq.torch_sort_key))
+
+
+class MACE(nn.Module):
+    """MACE / ScaleShiftMACE energy model on `jraph.GraphsTuple` batches (see `equitrain_jax.data`)."""
+
+    config: MACEConfig
+    param_dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        c = cfg.num_channels
+        hidden = tuple(ir for _, ir in cfg.hidden_irreps_list)
+        target = sorted_irreps(str(e3nn.Irrep(l, (-1) ** l)) for l in range(cfg.max_ell + 1))
+        self.embedding = self.param(
+            "node_embedding", _normal(), (cfg.num_elements, c), self.param_dtype
+        )
+        interactions, products, readouts = [], [], []
+        irreps_in = ("0e",)
+        for i in range(cfg.num_interactions):
+            last = i == cfg.num_interactions - 1
+            hidden_out = ("0e",) if (last or cfg.num_interactions == 1) else hidden
+            block = cfg.interaction_first if i == 0 else cfg.interaction
+            interactions.append(
+                Interaction(cfg, block, irreps_in, target, hidden_out, self.param_dtype, name=f"interactions_{i}")
+            )
+            products.append(
+                Product(cfg, cfg.correlation[i], target, hidden_out, self.param_dtype, name=f"products_{i}")
+            )
+            readouts.append(
+                Readout(cfg, last and cfg.num_interactions > 1, self.param_dtype, name=f"readouts_{i}")
+            )
+            irreps_in = hidden
+        self.interactions = interactions
+        self.products = products
+        self.readouts = readouts
+
+    def __call__(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
+        """Total energy of each graph (eV), [n_graph]."""
+        node_graph = node_graph_index(graph)
+        return jax.ops.segment_sum(
+            self.node_energies(graph), node_graph, num_segments=graph.n_node.shape[0]
+        )
+
+    def node_energies(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
+        """Energy of each atom (eV), [n_node]; zero on padding nodes."""
+        cfg = self.config
+        positions = graph.nodes["positions"]
+        dtype = positions.dtype
+        species = graph.nodes["species"]
+        senders, receivers = graph.senders, graph.receivers
+        node_graph = node_graph_index(graph)
+        node_heads = graph.globals["head"][node_graph]
+
+        vectors = edge_vectors(graph, node_graph)
+        if "mask" in graph.edges:
+            vectors = jnp.where(graph.edges["mask"][:, None], vectors, 2.0 * cfg.r_max)
+        lengths = jnp.linalg.norm(vectors, axis=-1)
+        sh_irreps = "+".join(str(e3nn.Irrep(l, (-1) ** l)) for l in range(cfg.max_ell + 1))
+        sh_all = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component").array
+        sh = {l: sh_all[:, l * l : (l + 1) ** 2] for l in range(cfg.max_ell + 1)}
+
+        atomic_numbers = jnp.asarray(cfg.atomic_numbers)
+        covalent = jnp.asarray(cfg.covalent_radii or [0.0] * cfg.num_elements, dtype)
+        cov_s, cov_r = covalent[species[senders]], covalent[species[receivers]]
+        cutoff = radial.polynomial_cutoff(lengths, cfg.r_max, cfg.num_polynomial_cutoff)
+        x = lengths
+        if cfg.distance_transform == "Agnesi":
+            q, p, a = cfg.agnesi
+            x = radial.agnesi_transform(lengths, 0.5 * (cov_s + cov_r), q, p, a)
+        elif cfg.distance_transform == "Soft":
+            x = radial.soft_transform(lengths, cov_s + cov_r, cfg.soft_alpha)
+        edge_feats = radial.bessel_basis(x, cfg.r_max, cfg.num_bessel)
+        if cfg.apply_cutoff:
+            edge_feats = edge_feats * cutoff[:, None]
+            edge_cutoff = None
+        else:
+            edge_cutoff = cutoff
+
+        n_nodes = positions.shape[0]
+        pair = jnp.zeros((n_nodes,), dtype)
+        if cfg.pair_repulsion:
+            edge_pair = radial.zbl_edge_energy(
+                lengths,
+                atomic_numbers[species[senders]],
+                atomic_numbers[species[receivers]],
+                cov_s + cov_r,
+                cfg.num_polynomial_cutoff,
+                cfg.zbl_a_prefactor,
+                cfg.zbl_a_exponent,
+                tuple(cfg.zbl_coefficients),
+            )
+            pair = jax.ops.segment_sum(edge_pair, receivers, num_segments=n_nodes)
+
+        feats = {"0e": (self.embedding[species] / math.sqrt(cfg.num_elements))[:, :, None]}
+        node_inter = pair
+        for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
+            messages, sc = interaction(feats, species, sh, edge_feats, edge_cutoff, senders, receivers)
+            feats = product(messages, sc, species)
+            per_head = readout(feats, node_heads)
+            node_inter = node_inter + jnp.take_along_axis(per_head, node_heads[:, None], axis=1)[:, 0]
+
+        e0 = jnp.asarray(cfg.atomic_energies or [[0.0] * cfg.num_elements] * len(cfg.heads), dtype)
+        scale = jnp.asarray(cfg.scale, dtype)[node_heads]
+        shift = jnp.asarray(cfg.shift, dtype)[node_heads]
+        energies = e0[node_heads, species] + scale * node_inter + shift
+        if "mask" in graph.nodes:
+            energies = jnp.where(graph.nodes["mask"], energies, 0.0)
+        return energies
+
+
+def edge_vectors(graph: jraph.GraphsTuple, node_graph: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+    """r_receiver − r_sender + S·cell for every edge (Å), [n_edge, 3]."""
+    if node_graph is None:
+        node_graph = node_graph_index(graph)
+    positions = graph.nodes["positions"]
+    cell = graph.globals["cell"][node_graph[graph.senders]]
+    shifts = jnp.einsum("ei,eij->ej", graph.edges["unit_shifts"].astype(positions.dtype), cell)
+    return positions[graph.receivers] - positions[graph.senders] + shifts

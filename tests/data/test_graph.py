@@ -1,0 +1,285 @@
+"""Tests for ASE Atoms -> padded jraph.GraphsTuple conversion."""
+
+from __future__ import annotations
+
+import jraph
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import fcc111, molecule
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+from equitrain_jax.data import (
+    PADDING_CELL_LENGTH,
+    add_masks,
+    atoms_to_graph,
+    batch_graphs,
+    bucket_size,
+    neighbour_list,
+    pad_graph,
+    pad_to_bucket,
+)
+
+MODEL_Z = [1, 6, 7, 8, 11, 14, 18, 29]
+
+
+def _triclinic() -> Atoms:
+    rng = np.random.default_rng(0)
+    cell = np.array([[5.0, 0.0, 0.0], [1.2, 4.6, 0.0], [0.7, -0.9, 5.3]])
+    frac = np.array(
+        [[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5], [0.25, 0.25, 0.25]]
+    )
+    frac = frac + rng.uniform(-0.05, 0.05, frac.shape)
+    return Atoms("SiO2NaC", scaled_positions=frac, cell=cell, pbc=True)
+
+
+def _small_cell() -> Atoms:
+    cell = [[2.2, 0, 0], [0.4, 2.1, 0], [0, 0.3, 2.4]]
+    return Atoms("Cu", positions=[[0.1, 0.2, 0.3]], cell=cell, pbc=True)
+
+
+def _molecule() -> Atoms:
+    return molecule("CH3CH2OH")
+
+
+def _slab() -> Atoms:
+    return fcc111("Cu", (2, 2, 3), vacuum=6.0)
+
+
+def _isolated() -> Atoms:
+    atoms = molecule("H2O")
+    atoms += Atoms("Ar", positions=[[500.0, -300.0, 1000.0]])
+    return atoms
+
+
+def _unwrapped() -> Atoms:
+    atoms = _triclinic()
+    atoms.positions += np.array([[7.0, -11.0, 3.0]]) * np.arange(len(atoms))[:, None]
+    return atoms
+
+
+STRUCTURES = {
+    "triclinic": (_triclinic, 4.0),
+    "small_cell_many_images": (_small_cell, 7.5),
+    "molecule": (_molecule, 3.0),
+    "slab_xy": (_slab, 5.0),
+    "isolated_atom": (_isolated, 4.0),
+    "unwrapped_positions": (_unwrapped, 4.0),
+}
+
+
+def _triples(i: np.ndarray, j: np.ndarray, shifts: np.ndarray) -> set:
+    return set(zip(i.tolist(), j.tolist(), map(tuple, np.asarray(shifts).astype(int).tolist())))
+
+
+def _edge_vectors(graph) -> np.ndarray:
+    """Edge vectors [E, 3] in Å recomputed from positions, shifts and per-edge cells."""
+    edge_graph = np.repeat(np.arange(len(graph.n_edge)), graph.n_edge)
+    positions = graph.nodes["positions"]
+    shifts = np.einsum("ei,eij->ej", graph.edges["unit_shifts"], graph.globals["cell"][edge_graph])
+    return positions[graph.receivers] - positions[graph.senders] + shifts
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_neighbour_list_matches_ase(name: str) -> None:
+    make, cutoff = STRUCTURES[name]
+    atoms = make()
+    i, j, shifts = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    expected = _triples(*ase_neighbor_list("ijS", atoms, cutoff))
+    assert _triples(i, j, shifts) == expected
+    assert len(i) == len(expected)
+    assert i.dtype == np.int32 and j.dtype == np.int32
+
+
+def test_structures_exercise_their_cases() -> None:
+    small = _small_cell()
+    i, j, shifts = neighbour_list(small.positions, small.cell.array, small.pbc, 7.5)
+    assert np.abs(shifts).max() >= 3  # cutoff spans several cell images
+    slab = _slab()
+    assert list(slab.pbc) == [True, True, False]
+    _, _, shifts = neighbour_list(slab.positions, slab.cell.array, slab.pbc, 5.0)
+    assert np.all(shifts[:, 2] == 0) and np.any(shifts[:, :2] != 0)
+    isolated = _isolated()
+    i, j, _ = neighbour_list(isolated.positions, isolated.cell.array, isolated.pbc, 4.0)
+    assert 3 not in i and 3 not in j
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_atoms_to_graph_layout_and_physics(name: str) -> None:
+    make, cutoff = STRUCTURES[name]
+    atoms = make()
+    graph = atoms_to_graph(atoms, cutoff, MODEL_Z, head=2)
+    n, e = len(atoms), len(graph.senders)
+
+    assert set(graph.nodes) == {"positions", "species"}
+    assert set(graph.edges) == {"unit_shifts"}
+    assert set(graph.globals) == {"cell", "head"}
+    assert graph.nodes["positions"].dtype == np.float64 and graph.nodes["positions"].shape == (n, 3)
+    assert graph.nodes["species"].dtype == np.int32
+    assert graph.edges["unit_shifts"].dtype == np.float64
+    assert graph.edges["unit_shifts"].shape == (e, 3)
+    assert graph.senders.dtype == np.int32 and graph.receivers.dtype == np.int32
+    assert graph.globals["cell"].shape == (1, 3, 3) and graph.globals["head"].tolist() == [2]
+    assert graph.n_node.tolist() == [n] and graph.n_edge.tolist() == [e]
+    assert graph.n_node.dtype == np.int32 and graph.n_edge.dtype == np.int32
+
+    np.testing.assert_array_equal(np.array(MODEL_Z)[graph.nodes["species"]], atoms.numbers)
+    assert _triples(graph.senders, graph.receivers, graph.edges["unit_shifts"]) == _triples(
+        *ase_neighbor_list("ijS", atoms, cutoff)
+    )
+    lengths = np.linalg.norm(_edge_vectors(graph), axis=1)
+    assert np.all(lengths < cutoff) and np.all(lengths > 0)
+    expected_lengths = np.sort(ase_neighbor_list("d", atoms, cutoff))
+    np.testing.assert_allclose(np.sort(lengths), expected_lengths, atol=1e-10)
+
+
+def test_batch_graphs_offsets_indices() -> None:
+    g1 = atoms_to_graph(_triclinic(), 4.0, MODEL_Z)
+    g2 = atoms_to_graph(_molecule(), 3.0, MODEL_Z, head=1)
+    batch = batch_graphs([g1, g2])
+
+    assert batch.n_node.tolist() == [*g1.n_node, *g2.n_node]
+    assert batch.n_edge.tolist() == [*g1.n_edge, *g2.n_edge]
+    assert batch.globals["head"].tolist() == [0, 1]
+    n1 = int(g1.n_node[0])
+    np.testing.assert_array_equal(batch.senders, np.concatenate([g1.senders, g2.senders + n1]))
+    np.testing.assert_array_equal(
+        batch.receivers, np.concatenate([g1.receivers, g2.receivers + n1])
+    )
+    np.testing.assert_allclose(
+        _edge_vectors(batch), np.concatenate([_edge_vectors(g1), _edge_vectors(g2)]), atol=1e-12
+    )
+
+
+def test_bucket_size() -> None:
+    sizes = [bucket_size(n) for n in range(0, 5000)]
+    assert all(s >= max(n, 1) for n, s in enumerate(sizes))
+    assert all((s - n) / n <= 0.25 for n, s in enumerate(sizes) if n >= 32)
+    assert min(sizes) == 8
+    assert len({bucket_size(n) for n in range(1025, 2049)}) == 4
+    assert bucket_size(1, minimum=2) == 2
+    with pytest.raises(ValueError, match="-1"):
+        bucket_size(-1)
+
+
+def _check_padded(padded, real_nodes: int, real_edges: int, real_graphs: int) -> None:
+    n, e, g = len(padded.nodes["species"]), len(padded.senders), len(padded.n_node)
+    assert padded.n_node.sum() == n and padded.n_edge.sum() == e
+    assert len(padded.nodes["positions"]) == n and len(padded.edges["unit_shifts"]) == e
+    assert len(padded.globals["cell"]) == g and len(padded.globals["head"]) == g
+    assert padded.nodes["mask"].sum() == real_nodes and padded.nodes["mask"][:real_nodes].all()
+    assert padded.edges["mask"].sum() == real_edges and padded.edges["mask"][:real_edges].all()
+    assert padded.globals["mask"].sum() == real_graphs
+    assert padded.globals["mask"][:real_graphs].all()
+    assert padded.senders.max() < n and padded.receivers.max() < n
+    lengths = np.linalg.norm(_edge_vectors(padded), axis=1)
+    assert np.all(np.isfinite(lengths)) and np.all(lengths > 0)
+    pad_lengths = lengths[~padded.edges["mask"]]
+    np.testing.assert_allclose(pad_lengths, PADDING_CELL_LENGTH)
+    # padding edges stay inside padding graphs
+    edge_graph = np.repeat(np.arange(g), padded.n_edge)
+    node_graph = np.repeat(np.arange(g), padded.n_node)
+    np.testing.assert_array_equal(node_graph[padded.senders], edge_graph)
+    np.testing.assert_array_equal(node_graph[padded.receivers], edge_graph)
+    assert np.all(np.abs(np.linalg.det(padded.globals["cell"][real_graphs:])) > 0)
+    assert np.all(padded.nodes["species"][real_nodes:] == 0)
+    assert np.all(padded.globals["head"][real_graphs:] == 0)
+
+
+def test_pad_graph_exact_sizes() -> None:
+    batch = batch_graphs(
+        [atoms_to_graph(_triclinic(), 4.0, MODEL_Z), atoms_to_graph(_isolated(), 4.0, MODEL_Z)]
+    )
+    nodes, edges = int(batch.n_node.sum()), len(batch.senders)
+    padded = pad_graph(batch, n_node=nodes + 5, n_edge=edges + 7, n_graph=5)
+    assert len(padded.senders) == edges + 7 and len(padded.nodes["species"]) == nodes + 5
+    assert padded.n_node.tolist()[2:] == [5, 0, 0] and padded.n_edge.tolist()[2:] == [7, 0, 0]
+    _check_padded(padded, nodes, edges, 2)
+    # jraph's own padding convention agrees with the masks
+    np.testing.assert_array_equal(jraph.get_graph_padding_mask(padded), padded.globals["mask"])
+    np.testing.assert_array_equal(jraph.get_node_padding_mask(padded), padded.nodes["mask"])
+    np.testing.assert_array_equal(jraph.get_edge_padding_mask(padded), padded.edges["mask"])
+
+
+def test_pad_graph_without_padding_edges_and_masks_kept() -> None:
+    graph = add_masks(atoms_to_graph(_molecule(), 3.0, MODEL_Z))
+    assert graph.nodes["mask"].all() and graph.edges["mask"].all() and graph.globals["mask"].all()
+    nodes, edges = int(graph.n_node.sum()), len(graph.senders)
+    padded = pad_graph(graph, n_node=nodes + 1, n_edge=edges, n_graph=2)
+    _check_padded(padded, nodes, edges, 1)
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_pad_to_bucket(name: str) -> None:
+    make, cutoff = STRUCTURES[name]
+    graph = atoms_to_graph(make(), cutoff, MODEL_Z)
+    nodes, edges = int(graph.n_node.sum()), len(graph.senders)
+    padded = pad_to_bucket(graph)
+    assert len(padded.nodes["species"]) == bucket_size(nodes + 1)
+    assert len(padded.senders) == bucket_size(edges + 1)
+    _check_padded(padded, nodes, edges, 1)
+
+
+def test_pad_graph_rejects_too_small_sizes() -> None:
+    graph = atoms_to_graph(_molecule(), 3.0, MODEL_Z)
+    nodes, edges = int(graph.n_node.sum()), len(graph.senders)
+    for sizes in [(nodes, edges, 2), (nodes + 1, edges - 1, 2), (nodes + 1, edges, 1)]:
+        with pytest.raises(ValueError, match="n_node"):
+            pad_graph(graph, *sizes)
+
+
+def _cell_error_structures() -> list[tuple[Atoms, str]]:
+    zero_c = _triclinic()
+    zero_c.cell[2] = 0.0
+    parallel = _triclinic()
+    parallel.cell[1] = 2 * parallel.cell[0]
+    tiny = Atoms("H", positions=[[0, 0, 0]], cell=[1e-9, 3, 3], pbc=[True, False, False])
+    slanted = _slab()
+    slanted.cell[1] = slanted.cell[0] + [0.0, 0.01, 0.0]
+    return [
+        (zero_c, "direction(s) 2 (c)"),
+        (parallel, "0 (a), 1 (b)"),
+        (tiny, "0.1"),
+        (slanted, "degenerate"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("atoms", "cutoff", "keywords"),
+    [
+        (Atoms(), 3.0, ["empty"]),
+        (molecule("CH3CH2Cl"), 3.0, ["Cl", "['H', 'C', 'N', 'O'"]),
+        (Atoms("FeAu", positions=[[0, 0, 0], [2, 0, 0]]), 3.0, ["Fe", "Au"]),
+        (Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.05]]), 3.0, ["0.1", "atoms 0 and 1"]),
+        (
+            Atoms("H2", positions=[[0, 0, 0.01], [0, 0, 2.96]], cell=[3, 3, 3.0], pbc=True),
+            3.0,
+            ["0.1", "0.05"],
+        ),
+        (molecule("H2O"), 0.0, ["cutoff", "0.0"]),
+        (molecule("H2O"), -1.0, ["cutoff", "-1.0"]),
+        *[(atoms, 3.0, ["cell", kw]) for atoms, kw in _cell_error_structures()],
+    ],
+)
+def test_bad_input_raises(atoms: Atoms, cutoff: float, keywords: list[str]) -> None:
+    with pytest.raises(ValueError) as info:
+        atoms_to_graph(atoms, cutoff, MODEL_Z)
+    for keyword in keywords:
+        assert keyword in str(info.value)
+
+
+def test_nan_positions_raise() -> None:
+    atoms = molecule("H2O")
+    atoms.positions[2, 1] = np.nan
+    atoms.positions[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"NaN.*\[0, 2\]"):
+        atoms_to_graph(atoms, 3.0, MODEL_Z)
+
+
+def test_zero_cell_allowed_along_non_periodic_direction() -> None:
+    slab = _slab()
+    slab.cell[2] = 0.0
+    graph = atoms_to_graph(slab, 5.0, MODEL_Z)
+    assert _triples(graph.senders, graph.receivers, graph.edges["unit_shifts"]) == _triples(
+        *ase_neighbor_list("ijS", slab, 5.0)
+    )
