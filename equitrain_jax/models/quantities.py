@@ -1,7 +1,10 @@
 """Forces and stress as derivatives of one energy function.
 
-forces = −∂E/∂R (eV/Å); stress = (∂E/∂ε)/|det cell| (eV/Å³) for a symmetric strain ε applied to
-positions and cell, R → R(1+ε), cell → cell(1+ε), as mace-torch defines it.
+forces = −∂E/∂R (eV/Å); virial = −∂E/∂ε (eV) and stress = −virial/|det cell| (eV/Å³) for a
+symmetric strain ε applied to positions and cell, R → R(1+ε), cell → cell(1+ε), as mace-torch
+defines them.  The volume is that of the cell as given, also along non-periodic directions of
+slabs (mace-torch instead enlarges the cell there); structures with a zero-volume cell get zero
+stress, their virial stays meaningful.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import jax
 import jax.numpy as jnp
 import jraph
 
-EnergyFn = Callable[[Any, jraph.GraphsTuple], jnp.ndarray]  # (variables, graph) -> [n_graph] eV
+NodeEnergyFn = Callable[[Any, jraph.GraphsTuple], jnp.ndarray]  # (variables, graph) -> [n_node] eV
 
 
 class Outputs(NamedTuple):
     energy: jnp.ndarray  # [n_graph] eV
+    node_energy: jnp.ndarray  # [n_node] eV
     forces: jnp.ndarray  # [n_node, 3] eV/Å
     stress: jnp.ndarray  # [n_graph, 3, 3] eV/Å³ (zero where the cell has no volume)
+    virial: jnp.ndarray  # [n_graph, 3, 3] eV, −∂E/∂ε (defined for molecules too)
 
 
 def node_graph_index(graph: jraph.GraphsTuple) -> jnp.ndarray:
@@ -40,21 +45,27 @@ def strained(graph: jraph.GraphsTuple, positions: jnp.ndarray, strain: jnp.ndarr
     )
 
 
-def energy_forces_stress(energy_fn: EnergyFn, variables: Any, graph: jraph.GraphsTuple) -> Outputs:
-    """Energies, forces and stress of every graph in one reverse pass."""
+def energy_forces_stress(
+    node_energy_fn: NodeEnergyFn, variables: Any, graph: jraph.GraphsTuple
+) -> Outputs:
+    """Energies, per-atom energies, forces and stress of every graph in one reverse pass.
+
+    ``node_energy_fn`` must give zero energy on padding nodes (as `MACE.node_energies` does), so
+    padding graphs contribute nothing.
+    """
     positions = graph.nodes["positions"]
     strain = jnp.zeros(graph.globals["cell"].shape, positions.dtype)
+    node_graph = node_graph_index(graph)
 
     def total(positions, strain):
-        energies = energy_fn(variables, strained(graph, positions, strain))
-        if "mask" in graph.globals:
-            return jnp.sum(jnp.where(graph.globals["mask"], energies, 0.0)), energies
-        return jnp.sum(energies), energies
+        node_energy = node_energy_fn(variables, strained(graph, positions, strain))
+        return jnp.sum(node_energy), node_energy
 
-    (_, energies), (d_positions, d_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
+    (_, node_energy), (d_positions, d_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
         positions, strain
     )
+    energies = jax.ops.segment_sum(node_energy, node_graph, num_segments=graph.n_node.shape[0])
     volume = jnp.abs(jnp.linalg.det(graph.globals["cell"]))
     safe_volume = jnp.where(volume > 0, volume, 1.0)
     stress = jnp.where(volume[:, None, None] > 0, d_strain / safe_volume[:, None, None], 0.0)
-    return Outputs(energies, -d_positions, stress)
+    return Outputs(energies, node_energy, -d_positions, stress, -d_strain)

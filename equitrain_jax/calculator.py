@@ -1,0 +1,50 @@
+"""ASE calculator over a converted model (energy, free_energy, forces, stress, energies)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+from ase.calculators.calculator import Calculator as AseCalculator
+from ase.calculators.calculator import all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from equitrain_jax.models.io import ModelBundle
+from equitrain_jax.potential import Potential
+
+
+class Calculator(AseCalculator):
+    """ASE calculator for equitrain-jax models; works with ASE optimisers, MD and filters.
+
+    Args:
+        model: model directory written by ``equitrain-jax convert`` (or a `ModelBundle`, or a
+            ready `Potential`).
+        dtype: ``"float64"`` or ``"float32"``.
+        head: head name or index of a multi-head model.
+
+    Stress is in ASE's units (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy); it is zero for
+    structures whose cell has no volume.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(
+        self,
+        model: Union[str, Path, ModelBundle, Potential],
+        dtype: str = "float64",
+        head: Union[str, int, None] = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.potential = model if isinstance(model, Potential) else Potential(model, dtype=dtype, head=head)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        (out,) = self.potential.evaluate_graph(self.potential.graph(self.atoms))
+        self.results = {
+            "energy": out["energy"],
+            "free_energy": out["energy"],
+            "energies": out["energies"].astype(float),
+            "forces": out["forces"].astype(float),
+            "stress": full_3x3_to_voigt_6_stress(out["stress"].astype(float)),
+        }

@@ -1,0 +1,139 @@
+"""Command line: ``equitrain-jax {convert, evaluate, demo}`` (thin; the work is in the package)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEMO_DIR = Path("outputs/demo")
+
+
+def convert_command(args: argparse.Namespace) -> None:
+    from equitrain_jax.convert import convert_file, convert_module
+    from equitrain_jax.convert.architectures import build_mace_torch
+
+    if (args.model is None) == (args.architecture is None):
+        raise SystemExit("convert: give a MODEL file or --architecture NAME (not both)")
+    if args.model is not None:
+        config = convert_file(args.model, args.output)
+    else:
+        module = build_mace_torch(args.architecture, channels=args.channels, seed=args.seed)
+        config = convert_module(module, args.output)
+    print(
+        f"wrote {args.output}: {config.model_class} {config.hidden_irreps}, "
+        f"{config.num_interactions} interactions, r_max {config.r_max} Å, "
+        f"elements {list(config.atomic_numbers)}, heads {list(config.heads)}"
+    )
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    import ase.io
+    from tqdm import tqdm
+
+    from equitrain_jax.potential import Potential
+
+    potential = Potential(args.model, dtype=args.dtype, head=args.head)
+    structures = [a for path in args.structures for a in ase.io.read(path, index=":")]
+    rows = []
+    for atoms in tqdm(structures, desc="evaluating", unit="structure", disable=len(structures) < 5):
+        (out,) = potential.evaluate_graph(potential.graph(atoms))
+        rows.append(out)
+        if args.output:
+            from ase.calculators.singlepoint import SinglePointCalculator
+
+            atoms.calc = SinglePointCalculator(atoms, energy=out["energy"], forces=out["forces"])
+    print(f"{'#':>4} {'formula':>12} {'E (eV)':>16} {'E/atom':>12} {'max|F| eV/Å':>12} {'P (GPa)':>10}")
+    for i, (atoms, out) in enumerate(zip(structures, rows)):
+        pressure = -np.trace(out["stress"]) / 3 * 160.21766208
+        print(
+            f"{i:4d} {atoms.get_chemical_formula():>12} {out['energy']:16.6f} "
+            f"{out['energy'] / len(atoms):12.6f} {np.abs(out['forces']).max():12.6f} {pressure:10.4f}"
+        )
+    if args.output:
+        ase.io.write(args.output, structures)
+        print(f"wrote {args.output}")
+
+
+def demo_command(args: argparse.Namespace) -> None:
+    """Build a MACE-MP-0 medium architecture in mace-torch, convert it, and compare the numbers."""
+    import torch
+    from ase.build import bulk
+    from mace.calculators import MACECalculator
+
+    from equitrain_jax.calculator import Calculator
+    from equitrain_jax.convert import convert_module
+    from equitrain_jax.convert.architectures import build_mace_torch
+
+    out_dir = Path(args.output)
+    print(f"1. building a mace-torch {args.architecture} model (random weights, Si/C/O/H) …")
+    module = build_mace_torch(args.architecture, atomic_numbers=(1, 6, 8, 14), channels=args.channels)
+    print(f"2. converting it to {out_dir} …")
+    convert_module(module, out_dir)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=1)
+    print(f"3. evaluating {atoms.get_chemical_formula()} ({len(atoms)} atoms) with both …")
+    torch.set_default_dtype(torch.float64)
+    reference = MACECalculator(models=module, default_dtype="float64")
+    ours = Calculator(out_dir, dtype="float64")
+    timings = {}
+    results = {}
+    for name, calc in (("mace-torch", reference), ("equitrain-jax", ours)):
+        calc.get_potential_energy(atoms)  # compile / warm up
+        start = time.perf_counter()
+        atoms.calc = calc
+        calc.reset()
+        results[name] = (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+        timings[name] = time.perf_counter() - start
+    (e_t, f_t, s_t), (e_j, f_j, s_j) = results["mace-torch"], results["equitrain-jax"]
+    summary = {
+        "energy_eV": {"mace-torch": e_t, "equitrain-jax": e_j, "abs_diff": abs(e_t - e_j)},
+        "forces_max_abs_diff_eV_per_A": float(np.abs(f_t - f_j).max()),
+        "stress_max_abs_diff_eV_per_A3": float(np.abs(s_t - s_j).max()),
+        "seconds_per_call": timings,
+    }
+    print(json.dumps(summary, indent=2))
+    (out_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"model and demo.json in {out_dir}; use it with equitrain_jax.Calculator(model='{out_dir}')")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="equitrain-jax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="convert a mace-torch .model file to an equitrain-jax model directory")
+    p.add_argument("model", nargs="?", help="mace-torch model file (.model / .pt)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--architecture", help="instead of a file: build this MACE-MP architecture with random weights")
+    p.add_argument("--channels", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=convert_command)
+
+    p = sub.add_parser("evaluate", help="energies, forces and stress of structures (any ASE-readable file)")
+    p.add_argument("structures", nargs="+")
+    p.add_argument("--model", required=True, help="converted model directory")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--head", default=None)
+    p.add_argument("-o", "--output", help="write the structures with results (extxyz)")
+    p.set_defaults(func=evaluate_command)
+
+    p = sub.add_parser("demo", help="build, convert and check a MACE-MP-0 medium model against mace-torch")
+    p.add_argument("--architecture", default="mp0a-medium")
+    p.add_argument("--channels", type=int, default=128)
+    p.add_argument("-o", "--output", default=str(DEMO_DIR))
+    p.set_defaults(func=demo_command)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"equitrain-jax {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""A loaded model ready to evaluate structures: dtype, head, jit-compiled outputs, batching.
+
+`Potential` is what the ASE calculator, scripts and later the phonon code share.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import ase
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
+from equitrain_jax.models.io import ModelBundle, load_model
+from equitrain_jax.models.mace import MACE
+from equitrain_jax.models.quantities import energy_forces_stress
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+def enable_float64() -> None:
+    """Let JAX create float64 arrays (off by default in JAX)."""
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+def resolve_head(heads: Sequence[str], head: Union[str, int, None]) -> int:
+    """Index of the requested head; by default the only head or the one named 'default'."""
+    if head is None:
+        if len(heads) == 1:
+            return 0
+        defaults = [i for i, name in enumerate(heads) if name.lower() == "default"]
+        if defaults:
+            return defaults[0]
+        raise ValueError(f"this model has heads {list(heads)}; choose one with head=...")
+    if isinstance(head, (int, np.integer)):
+        if not 0 <= head < len(heads):
+            raise ValueError(f"head index {head} out of range for heads {list(heads)}")
+        return int(head)
+    if head not in heads:
+        raise ValueError(f"head {head!r} is not one of the model's heads {list(heads)}")
+    return list(heads).index(head)
+
+
+class Potential:
+    """Energies (eV), forces (eV/Å) and stress (eV/Å³) of ASE structures from a converted model.
+
+    Args:
+        model: a model directory (see ``equitrain-jax convert``) or a loaded `ModelBundle`.
+        dtype: ``"float64"`` (real float64 end to end; enables JAX x64) or ``"float32"``.
+        head: head name or index for multi-head models.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, Path, ModelBundle],
+        dtype: str = "float64",
+        head: Union[str, int, None] = None,
+    ):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if dtype == "float64":
+            enable_float64()
+        self.bundle = model if isinstance(model, ModelBundle) else load_model(model)
+        self.config = self.bundle.config
+        self.dtype = DTYPES[dtype]
+        self.head = resolve_head(self.config.heads, head)
+        self.module = MACE(self.config, param_dtype=self.dtype)
+        self.variables = jax.tree_util.tree_map(
+            lambda a: jnp.asarray(a, self.dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a),
+            self.bundle.variables,
+        )
+        node_energies = functools.partial(self.module.apply, method=MACE.node_energies)
+        self._outputs = jax.jit(functools.partial(energy_forces_stress, node_energies))
+
+    @property
+    def cutoff(self) -> float:
+        return self.config.r_max
+
+    def graph(self, atoms: ase.Atoms) -> jraph.GraphsTuple:
+        """Unpadded numpy graph of one structure; raises ValueError naming any bad input."""
+        return atoms_to_graph(atoms, self.cutoff, self.config.atomic_numbers, head=self.head)
+
+    def to_device(self, graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+        """Pad to bucket sizes and move to JAX arrays in this potential's dtype."""
+        padded = pad_to_bucket(graph)
+
+        def convert(x):
+            x = np.asarray(x)
+            return jnp.asarray(x, self.dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
+
+        return jax.tree_util.tree_map(convert, padded)
+
+    def evaluate_graph(self, graph: jraph.GraphsTuple) -> list[dict[str, np.ndarray]]:
+        """Outputs of every structure of a (batched, unpadded) graph as numpy, one dict each."""
+        out = self._outputs(self.variables, self.to_device(graph))
+        energy, node_energy, forces, stress, virial = (np.asarray(x) for x in out)
+        results = []
+        start = 0
+        for g, n in enumerate(np.asarray(graph.n_node)):
+            results.append(
+                dict(
+                    energy=float(energy[g]),
+                    energies=node_energy[start : start + n],
+                    forces=forces[start : start + n],
+                    stress=stress[g],
+                    virial=virial[g],
+                )
+            )
+            start += n
+        return results
+
+    def evaluate(self, structures: Iterable[ase.Atoms], batch_size: int = 16) -> list[dict[str, Any]]:
+        """Outputs for many structures, ``batch_size`` per compiled call (same results as one by one)."""
+        structures = list(structures)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start : start + batch_size]
+            results += self.evaluate_graph(batch_graphs([self.graph(a) for a in chunk]))
+        return results
+
+    def compiled_shapes(self) -> Optional[int]:
+        """Number of compiled variants of the output function (one per bucket size seen)."""
+        return self._outputs._cache_size()

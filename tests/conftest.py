@@ -1,0 +1,96 @@
+"""Shared fixtures: test structures and mace-torch references computed on the spot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule, surface
+
+ELEMENTS = (1, 6, 8, 14)
+
+
+def triclinic_crystal() -> Atoms:
+    """Periodic triclinic cell with H, C, O, Si at random positions (no pair closer than 0.9 Å)."""
+    rng = np.random.default_rng(7)
+    cell = np.array([[5.2, 0.0, 0.0], [1.1, 4.9, 0.0], [0.7, -0.9, 5.6]])
+    positions = []
+    while len(positions) < 12:
+        candidate = rng.uniform(size=3) @ cell
+        trial = Atoms("X" * (len(positions) + 1), positions=positions + [candidate], cell=cell, pbc=True)
+        if len(positions) == 0 or trial.get_distances(len(positions), range(len(positions)), mic=True).min() > 0.9:
+            positions.append(candidate)
+    numbers = rng.choice(ELEMENTS, size=len(positions))
+    return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+
+
+def ethanol() -> Atoms:
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+def with_isolated_atom() -> Atoms:
+    """A molecule plus a Si atom 20 Å away: it has no neighbours within any cutoff."""
+    atoms = molecule("H2O")
+    atoms += Atoms("Si", positions=[[20.0, 0.0, 0.0]])
+    return atoms
+
+
+def silicon_slab() -> Atoms:
+    """Si(100) slab periodic in x, y only, with 8 Å of vacuum along z."""
+    atoms = surface(bulk("Si", "diamond", a=5.43), (1, 0, 0), 4, vacuum=4.0)
+    atoms.pbc = (True, True, False)
+    atoms.rattle(0.03, seed=3)
+    return atoms
+
+
+def structures() -> dict[str, Atoms]:
+    return {
+        "triclinic": triclinic_crystal(),
+        "molecule": ethanol(),
+        "isolated_atom": with_isolated_atom(),
+        "slab": silicon_slab(),
+    }
+
+
+@pytest.fixture(scope="session")
+def test_structures() -> dict[str, Atoms]:
+    return structures()
+
+
+def torch_reference(module, atoms_list, head=None):
+    """Energy, forces, stress (3x3) and virial from mace-torch's own calculator in float64.
+
+    mace-torch divides the virial by the volume of a cell it enlarges along non-periodic
+    directions; the virial is recovered with that same volume.
+    """
+    import mace  # noqa: F401  (before e3nn)
+    import torch
+    from mace.calculators import MACECalculator
+    from mace.data.neighborhood import get_neighborhood
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        calc = MACECalculator(models=module, default_dtype="float64", head=head)
+        results = []
+        for atoms in atoms_list:
+            atoms = atoms.copy()
+            atoms.calc = calc
+            stress = atoms.get_stress(voigt=False)
+            *_, mace_cell = get_neighborhood(
+                atoms.positions, calc.r_max, tuple(bool(p) for p in atoms.pbc), atoms.cell.array.copy()
+            )
+            results.append(
+                dict(
+                    energy=atoms.get_potential_energy(),
+                    forces=atoms.get_forces(),
+                    stress=stress,
+                    virial=-stress * abs(np.linalg.det(mace_cell)),
+                    periodic=bool(atoms.pbc.all()),
+                )
+            )
+    finally:
+        torch.set_default_dtype(previous)
+    return results
