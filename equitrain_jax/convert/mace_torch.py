@@ -88,7 +88,12 @@ def normalise_cueq(model):
         return model
     from mace.cli.convert_cueq_e3nn import run
 
-    return run(model, return_model=True)
+    torch = import_torch()
+    previous = torch.get_default_dtype()
+    try:
+        return run(model, return_model=True)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _item(x) -> float:
