@@ -375,12 +375,13 @@ def variables_from_torch(model, config: MACEConfig) -> dict[str, Any]:
             weights = {f"weights_{corr}": sd.take(f"{q}.weights_max")}
             for j in range(corr - 1):
                 weights[f"weights_{corr - 1 - j}"] = sd.take(f"{q}.weights.{j}")
-            us = {}
+            compressed = {}
             for nu in range(1, corr + 1):
                 u = _numpy(getattr(contraction, f"U_matrix_{nu}"))
-                us[f"u_{nu}"] = u if u.ndim == nu + 2 else u[None]
+                monomials, coupling = eq.compress_coupling(u if u.ndim == nu + 2 else u[None])
+                compressed[f"monomials_{nu}"], compressed[f"coupling_{nu}"] = monomials, coupling
             prod[f"symmetric_contraction_{name}"] = weights
-            prod_constants[f"symmetric_contraction_{name}"] = us
+            prod_constants[f"symmetric_contraction_{name}"] = compressed
         params[f"products_{i}"] = prod
         constants[f"products_{i}"] = prod_constants
 

@@ -7,6 +7,7 @@ from equitrain_jax.data.graph import (
     atoms_to_graph,
     batch_graphs,
     bucket_size,
+    in_degree,
     pad_graph,
     pad_to_bucket,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "atoms_to_graph",
     "batch_graphs",
     "bucket_size",
+    "in_degree",
     "neighbour_list",
     "pad_graph",
     "pad_to_bucket",

@@ -9,6 +9,7 @@ converted from mace-torch are used as they are.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Mapping, NamedTuple, Sequence
 
@@ -90,59 +91,88 @@ def species_linear(
     return out
 
 
-def convolution_tensor_product(
+def convolution_messages(
     x: Features,
+    senders: jnp.ndarray,
     sh: Mapping[int, jnp.ndarray],
     weights: jnp.ndarray,
     paths: Sequence[ConvolutionPath],
 ) -> Features:
-    """Per-edge uvu tensor product of sender features with edge spherical harmonics.
+    """Sum over incoming edges of the uvu tensor product of sender features with the edge
+    spherical harmonics, per path weighted per channel.
 
-    x: ``{ir: [E, C, 2l+1]}``; sh: ``{l: [E, 2l+1]}``; weights: ``[E, n_paths, C]``.
-    Returns ``{ir_out: [E, k·C, 2l+1]}``, the k paths into ``ir_out`` stacked along channels in
-    path order.
+    Edges are neighbour-major (edge n·K + k is the k-th edge into node n), so the sum over edges
+    is a contraction, not a scatter, and no per-edge output features are ever stored.
+    x: ``{ir: [N, C, 2l+1]}``; senders: ``[N·K]``; sh: ``{l: [N·K, 2l+1]}``;
+    weights: ``[N·K, n_paths, C]``.  Returns ``{ir_out: [N, k·C, 2l+1]}``, the k paths into
+    ``ir_out`` stacked along channels in path order.
     """
+    n = next(iter(x.values())).shape[0]
+    k = senders.shape[0] // n
+    c = weights.shape[-1]
+    gathered = {
+        ir: x[ir][senders].reshape(n, k, c, -1) for ir in dict.fromkeys(p.ir_in for p in paths)
+    }
     grouped: dict[str, list[jnp.ndarray]] = {}
     for p, path in enumerate(paths):
         l_in, l_out = irrep(path.ir_in).l, irrep(path.ir_out).l
         cg = jnp.asarray(_coupling(l_in, path.l_sh, l_out), dtype=weights.dtype)
-        edge_coupling = jnp.einsum("ej,ijk->eik", sh[path.l_sh], cg)  # [E, 2l_in+1, 2l_out+1]
-        y = jnp.einsum("eci,eik->eck", x[path.ir_in], edge_coupling)
-        grouped.setdefault(path.ir_out, []).append(y * weights[:, p, :, None])
-    return {name: jnp.concatenate(ys, axis=1) for name, ys in grouped.items()}
+        edge_coupling = jnp.einsum("ej,ijo->eio", sh[path.l_sh], cg).reshape(n, k, 2 * l_in + 1, 2 * l_out + 1)
+        weighted = gathered[path.ir_in] * weights[:, p, :].reshape(n, k, c, 1)
+        grouped.setdefault(path.ir_out, []).append(jnp.einsum("nkci,nkio->nco", weighted, edge_coupling))
+    return {name: jnp.concatenate(ms, axis=1) for name, ms in grouped.items()}
+
+
+def sum_over_neighbours(edge_values: jnp.ndarray, n_nodes: int) -> jnp.ndarray:
+    """Sum of neighbour-major edge values into their receivers: [N·K, …] → [N, …]."""
+    return edge_values.reshape(n_nodes, -1, *edge_values.shape[1:]).sum(axis=1)
+
+
+def compress_coupling(u: np.ndarray, tol: float = 1e-14) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse symmetric form of a U matrix ``[M, D, …(ν times), K]``.
+
+    The contraction only sees the symmetric product x_i1…x_iν, so U is summed over permutations
+    of its feature axes and kept only at the sorted index tuples where it is non-zero (about 1 %
+    of its entries for MACE's U matrices).  Returns ``monomials [T, ν]`` (int32, i1 ≤ … ≤ iν)
+    and ``coupling [T, M, K]``.
+    """
+    u = np.asarray(u)
+    nu = u.ndim - 2
+    symmetric = np.zeros_like(u)
+    for perm in itertools.permutations(range(1, nu + 1)):
+        symmetric += np.transpose(u, (0, *perm, nu + 1))
+    tuples = np.array(list(itertools.combinations_with_replacement(range(u.shape[1]), nu)), dtype=np.int32)
+    tuples = tuples.reshape(-1, nu)
+    # Σ over the distinct permutations of a tuple = (its number of orderings / ν!) · Σ over all ν!.
+    orderings = np.array([len(set(itertools.permutations(t))) for t in tuples.tolist()])
+    coupling = np.moveaxis(symmetric[(slice(None), *tuples.T)], 1, 0)  # [T, M, K]
+    coupling = coupling * (orderings / math.factorial(nu))[:, None, None]
+    keep = np.abs(coupling).reshape(len(tuples), -1).max(axis=1) > tol
+    return tuples[keep], coupling[keep]
 
 
 def symmetric_contraction(
     x: jnp.ndarray,
     species: jnp.ndarray,
     weights: Sequence[jnp.ndarray],
-    u_matrices: Sequence[jnp.ndarray],
+    monomials: Sequence[jnp.ndarray],
+    couplings: Sequence[jnp.ndarray],
 ) -> jnp.ndarray:
     """MACE's symmetric contraction for one output irrep, up to body order len(weights)+1.
 
     out[n, c, M] = Σ_ν Σ_k W_ν[z_n, k, c] Σ_{i1..iν} U_ν[M, i1, …, iν, k] x[n, c, i1]…x[n, c, iν]
 
-    x: ``[n, C, D]`` (all irreps of the node features, concatenated); species: ``[n]``;
-    weights[ν−1]: ``[n_species, K_ν, C]``; u_matrices[ν−1]: ``[M, D, …(ν times), K_ν]``.
-    Returns ``[n, C, M]``.
+    evaluated in the sparse symmetric form of `compress_coupling`.  x: ``[n, C, D]`` (all irreps
+    of the node features, concatenated); species: ``[n]``; weights[ν−1]: ``[n_species, K_ν, C]``;
+    monomials[ν−1]: ``[T_ν, ν]``; couplings[ν−1]: ``[T_ν, M, K_ν]``.  Returns ``[n, C, M]``.
     """
-    n, c, d = x.shape
     out = 0.0
-    xx = None
-    for nu, (w, u) in enumerate(zip(weights, u_matrices), start=1):
-        m, k = u.shape[0], u.shape[-1]
-        if nu == 1:
-            poly = jnp.einsum("mik,nci->ncmk", u, x)
-        else:
-            if xx is None:
-                xx = (x[:, :, :, None] * x[:, :, None, :]).reshape(n * c, d * d)
-            rest = d ** (nu - 2)
-            u_pair = jnp.moveaxis(u.reshape(m, d * d, rest * k), 1, 0).reshape(d * d, m * rest * k)
-            t = (xx @ u_pair).reshape(n, c, m, rest, k)
-            for _ in range(nu - 2):
-                rest //= d
-                t = jnp.einsum("ncmirk,nci->ncmrk", t.reshape(n, c, m, d, rest, k), x)
-            poly = t.reshape(n, c, m, k)
+    d = x.shape[-1]
+    for w, index, coupling in zip(weights, monomials, couplings):
+        # factors selected by one-hot matmuls: their gradient is a matmul too, not a slow scatter
+        factors = [x @ jax.nn.one_hot(index[:, j], d, dtype=x.dtype).T for j in range(index.shape[1])]
+        monomial = functools.reduce(jnp.multiply, factors)  # [n, C, T]
+        poly = jnp.einsum("nct,tmk->ncmk", monomial, coupling)
         out = out + jnp.einsum("ncmk,nkc->ncm", poly, jnp.take(w, species, axis=0))
     return out
 

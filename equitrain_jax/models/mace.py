@@ -83,7 +83,8 @@ def u_matrix(irreps_in: tuple[str, ...], ir_out: str, degree: int) -> np.ndarray
 
 
 class SymmetricContraction(nn.Module):
-    """Body-order expansion of one output irrep; weights [Z, K_ν, C] and U matrices per degree ν."""
+    """Body-order expansion of one output irrep; weights [Z, K_ν, C] per degree ν, and the
+    U matrices as constants in the sparse form of `equivariant.compress_coupling`."""
 
     irreps_in: tuple[str, ...]
     ir_out: str
@@ -94,18 +95,19 @@ class SymmetricContraction(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, species: jnp.ndarray) -> jnp.ndarray:
-        u_matrices, weights = [], []
+        weights, monomials, couplings = [], [], []
         for nu in range(1, self.correlation + 1):
-            u = self.variable(
-                "constants",
-                f"u_{nu}",
-                lambda nu=nu: jnp.asarray(u_matrix(self.irreps_in, self.ir_out, nu), self.param_dtype),
+            compressed = lambda nu=nu: eq.compress_coupling(u_matrix(self.irreps_in, self.ir_out, nu))
+            index = self.variable("constants", f"monomials_{nu}", lambda c=compressed: jnp.asarray(c()[0])).value
+            coupling = self.variable(
+                "constants", f"coupling_{nu}", lambda c=compressed: jnp.asarray(c()[1], self.param_dtype)
             ).value
-            k = u.shape[-1]
+            k = coupling.shape[-1]
             shape = (self.num_elements, k, self.num_channels)
             weights.append(self.param(f"weights_{nu}", _normal(1.0 / max(k, 1)), shape, self.param_dtype))
-            u_matrices.append(u)
-        return eq.symmetric_contraction(x, species, weights, u_matrices)
+            monomials.append(index)
+            couplings.append(coupling)
+        return eq.symmetric_contraction(x, species, weights, monomials, couplings)
 
 
 class Interaction(nn.Module):
@@ -119,7 +121,7 @@ class Interaction(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, feats, species, sh, edge_feats, cutoff, senders, receivers):
+    def __call__(self, feats, species, sh, edge_feats, cutoff, senders, edge_mask):
         cfg = self.config
         c, z = cfg.num_channels, cfg.num_elements
         n_nodes = species.shape[0]
@@ -137,11 +139,8 @@ class Interaction(nn.Module):
         ).reshape(-1, len(paths), c)
         if cutoff is not None:
             weights = weights * cutoff[:, None, None]
-        edge_x = {ir: up[ir][senders] for ir in self.irreps_in}
-        messages = eq.convolution_tensor_product(edge_x, sh, weights, paths)
-        messages = {
-            ir: jax.ops.segment_sum(m, receivers, num_segments=n_nodes) for ir, m in messages.items()
-        }
+        weights = weights * edge_mask[:, None, None]
+        messages = eq.convolution_messages(up, senders, sh, weights, paths)
         paths_into = {ir: sum(p.ir_out == ir for p in paths) for ir in self.irreps_target}
         messages = Linear(
             tuple((ir, (paths_into[ir] * c, c)) for ir in self.irreps_target),
@@ -152,10 +151,10 @@ class Interaction(nn.Module):
             density_mlp = RadialMLP(
                 (cfg.num_bessel, 1), cfg.radial_activation_constant, self.param_dtype, name="density_mlp"
             )
-            edge_density = jnp.tanh(density_mlp(edge_feats)[:, 0] ** 2)
+            edge_density = jnp.tanh(density_mlp(edge_feats)[:, 0] ** 2) * edge_mask
             if cutoff is not None:
                 edge_density = edge_density * cutoff
-            density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)
+            density = eq.sum_over_neighbours(edge_density, n_nodes)
             messages = {ir: m / (density[:, None, None] + 1.0) for ir, m in messages.items()}
         else:
             messages = {ir: m / cfg.avg_num_neighbors for ir, m in messages.items()}
@@ -277,9 +276,13 @@ class MACE(nn.Module):
         node_graph = node_graph_index(graph)
         node_heads = graph.globals["head"][node_graph]
 
-        vectors = edge_vectors(graph, node_graph)
-        if "mask" in graph.edges:
-            vectors = jnp.where(graph.edges["mask"][:, None], vectors, 2.0 * cfg.r_max)
+        if "neighbour_mask" not in graph.nodes:
+            raise ValueError(
+                "the graph is not padded into the neighbour-major layout the model needs; "
+                "build it with equitrain_jax.data.pad_to_bucket (or pad_graph)"
+            )
+        edge_mask = graph.edges["mask"]
+        vectors = jnp.where(edge_mask[:, None], edge_vectors(graph, node_graph), 2.0 * cfg.r_max)
         lengths = jnp.linalg.norm(vectors, axis=-1)
         sh_irreps = "+".join(str(e3nn.Irrep(l, (-1) ** l)) for l in range(cfg.max_ell + 1))
         sh_all = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component").array
@@ -295,7 +298,7 @@ class MACE(nn.Module):
             x = radial.agnesi_transform(lengths, 0.5 * (cov_s + cov_r), q, p, a)
         elif cfg.distance_transform == "Soft":
             x = radial.soft_transform(lengths, cov_s + cov_r, cfg.soft_alpha)
-        edge_feats = radial.bessel_basis(x, cfg.r_max, cfg.num_bessel)
+        edge_feats = radial.bessel_basis(x, cfg.r_max, cfg.num_bessel) * edge_mask[:, None]
         if cfg.apply_cutoff:
             edge_feats = edge_feats * cutoff[:, None]
             edge_cutoff = None
@@ -315,12 +318,12 @@ class MACE(nn.Module):
                 cfg.zbl_a_exponent,
                 tuple(cfg.zbl_coefficients),
             )
-            pair = jax.ops.segment_sum(edge_pair, receivers, num_segments=n_nodes)
+            pair = eq.sum_over_neighbours(edge_pair * edge_mask, n_nodes)
 
         feats = {"0e": (self.embedding[species] / math.sqrt(cfg.num_elements))[:, :, None]}
         node_inter = pair
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            messages, sc = interaction(feats, species, sh, edge_feats, edge_cutoff, senders, receivers)
+            messages, sc = interaction(feats, species, sh, edge_feats, edge_cutoff, senders, edge_mask)
             feats = product(messages, sc, species)
             per_head = readout(feats, node_heads)
             node_inter = node_inter + jnp.take_along_axis(per_head, node_heads[:, None], axis=1)[:, 0]

@@ -15,6 +15,7 @@ from equitrain_jax.data import (
     atoms_to_graph,
     batch_graphs,
     bucket_size,
+    in_degree,
     neighbour_list,
     pad_graph,
     pad_to_bucket,
@@ -162,25 +163,37 @@ def test_bucket_size() -> None:
         bucket_size(-1)
 
 
-def _check_padded(padded, real_nodes: int, real_edges: int, real_graphs: int) -> None:
+def _edge_set(graph, mask=None) -> set:
+    keep = np.ones(len(graph.senders), bool) if mask is None else mask
+    return {
+        (int(s), int(r), tuple(int(x) for x in shift))
+        for s, r, shift in zip(graph.senders[keep], graph.receivers[keep], graph.edges["unit_shifts"][keep])
+    }
+
+
+def _check_padded(padded, unpadded, real_graphs: int) -> None:
+    """Neighbour-major layout: slot n*K + k is the k-th edge into node n; same real edges."""
+    real_nodes, real_edges = int(unpadded.n_node.sum()), len(unpadded.senders)
     n, e, g = len(padded.nodes["species"]), len(padded.senders), len(padded.n_node)
-    assert padded.n_node.sum() == n and padded.n_edge.sum() == e
+    k = padded.nodes["neighbour_mask"].shape[1]
+    assert e == n * k and padded.n_node.sum() == n
+    np.testing.assert_array_equal(padded.n_edge, padded.n_node * k)
+    np.testing.assert_array_equal(padded.receivers, np.repeat(np.arange(n), k))
+    np.testing.assert_array_equal(padded.nodes["neighbour_mask"].reshape(-1), padded.edges["mask"])
     assert len(padded.nodes["positions"]) == n and len(padded.edges["unit_shifts"]) == e
     assert len(padded.globals["cell"]) == g and len(padded.globals["head"]) == g
     assert padded.nodes["mask"].sum() == real_nodes and padded.nodes["mask"][:real_nodes].all()
-    assert padded.edges["mask"].sum() == real_edges and padded.edges["mask"][:real_edges].all()
+    assert padded.edges["mask"].sum() == real_edges
     assert padded.globals["mask"].sum() == real_graphs
     assert padded.globals["mask"][:real_graphs].all()
-    assert padded.senders.max() < n and padded.receivers.max() < n
-    lengths = np.linalg.norm(_edge_vectors(padded), axis=1)
-    assert np.all(np.isfinite(lengths)) and np.all(lengths > 0)
-    pad_lengths = lengths[~padded.edges["mask"]]
-    np.testing.assert_allclose(pad_lengths, PADDING_CELL_LENGTH)
-    # padding edges stay inside padding graphs
-    edge_graph = np.repeat(np.arange(g), padded.n_edge)
+    assert _edge_set(padded, padded.edges["mask"]) == _edge_set(unpadded)
+    lengths = np.linalg.norm(_edge_vectors(padded), axis=1)[padded.edges["mask"]]
+    assert np.all(lengths > 0)
+    empty = ~padded.edges["mask"]
+    np.testing.assert_array_equal(padded.senders[empty], padded.receivers[empty])
+    # every slot stays inside its graph
     node_graph = np.repeat(np.arange(g), padded.n_node)
-    np.testing.assert_array_equal(node_graph[padded.senders], edge_graph)
-    np.testing.assert_array_equal(node_graph[padded.receivers], edge_graph)
+    np.testing.assert_array_equal(node_graph[padded.senders], node_graph[padded.receivers])
     assert np.all(np.abs(np.linalg.det(padded.globals["cell"][real_graphs:])) > 0)
     assert np.all(padded.nodes["species"][real_nodes:] == 0)
     assert np.all(padded.globals["head"][real_graphs:] == 0)
@@ -190,41 +203,42 @@ def test_pad_graph_exact_sizes() -> None:
     batch = batch_graphs(
         [atoms_to_graph(_triclinic(), 4.0, MODEL_Z), atoms_to_graph(_isolated(), 4.0, MODEL_Z)]
     )
-    nodes, edges = int(batch.n_node.sum()), len(batch.senders)
-    padded = pad_graph(batch, n_node=nodes + 5, n_edge=edges + 7, n_graph=5)
-    assert len(padded.senders) == edges + 7 and len(padded.nodes["species"]) == nodes + 5
-    assert padded.n_node.tolist()[2:] == [5, 0, 0] and padded.n_edge.tolist()[2:] == [7, 0, 0]
-    _check_padded(padded, nodes, edges, 2)
-    # jraph's own padding convention agrees with the masks
+    nodes = int(batch.n_node.sum())
+    k = in_degree(batch) + 3
+    padded = pad_graph(batch, n_node=nodes + 5, max_neighbours=k, n_graph=5)
+    assert len(padded.senders) == (nodes + 5) * k and len(padded.nodes["species"]) == nodes + 5
+    assert padded.n_node.tolist()[2:] == [5, 0, 0]
+    _check_padded(padded, batch, 2)
+    # jraph's own padding convention agrees with the node and graph masks
     np.testing.assert_array_equal(jraph.get_graph_padding_mask(padded), padded.globals["mask"])
     np.testing.assert_array_equal(jraph.get_node_padding_mask(padded), padded.nodes["mask"])
-    np.testing.assert_array_equal(jraph.get_edge_padding_mask(padded), padded.edges["mask"])
 
 
-def test_pad_graph_without_padding_edges_and_masks_kept() -> None:
+def test_pad_graph_without_padding_nodes_and_masks_kept() -> None:
     graph = add_masks(atoms_to_graph(_molecule(), 3.0, MODEL_Z))
     assert graph.nodes["mask"].all() and graph.edges["mask"].all() and graph.globals["mask"].all()
-    nodes, edges = int(graph.n_node.sum()), len(graph.senders)
-    padded = pad_graph(graph, n_node=nodes + 1, n_edge=edges, n_graph=2)
-    _check_padded(padded, nodes, edges, 1)
+    nodes = int(graph.n_node.sum())
+    padded = pad_graph(graph, n_node=nodes, max_neighbours=in_degree(graph), n_graph=2)
+    assert padded.n_node.tolist() == [nodes, 0]
+    _check_padded(padded, graph, 1)
 
 
 @pytest.mark.parametrize("name", STRUCTURES)
 def test_pad_to_bucket(name: str) -> None:
     make, cutoff = STRUCTURES[name]
     graph = atoms_to_graph(make(), cutoff, MODEL_Z)
-    nodes, edges = int(graph.n_node.sum()), len(graph.senders)
+    nodes = int(graph.n_node.sum())
     padded = pad_to_bucket(graph)
-    assert len(padded.nodes["species"]) == bucket_size(nodes + 1)
-    assert len(padded.senders) == bucket_size(edges + 1)
-    _check_padded(padded, nodes, edges, 1)
+    assert len(padded.nodes["species"]) == bucket_size(nodes)
+    assert padded.nodes["neighbour_mask"].shape[1] == bucket_size(in_degree(graph), minimum=4)
+    _check_padded(padded, graph, 1)
 
 
 def test_pad_graph_rejects_too_small_sizes() -> None:
     graph = atoms_to_graph(_molecule(), 3.0, MODEL_Z)
-    nodes, edges = int(graph.n_node.sum()), len(graph.senders)
-    for sizes in [(nodes, edges, 2), (nodes + 1, edges - 1, 2), (nodes + 1, edges, 1)]:
-        with pytest.raises(ValueError, match="n_node"):
+    nodes, degree = int(graph.n_node.sum()), in_degree(graph)
+    for sizes in [(nodes - 1, degree, 2), (nodes, degree - 1, 2), (nodes, degree, 1)]:
+        with pytest.raises(ValueError, match="max_neighbours"):
             pad_graph(graph, *sizes)
 
 
