@@ -107,38 +107,80 @@ def calculator_level(calc, atoms, repeats):
     return median_time(run, repeats)
 
 
+def measure(dtype: str, n: int, repeats: int, channels: int, memory_gb: float) -> dict:
+    """One (dtype, size) row, run in a child process under an address-space limit so that an
+    out-of-memory side is reported instead of taking the machine down."""
+    import resource
+
+    limit = int(memory_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    enable_float64()
+    module = build_mace_torch("mp0a-medium", atomic_numbers=tuple(range(1, 90)), channels=channels, dtype=dtype)
+    potential = Potential(ModelBundle(*convert_model(module)), dtype=dtype)
+    atoms = silicon(n)
+    row = dict(dtype=dtype, atoms=n)
+    for side, run in (("torch", lambda: torch_model_level(module, atoms, dtype, repeats)),
+                      ("jax", lambda: jax_model_level(potential, atoms, repeats))):
+        try:
+            row[f"{side}_model_s"], extra = run()
+            if side == "torch":
+                row["torch_calc_s"] = calculator_level(extra, atoms, repeats)
+            else:
+                row["jax_compile_s"] = extra
+                row["jax_calc_s"] = calculator_level(Calculator(potential), atoms, repeats)
+        except (MemoryError, RuntimeError) as error:  # torch and XLA report allocation failures so
+            if "memory" not in str(error).lower() and not isinstance(error, MemoryError):
+                raise
+            row[f"{side}_model_s"] = row[f"{side}_calc_s"] = None
+    return row
+
+
+def _child(queue, *args):
+    queue.put(measure(*args))
+
+
+def fmt(seconds):
+    return "      OOM" if seconds is None else f"{seconds * 1e3:9.1f}"
+
+
+def ratio(a, b):
+    return "    -" if a is None or b is None else f"{a / b:5.2f}"
+
+
 def main():
+    import multiprocessing
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 512], choices=sorted(REPS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 512, 4096], choices=sorted(REPS))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--channels", type=int, default=128)
+    parser.add_argument("--memory-gb", type=float, default=20.0, help="address-space limit per measurement")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
 
-    enable_float64()
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
           f"{jax.devices()[0].device_kind}, torch {torch.__version__}, jax {jax.__version__}, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}; times are medians in ms; x = torch / jax")
+    print(f"{'dtype':8s} {'atoms':>5s} | {'torch model':>11s} {'jax model':>9s} {'x':>5s} {'compile s':>9s} | "
+          f"{'torch calc':>10s} {'jax calc':>9s} {'x':>5s}")
+    context = multiprocessing.get_context("spawn")
     rows = []
     for dtype in args.dtypes:
-        module = build_mace_torch("mp0a-medium", atomic_numbers=tuple(range(1, 90)), channels=args.channels,
-                                  dtype=dtype)
-        bundle = ModelBundle(*convert_model(module))
-        potential = Potential(bundle, dtype=dtype)
         for n in args.sizes:
-            atoms = silicon(n)
-            t_torch, torch_calc = torch_model_level(module, atoms, dtype, args.repeats)
-            t_jax, compile_time = jax_model_level(potential, atoms, args.repeats)
-            c_torch = calculator_level(torch_calc, atoms, args.repeats)
-            c_jax = calculator_level(Calculator(potential), atoms, args.repeats)
-            row = dict(dtype=dtype, atoms=n, torch_model_s=t_torch, jax_model_s=t_jax,
-                       model_speedup=t_torch / t_jax, jax_compile_s=compile_time,
-                       torch_calc_s=c_torch, jax_calc_s=c_jax, calc_speedup=c_torch / c_jax)
+            queue = context.Queue()
+            child = context.Process(target=_child, args=(queue, dtype, n, args.repeats, args.channels, args.memory_gb))
+            child.start()
+            child.join()
+            if child.exitcode != 0:
+                print(f"{dtype:8s} {n:5d} | measurement process died (exit code {child.exitcode})", flush=True)
+                continue
+            row = queue.get()
             rows.append(row)
-            print(f"{dtype:8s} {n:5d} atoms | model: torch {t_torch*1e3:9.1f} ms  jax {t_jax*1e3:9.1f} ms  "
-                  f"x{t_torch/t_jax:5.2f} (compile {compile_time:5.1f} s) | calculator: torch {c_torch*1e3:9.1f} ms  "
-                  f"jax {c_jax*1e3:9.1f} ms  x{c_torch/c_jax:5.2f}", flush=True)
+            print(f"{dtype:8s} {n:5d} | {fmt(row['torch_model_s']):>11s} {fmt(row['jax_model_s'])} "
+                  f"{ratio(row['torch_model_s'], row['jax_model_s'])} {row.get('jax_compile_s') or 0:9.1f} | "
+                  f"{fmt(row['torch_calc_s']):>10s} {fmt(row['jax_calc_s'])} {ratio(row['torch_calc_s'], row['jax_calc_s'])}",
+                  flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
