@@ -1,0 +1,108 @@
+"""LoRA: low-rank updates W + (α/r)·A·B of chosen weights, with B = 0 at initialisation.
+
+Every MACE weight multiplies channel (multiplicity) axes only; irrep components are never
+touched by a weight, so any update of it keeps the model E(3)-equivariant.  Layouts:
+
+* 2-D weights ``[m, n]`` (per-irrep linears ``[C_in, C_out]``, radial-MLP layers
+  ``[h_in, h_out]``, readouts, the embedding ``[Z, C]``): ``ΔW = (α/r) A B`` with
+  ``A [m, r]``, ``B [r, n]``.
+* 3-D element-dependent weights (skip connection ``skip_tp/{ir}`` ``[C_in, Z, C_out]``,
+  symmetric-contraction ``weights_ν`` ``[Z, K, C]``): one low-rank factorisation per element over
+  the two other axes, ``ΔW[z] = (α/r) A[z] B[z]`` with ``A [Z, m, r]``, ``B [Z, r, n]``.  These
+  weights are Z separate maps selected by the atom's one-hot species, so each element gets its
+  own low-rank update, like a 2-D linear; an element absent from the fine-tuning data gets no
+  gradient on its factors and keeps exactly its pretrained map (a factorisation of the
+  matricised tensor would share factors across elements and move all of them).
+  Cost Z·r·(m + n) instead of Z·m·n numbers.
+
+The rank of each weight is ``min(rank, m, n)``.  A is drawn from N(0, 1), the scale of the base
+weights (their 1/√fan_in normalisation lives in the forward pass); with B = 0 the merged
+weights equal the base ones bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from equitrain_jax.adapters.paths import Patterns, add_updates, dotted_path, select
+
+DEFAULT_TARGETS: tuple[str, ...] = ("interactions.*", "products.*", "readouts.*")
+"""Every weight except the element embedding: interaction linears, radial MLPs, skip
+connections, symmetric contractions, product linears and readouts."""
+
+
+@struct.dataclass
+class LoRAWeight:
+    """Factors of one weight's update; ``scale`` = α/r and ``element_axis`` (where Z sits in the
+    base weight, None for 2-D) are static, so optimisers see only ``a`` and ``b``."""
+
+    a: jnp.ndarray  # [(Z,) m, r]
+    b: jnp.ndarray  # [(Z,) r, n]
+    scale: float = struct.field(pytree_node=False)
+    element_axis: Optional[int] = struct.field(pytree_node=False)
+
+    def delta(self) -> jnp.ndarray:
+        """ΔW in the layout of the base weight."""
+        product = self.scale * (self.a @ self.b)
+        return product if self.element_axis is None else jnp.moveaxis(product, 0, self.element_axis)
+
+
+def element_axis(path: str, shape: tuple[int, ...]) -> Optional[int]:
+    """Axis of the element index Z in a weight: None for 2-D weights, 1 for ``skip_tp``, 0 for
+    symmetric-contraction weights."""
+    if len(shape) == 2:
+        return None
+    if len(shape) == 3 and ".skip_tp." in f".{path}.":
+        return 1
+    if len(shape) == 3 and ".symmetric_contraction_" in f".{path}":
+        return 0
+    raise ValueError(f"no LoRA layout for parameter {path} of shape {shape}")
+
+
+def init(
+    params: Mapping[str, Any],
+    rank: int = 4,
+    alpha: Optional[float] = None,
+    targets: Patterns = DEFAULT_TARGETS,
+    key: Optional[jax.Array] = None,
+) -> dict[str, Any]:
+    """LoRA factors for the weights of ``params`` matching ``targets``, nested like ``params``.
+
+    Args:
+        params: the model's ``params`` collection.
+        rank: r, capped per weight at ``min(m, n)``.
+        alpha: α; the update is scaled by α/r (default α = r: scale 1).
+        targets: path patterns (see `equitrain_jax.adapters.paths`).
+        key: PRNG key for A (default ``PRNGKey(0)``).
+    """
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    selected = select(params, targets)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(selected)
+    keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, len(flat))
+
+    def factors(path: str, weight: jnp.ndarray, k: jax.Array) -> LoRAWeight:
+        axis = element_axis(path, weight.shape)
+        batch = () if axis is None else (weight.shape[axis],)
+        m, n = (s for i, s in enumerate(weight.shape) if i != axis)
+        r = min(rank, m, n)
+        dtype = jnp.asarray(weight).dtype
+        return LoRAWeight(
+            a=jax.random.normal(k, batch + (m, r), dtype),
+            b=jnp.zeros(batch + (r, n), dtype),
+            scale=float(alpha if alpha is not None else rank) / rank,
+            element_axis=axis,
+        )
+
+    leaves = [factors(dotted_path(p), w, k) for (p, w), k in zip(flat, keys)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def merge(params: Mapping[str, Any], adapters: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every adapted weight replaced by W + (α/r)·A·B."""
+    return add_updates(params, adapters, lambda lora, weight: lora.delta().astype(weight.dtype))

@@ -1,0 +1,86 @@
+"""Fine-tuning strategies: which tree is trained, which stays fixed, and how they make variables.
+
+A `Strategy` splits the model variables (``{"params": ..., "constants": ...}``) into a
+``trainable`` tree (what the optimiser updates) and a ``frozen`` tree, with a pure
+``merge(trainable, frozen) -> variables``.  ``labels`` (optax labels over ``trainable``, or None
+when everything in it is trained) freezes leaves inside the trainable tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import jraph
+
+from equitrain_jax.adapters import delta, lora
+from equitrain_jax.adapters.freeze import trainable_labels
+from equitrain_jax.adapters.paths import Patterns
+from equitrain_jax.models.config import MACEConfig
+from equitrain_jax.models.mace import MACE
+
+Variables = Mapping[str, Any]
+
+
+class Strategy(NamedTuple):
+    trainable: Any
+    frozen: Any
+    merge: Callable[[Any, Any], dict[str, Any]]
+    labels: Optional[Any] = None
+
+
+def _params_are_trainable(trainable: Any, frozen: Variables) -> dict[str, Any]:
+    return {**frozen, "params": trainable}
+
+
+def _lora_variables(adapters: Any, frozen: Variables) -> dict[str, Any]:
+    return {**frozen, "params": lora.merge(frozen["params"], adapters)}
+
+
+def _delta_variables(deltas: Any, frozen: Variables) -> dict[str, Any]:
+    return {**frozen, "params": delta.merge(frozen["params"], deltas)}
+
+
+def _without_params(variables: Variables) -> dict[str, Any]:
+    return {name: value for name, value in variables.items() if name != "params"}
+
+
+def full_finetune(variables: Variables) -> Strategy:
+    """Every weight trained, starting from ``variables``."""
+    return Strategy(variables["params"], _without_params(variables), _params_are_trainable)
+
+
+def partial_finetune(variables: Variables, trainable_patterns: Patterns) -> Strategy:
+    """Only weights matching ``trainable_patterns`` trained; the rest frozen by optax labels."""
+    params = variables["params"]
+    return Strategy(
+        params, _without_params(variables), _params_are_trainable, trainable_labels(params, trainable_patterns)
+    )
+
+
+def from_scratch(
+    config: MACEConfig, graph: jraph.GraphsTuple, key: jax.Array, dtype: Any = jnp.float64
+) -> Strategy:
+    """A freshly initialised ``MACE(config)`` (architecture's own U matrices), every weight trained.
+
+    ``graph``: any padded graph (see `equitrain_jax.data.pad_to_bucket`), used for shapes.
+    """
+    return full_finetune(jax.jit(MACE(config, param_dtype=dtype).init)(key, graph))
+
+
+def lora_finetune(
+    variables: Variables,
+    rank: int = 4,
+    alpha: Optional[float] = None,
+    targets: Patterns = lora.DEFAULT_TARGETS,
+    key: Optional[jax.Array] = None,
+) -> Strategy:
+    """LoRA factors trained (see `equitrain_jax.adapters.lora`); the pretrained weights frozen."""
+    return Strategy(lora.init(variables["params"], rank, alpha, targets, key), dict(variables), _lora_variables)
+
+
+def l2sp_finetune(variables: Variables, targets: Patterns = delta.DEFAULT_TARGETS) -> Strategy:
+    """Residuals δ trained (add `delta.l2sp_penalty` to the loss); the pretrained weights frozen."""
+    return Strategy(delta.init(variables["params"], targets), dict(variables), _delta_variables)

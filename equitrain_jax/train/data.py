@@ -1,0 +1,135 @@
+"""Labelled, padded training batches from ASE structures.
+
+Labels become graph fields next to the inputs (see `equitrain_jax.data.graph`)::
+
+    globals["energy"]     [G]        eV, total energy
+    nodes["forces"]       [N, 3]     eV/Å
+    globals["stress"]     [G, 3, 3]  eV/Å³ (ASE sign: +dE/dε / V), zeros where absent
+    globals["has_stress"] [G]        bool, whether the stress label is used
+
+Each label is read from ``atoms.info`` (energy, stress) or ``atoms.arrays`` (forces) under the
+configured key, else from ``atoms.calc.results`` under the same key.  All checks happen here,
+before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Optional
+
+import ase
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+from ase.stress import voigt_6_to_full_3x3_stress
+
+from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
+from equitrain_jax.potential import enable_float64
+
+
+class LabelKeys(NamedTuple):
+    """Where labels are stored; ``stress=None`` trains without stress."""
+
+    energy: str = "energy"
+    forces: str = "forces"
+    stress: Optional[str] = "stress"
+
+
+def _lookup(atoms: ase.Atoms, key: str, per_atom: bool, index: int) -> Optional[np.ndarray]:
+    store = atoms.arrays if per_atom else atoms.info
+    if key in store:
+        value = store[key]
+    elif atoms.calc is not None and key in getattr(atoms.calc, "results", {}):
+        value = atoms.calc.results[key]
+    else:
+        return None
+    value = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"structure {index}: label {key!r} contains NaN or inf: {value.tolist()}")
+    return value
+
+
+def _required(atoms: ase.Atoms, key: str, per_atom: bool, index: int) -> np.ndarray:
+    value = _lookup(atoms, key, per_atom, index)
+    if value is None:
+        where = "atoms.arrays" if per_atom else "atoms.info"
+        raise ValueError(f"structure {index} ({atoms.get_chemical_formula()}): no {key!r} label in {where} or atoms.calc.results")
+    return value
+
+
+def labelled_graph(
+    atoms: ase.Atoms,
+    cutoff: float,
+    atomic_numbers: Sequence[int],
+    keys: LabelKeys = LabelKeys(),
+    head: int = 0,
+    index: int = 0,
+) -> jraph.GraphsTuple:
+    """Unpadded graph of ``atoms`` with its labels; ``index`` names the structure in errors.
+
+    Raises:
+        ValueError: for a missing, misshaped or non-finite label, and for every input error of
+            `equitrain_jax.data.atoms_to_graph` (unknown elements, …), prefixed by the index.
+    """
+    try:
+        graph = atoms_to_graph(atoms, cutoff, atomic_numbers, head=head)
+    except ValueError as error:
+        raise ValueError(f"structure {index}: {error}") from error
+    energy = _required(atoms, keys.energy, False, index).reshape(-1)
+    forces = _required(atoms, keys.forces, True, index)
+    if energy.shape != (1,):
+        raise ValueError(f"structure {index}: energy label {keys.energy!r} should be one number, got shape {energy.shape}")
+    if forces.shape != (len(atoms), 3):
+        raise ValueError(f"structure {index}: forces label {keys.forces!r} has shape {forces.shape}, expected {(len(atoms), 3)}")
+    stress = None if keys.stress is None else _lookup(atoms, keys.stress, False, index)
+    if stress is not None:
+        stress = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress
+        if stress.shape != (3, 3):
+            raise ValueError(f"structure {index}: stress label {keys.stress!r} has shape {stress.shape}, expected (6,) or (3, 3)")
+    return graph._replace(
+        nodes={**graph.nodes, "forces": forces},
+        globals={
+            **graph.globals,
+            "energy": energy,
+            "stress": np.zeros((1, 3, 3)) if stress is None else stress[None],
+            "has_stress": np.array([stress is not None]),
+        },
+    )
+
+
+def to_device(graph: jraph.GraphsTuple, dtype: Any = np.float64) -> jraph.GraphsTuple:
+    """JAX arrays, floating fields in ``dtype`` (float64 switches on JAX's x64 mode, as `Potential` does)."""
+    if np.dtype(dtype) == np.float64:
+        enable_float64()
+
+    def convert(x):
+        x = np.asarray(x)
+        return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
+
+    return jax.tree_util.tree_map(convert, graph)
+
+
+def labelled_batches(
+    structures: Sequence[ase.Atoms],
+    cutoff: float,
+    atomic_numbers: Sequence[int],
+    batch_size: int = 8,
+    keys: LabelKeys = LabelKeys(),
+    head: int = 0,
+    dtype: Any = np.float64,
+) -> list[jraph.GraphsTuple]:
+    """Padded labelled batches of ``batch_size`` structures (the last may be smaller), in order.
+
+    Every structure is checked before any batch is built.
+    """
+    structures = list(structures)
+    if not structures:
+        raise ValueError("no training structures: got an empty list")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    graphs = [labelled_graph(a, cutoff, atomic_numbers, keys, head, i) for i, a in enumerate(structures)]
+    return [
+        to_device(pad_to_bucket(batch_graphs(graphs[start : start + batch_size])), dtype)
+        for start in range(0, len(graphs), batch_size)
+    ]

@@ -1,0 +1,56 @@
+"""A small converted MACE-MP medium model (8 channels) on Al, Ni, Cu, in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+pytest.importorskip("torch")
+pytest.importorskip("mace")
+
+ELEMENTS = (13, 28, 29)
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    import mace  # noqa: F401  (before e3nn)
+
+    from equitrain_jax.convert import convert_model
+    from equitrain_jax.convert.architectures import build_mace_torch
+    from equitrain_jax.models.io import ModelBundle
+    from equitrain_jax.potential import enable_float64
+
+    enable_float64()
+    return ModelBundle(*convert_model(build_mace_torch("mp0a-medium", atomic_numbers=ELEMENTS, channels=8, seed=5)))
+
+
+@pytest.fixture(scope="session")
+def alloy():
+    """A sheared, rattled 8-atom Al/Ni/Cu cell."""
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 1, 1))
+    atoms.numbers = [13, 28, 29, 29, 13, 28, 28, 29]
+    atoms.set_cell(atoms.cell.array + [[0.0, 0.2, 0.1], [0.3, 0.0, 0.0], [0.0, -0.2, 0.0]], scale_atoms=True)
+    atoms.rattle(0.1, seed=4)
+    return atoms
+
+
+def random_rotation(seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+@pytest.fixture(scope="session")
+def potential(bundle):
+    """One compiled float64 potential of ``bundle``; `evaluate` swaps its params."""
+    from equitrain_jax.potential import Potential
+
+    return Potential(bundle, dtype="float64")
+
+
+def evaluate(potential, params, atoms) -> dict:
+    """Energy (eV), forces (eV/Å), stress (eV/Å³) of ``atoms`` with ``params`` in ``potential``'s model."""
+    potential.variables = {**potential.variables, "params": params}
+    (out,) = potential.evaluate([atoms])
+    return out

@@ -1,0 +1,30 @@
+"""Baselines: full fine-tuning trains the converted weights; from scratch builds the same tree fresh."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from equitrain_jax.adapters import from_scratch, full_finetune, leaf_paths
+from equitrain_jax.data import atoms_to_graph, pad_to_bucket
+from equitrain_jax.train import to_device
+
+
+def test_full_finetune_merges_to_the_given_variables(bundle):
+    strategy = full_finetune(bundle.variables)
+    assert strategy.labels is None
+    assert strategy.merge(strategy.trainable, strategy.frozen) == dict(bundle.variables)
+
+
+def test_from_scratch_has_the_converted_models_weights_shapes(bundle, alloy):
+    """A fresh `MACE(config).init` gives a parameter tree with the paths and shapes of the weights
+    converted from mace-torch, but new values."""
+    graph = to_device(pad_to_bucket(atoms_to_graph(alloy, bundle.config.r_max, bundle.config.atomic_numbers)))
+    strategy = from_scratch(bundle.config, graph, jax.random.PRNGKey(0))
+    converted = bundle.variables["params"]
+    assert leaf_paths(strategy.trainable) == leaf_paths(converted)
+    fresh, reference = jax.tree_util.tree_leaves(strategy.trainable), jax.tree_util.tree_leaves(converted)
+    assert [w.shape for w in fresh] == [w.shape for w in reference]
+    assert all(w.dtype == np.float64 for w in fresh)
+    assert not np.array_equal(fresh[0], reference[0])
+    assert set(strategy.frozen) == {"constants"}
