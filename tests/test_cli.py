@@ -40,3 +40,44 @@ def test_evaluate_unknown_element_is_a_clear_error(tmp_path, capsys):
         cli.main(["evaluate", str(tmp_path / "gold.xyz"), "--model", str(tmp_path / "model")])
     assert exit_info.value.code == 2
     assert "Au" in capsys.readouterr().err
+
+
+def test_finetune_command_lowers_validation_force_error(tmp_path, capsys):
+    """LoRA fine-tuning from the command line on EMT-labelled Cu cells (EMT is the reference)."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from equitrain_jax import Calculator
+
+    build = build_mace_torch("mp0a-small", atomic_numbers=(29,), channels=8, seed=2, avg_num_neighbors=2.0)
+    torch.save(build, tmp_path / "cu.model")
+    cli.main(["convert", str(tmp_path / "cu.model"), "-o", str(tmp_path / "base")])
+    structures = []
+    for i in range(10):
+        atoms = bulk("Cu", "fcc", a=3.6 * (1 + 0.02 * (i % 3 - 1)), cubic=True)
+        atoms.rattle(0.1, seed=i)
+        atoms.calc = EMT()
+        atoms.info["energy"], atoms.arrays["forces"] = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.info["stress"] = atoms.get_stress()
+        atoms.calc = None
+        structures.append(atoms)
+    ase.io.write(tmp_path / "train.xyz", structures[:8])
+    ase.io.write(tmp_path / "valid.xyz", structures[8:])
+    out = tmp_path / "tuned"
+    cli.main(["finetune", "--model", str(tmp_path / "base"), "--train", str(tmp_path / "train.xyz"),
+              "--valid", str(tmp_path / "valid.xyz"), "--strategy", "lora", "--epochs", "15", "--lr", "1e-2",
+              "--dtype", "float64", "-o", str(out)])
+    assert "fine-tuned model" in capsys.readouterr().out
+    assert (out / "trainable.npz").is_file() and (out / "history.csv").is_file()
+
+    def force_mae(model_dir):
+        errors = []
+        for atoms in structures[8:]:
+            reference = atoms.arrays["forces"]
+            atoms = atoms.copy()
+            atoms.calc = Calculator(model_dir)
+            errors.append(np.abs(atoms.get_forces() - reference).mean())
+        return np.mean(errors)
+
+    before, after = force_mae(tmp_path / "base"), force_mae(out / "model")
+    assert after < 0.5 * before, (before, after)
