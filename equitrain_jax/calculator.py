@@ -48,3 +48,15 @@ class Calculator(AseCalculator):
             "forces": out["forces"].astype(float),
             "stress": full_3x3_to_voigt_6_stress(out["stress"].astype(float)),
         }
+
+    def get_hessian(self, atoms=None):
+        """Analytic Hessian ∂²E/∂r_ia ∂r_jb of ``atoms`` (default: the calculator's last ones),
+        [3N, 3N] eV/Å² with rows and columns ordered (atom, axis); neighbour list fixed at ``atoms``
+        (see `equitrain_jax.phonons.hessian`)."""
+        from equitrain_jax.phonons.hessian import hessian
+
+        atoms = atoms if atoms is not None else self.atoms
+        if atoms is None:
+            raise ValueError("get_hessian needs atoms: pass them or attach the calculator and compute first")
+        n = len(atoms)
+        return hessian(self.potential, atoms).reshape(3 * n, 3 * n)
