@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import ase
 import jax
@@ -77,6 +77,13 @@ class Potential:
         )
         node_energies = functools.partial(self.module.apply, method=MACE.node_energies)
         self._outputs = jax.jit(functools.partial(energy_forces_stress, node_energies))
+        self._compiled: dict[str, Callable] = {}
+
+    def compiled(self, name: str, build: Callable[[], Callable]) -> Callable:
+        """A jit-compiled function of this potential (e.g. Hessian rows), built once per name."""
+        if name not in self._compiled:
+            self._compiled[name] = build()
+        return self._compiled[name]
 
     @property
     def cutoff(self) -> float:

@@ -81,3 +81,35 @@ def test_finetune_command_lowers_validation_force_error(tmp_path, capsys):
 
     before, after = force_mae(tmp_path / "base"), force_mae(out / "model")
     assert after < 0.5 * before, (before, after)
+
+
+def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
+    import json
+    import warnings
+
+    from ase.build import bulk
+
+    module = build_mace_torch("mp0a-small", atomic_numbers=(14,), channels=8, seed=4, avg_num_neighbors=2.0)
+    torch.save(module, tmp_path / "si.model")
+    cli.main(["convert", str(tmp_path / "si.model"), "-o", str(tmp_path / "model")])
+    ase.io.write(tmp_path / "si.cif", bulk("Si", "diamond", a=5.43))
+    out = tmp_path / "phonons"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 2x2x2 primitive supercell is narrower than 2·r_max
+        cli.main(["phonons", str(tmp_path / "si.cif"), "--model", str(tmp_path / "model"),
+                  "--supercell", "2", "2", "2", "--relax", "--fmax", "1e-3", "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert "space group Fd-3m → Fd-3m" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    gamma = np.sort(np.abs(summary["gamma_frequencies_THz"]))
+    assert np.all(gamma[:3] < 1e-3) and gamma[3] > 0.1  # three acoustic modes vanish at Γ
+    assert (out / "phonopy_params.yaml").is_file()
+    assert (out / "band_dos.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_phonons_command_rejects_a_molecule(tmp_path, capsys):
+    cli.main(["convert", "--architecture", "mp0a-small", "--channels", "8", "-o", str(tmp_path / "model")])
+    ase.io.write(tmp_path / "mol.xyz", structures()["molecule"])
+    with pytest.raises(SystemExit):
+        cli.main(["phonons", str(tmp_path / "mol.xyz"), "--model", str(tmp_path / "model"), "-o", str(tmp_path / "out")])
+    assert "periodic in 3 directions" in capsys.readouterr().err

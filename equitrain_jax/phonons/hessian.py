@@ -11,7 +11,6 @@ envelope is smooth, so edges at the cutoff contribute nothing to the first and s
 from __future__ import annotations
 
 import functools
-import weakref
 from typing import Any, Callable, Optional, Sequence
 
 import ase
@@ -88,21 +87,9 @@ def _hvp_rows(
     return jax.vmap(row)(rows)
 
 
-_COMPILED: "weakref.WeakKeyDictionary[MACE, Callable]" = weakref.WeakKeyDictionary()
-
-
 def _compiled_rows(potential: Potential) -> Callable:
-    """The jit-compiled `_hvp_rows` of this potential's module (one per module, cached)."""
-    try:
-        return _COMPILED[potential.module]
-    except (KeyError, TypeError):
-        pass
-    compiled = jax.jit(functools.partial(_hvp_rows, potential.module))
-    try:
-        _COMPILED[potential.module] = compiled
-    except TypeError:  # module not weak-referenceable or hashable: no cache
-        pass
-    return compiled
+    """The jit-compiled `_hvp_rows` of this potential's module, built once per potential."""
+    return potential.compiled("hessian_rows", lambda: jax.jit(functools.partial(_hvp_rows, potential.module)))
 
 
 def default_chunk_size(n_atoms: int) -> int:
