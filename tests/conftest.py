@@ -94,3 +94,17 @@ def torch_reference(module, atoms_list, head=None):
     finally:
         torch.set_default_dtype(previous)
     return results
+
+
+def converted_bundle(architecture: str, atomic_numbers, seed: int, channels: int = 8, **kwargs):
+    """A mace-torch model of ``architecture`` with random weights, converted in memory (float64)."""
+    import mace  # noqa: F401  (before e3nn)
+
+    from equitrain_jax.convert import convert_model
+    from equitrain_jax.convert.architectures import build_mace_torch
+    from equitrain_jax.models.io import ModelBundle
+    from equitrain_jax.potential import enable_float64
+
+    enable_float64()
+    module = build_mace_torch(architecture, atomic_numbers=atomic_numbers, channels=channels, seed=seed, **kwargs)
+    return ModelBundle(*convert_model(module))

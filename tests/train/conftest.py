@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.build import bulk
+from conftest import converted_bundle
 from ase.calculators.emt import EMT
 
 pytest.importorskip("torch")
@@ -15,15 +16,7 @@ ELEMENTS = (13, 28, 29)
 
 @pytest.fixture(scope="session")
 def bundle():
-    import mace  # noqa: F401  (before e3nn)
-
-    from equitrain_jax.convert import convert_model
-    from equitrain_jax.convert.architectures import build_mace_torch
-    from equitrain_jax.models.io import ModelBundle
-    from equitrain_jax.potential import enable_float64
-
-    enable_float64()
-    return ModelBundle(*convert_model(build_mace_torch("mp0a-medium", atomic_numbers=ELEMENTS, channels=8, seed=1)))
+    return converted_bundle("mp0a-medium", ELEMENTS, seed=1)
 
 
 def emt_cells(count: int, seed: int) -> list:
