@@ -101,9 +101,9 @@ def test_full_width_medium():
     assert_parity(ours, reference, TOL64)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["mp0a-small", "mp0a-large", "mp0b", "mp0b3", "two-heads"])
-def test_full_width_slow(case):
+def test_full_width(case):
+    """Every other MACE-MP architecture at its real width (128 channels), all four structures."""
     module = build(case, channels=128)
     atoms = list(structures().values())
     head = "pbe" if case == "two-heads" else None
