@@ -22,7 +22,6 @@ import statistics
 import time
 
 import mace  # noqa: F401  (before e3nn)
-import numpy as np
 import torch
 from ase.build import bulk
 
@@ -34,7 +33,6 @@ from equitrain_jax.convert import convert_model
 from equitrain_jax.convert.architectures import build_mace_torch
 from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.models.mace import MACE
-from equitrain_jax.models.quantities import node_graph_index
 from equitrain_jax.potential import Potential, enable_float64
 
 REPS = {64: (2, 2, 2), 216: (3, 3, 3), 512: (4, 4, 4), 1000: (5, 5, 5), 4096: (8, 8, 8)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
 from ase.build import bulk
 from matscipy.neighbours import neighbour_list as matscipy_neighbour_list
 

@@ -33,7 +33,7 @@ MIN_DISTANCE = 0.1
 """Smallest allowed interatomic distance in Å (periodic images included)."""
 
 PADDING_CELL_LENGTH = 100.0
-"""Cell vector length in Å of padding graphs; also the length of padded edges."""
+"""Cell vector length in Å of padding graphs (a non-degenerate cell for their zero nodes)."""
 
 _DIRECTIONS = ("a", "b", "c")
 

@@ -8,7 +8,6 @@ U matrices, fixed by the architecture).
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -337,10 +336,8 @@ class MACE(nn.Module):
         return energies
 
 
-def edge_vectors(graph: jraph.GraphsTuple, node_graph: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-    """r_receiver − r_sender + S·cell for every edge (Å), [n_edge, 3]."""
-    if node_graph is None:
-        node_graph = node_graph_index(graph)
+def edge_vectors(graph: jraph.GraphsTuple, node_graph: jnp.ndarray) -> jnp.ndarray:
+    """r_receiver − r_sender + S·cell for every edge (Å), [n_edge, 3]; node_graph: [n_node]."""
     positions = graph.nodes["positions"]
     cell = graph.globals["cell"][node_graph[graph.senders]]
     shifts = jnp.einsum("ei,eij->ej", graph.edges["unit_shifts"].astype(positions.dtype), cell)

@@ -18,7 +18,6 @@ import numpy as np
 from tqdm import tqdm
 
 from equitrain_jax.adapters import (
-    delta,
     from_scratch,
     full_finetune,
     l2sp_finetune,

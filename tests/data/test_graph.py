@@ -10,7 +10,6 @@ from ase.build import fcc111, molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from equitrain_jax.data import (
-    PADDING_CELL_LENGTH,
     add_masks,
     atoms_to_graph,
     batch_graphs,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import warnings
 
-import numpy as np
 from ase import Atoms
 from ase.build import bulk
 

@@ -9,7 +9,6 @@ import numpy as np
 import phonopy
 import pytest
 from ase.build import bulk
-from ase.units import kB
 from phonopy import Phonopy
 from phonopy.structure.symmetry import Symmetry
 
