@@ -1,0 +1,439 @@
+"""Regenerate the DFT reference data in ``benchmarks/data/`` (GPAW, PBE) — resumable.
+
+Run it in the separate DFT environment (see ``README.md`` here for how to build it)::
+
+    nice -n 19 env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
+        /work/envs/dft/bin/python benchmarks/data/generate.py [--materials Si Al] [--dry-run]
+
+Per material, in this order (each step needs the one before):
+
+1. ``eos``: PBE energies of the primitive cell at lattice parameters scaled by ``EOS_SCALES``
+   around a guess, fitted by a Birch–Murnaghan E(V) (``ase.eos``) → ``<material>/lattice.json``.
+2. ``phonon``: phonopy finite displacements (``PHONON_DISPLACEMENT`` Å, symmetry-reduced) in the
+   material's supercell of the fitted primitive cell → ``<material>/phonopy_params.yaml`` with the
+   DFT forces, and ``<material>/phonon_summary.json`` (frequencies at Γ and on a mesh, THz).
+3. ``train``: the fine-tuning protocol scaled down: ``N_TRAJECTORIES`` supercells, each strained by a
+   random symmetric strain (components uniform in ±``STRAIN``) and rattled (Gaussian, σ =
+   ``RATTLE_STDDEV`` Å), relaxed at fixed cell by the pretrained SevenNet-0 (trajectory kept in
+   ``<material>/trajectories/``); DFT labels on frames at ``FRAME_FRACTIONS`` of each trajectory
+   → ``<material>/train.extxyz`` (trajectories ``TRAIN_TRAJECTORIES``) and ``valid.extxyz`` (the rest).
+
+Every calculation's result goes to its own small file as soon as it finishes (``eos/``,
+``phonon/``, ``labels/``, ``trajectories/``) and is skipped when present, so an interrupted run
+resumes where it stopped.  GPAW text logs go to ``--log-dir`` (not kept in git).
+
+Labels (extxyz, ASE convention, read back into ``atoms.calc.results``): ``energy`` (eV) is GPAW's
+Mermin free energy, the energy the forces and stress are derivatives of (for the insulators it
+equals the zero-width energy to < 1 meV); ``forces`` (eV/Å); ``stress`` (eV/Å³, ASE sign, Voigt
+order xx yy zz yz xz xy).  ``info`` also holds ``material``, ``trajectory``, ``step`` (frame index
+in its trajectory) and ``sevennet_energy`` (eV, the pretrained model's energy of that frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.calculator import kptdensity2monkhorstpack
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.eos import EquationOfState
+from ase.io import read, write
+from ase.units import GPa
+
+HERE = Path(__file__).resolve().parent
+
+SETTINGS = {
+    "code": "GPAW (plane waves), PAW setups from gpaw-data, built without libxc/BLAS/FFTW/MPI",
+    "xc": "PBE",
+    "plane_wave_cutoff_eV": 500.0,
+    # Monkhorst–Pack grid, Γ-centred, n_i = ceil(density · |b_i|) with |b_i| including 2π
+    # (ase.calculators.calculator.kptdensity2monkhorstpack, even=False).  The grid is fixed from
+    # the undeformed cell of each family (primitive cell at the guess lattice for the E(V) points,
+    # perfect supercell at the fitted lattice for phonons and training), so strain never changes it.
+    "kpoint_density_per_inv_angstrom": 2.5,
+    "occupations": "Fermi-Dirac",
+    "smearing_width_eV": 0.1,
+    # GPAW convergence criteria: energy eV per valence electron, density electrons per valence
+    # electron, forces eV/Å (change between SCF iterations).
+    "convergence": {"energy": 1e-6, "density": 1e-5, "forces": 1e-4},
+    "eos_lattice_scales": [0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03],
+    "eos_form": "birchmurnaghan",
+    "phonon_displacement_angstrom": 0.01,
+    "phonon_displacements": "phonopy default (symmetry-reduced, ± only where symmetry needs it)",
+    "non_analytic_correction": "none (no Born charges computed; LO–TO splitting absent)",
+    "pretrained_model": "SevenNet-0 (sevenn 0.13.0, '7net-0', checkpoint bundled in the wheel)",
+    "relaxation": {"optimizer": "ase.optimize.BFGS", "fmax_eV_per_angstrom": 0.02,
+                   "max_steps": 300, "cell": "fixed (strain kept)"},
+    "n_trajectories": 7,
+    "train_trajectories": [0, 1, 2, 3, 4],
+    "strain_max": 0.02,
+    "rattle_stddev_angstrom": 0.1,
+    "frame_fractions": [0.0, 0.5],
+    "random_seed": 20261126,
+}
+
+EOS_SCALES = SETTINGS["eos_lattice_scales"]
+PHONON_DISPLACEMENT = SETTINGS["phonon_displacement_angstrom"]
+N_TRAJECTORIES = SETTINGS["n_trajectories"]
+TRAIN_TRAJECTORIES = SETTINGS["train_trajectories"]
+STRAIN = SETTINGS["strain_max"]
+RATTLE_STDDEV = SETTINGS["rattle_stddev_angstrom"]
+FRAME_FRACTIONS = SETTINGS["frame_fractions"]
+
+
+def _perovskite(a: float) -> Atoms:
+    """Cubic ABO3 (Pm-3m) with A = Ba at the origin, B = Ti at the body centre; ``a`` in Å."""
+    return Atoms("BaTiO3", cell=np.eye(3) * a, pbc=True,
+                 scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5],
+                                   [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]])
+
+
+# name: primitive-cell builder (lattice parameter a in Å), guess for a (Å), supercell of the
+# primitive cell for phonons and training structures, bonding.  Listed cheapest first.
+MATERIALS = {
+    "BaTiO3": dict(build=_perovskite, a_guess=4.03, supercell=(1, 1, 1),
+                   bonding="ionic/covalent, cubic perovskite; ferroelectric Γ instability in PBE"),
+    "Al": dict(build=lambda a: bulk("Al", "fcc", a=a), a_guess=4.04, supercell=(2, 2, 2),
+               bonding="metallic"),
+    "Si": dict(build=lambda a: bulk("Si", "diamond", a=a), a_guess=5.47, supercell=(2, 2, 2),
+               bonding="covalent"),
+    "MgO": dict(build=lambda a: bulk("MgO", "rocksalt", a=a), a_guess=4.25, supercell=(2, 2, 2),
+                bonding="ionic"),
+    "C": dict(build=lambda a: bulk("C", "diamond", a=a), a_guess=3.57, supercell=(2, 2, 2),
+              bonding="covalent (diamond)"),
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def write_extxyz(path: Path, images) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp, images, format="extxyz")
+    os.replace(tmp, path)
+
+
+def kpoint_grid(atoms: Atoms) -> list[int]:
+    """Γ-centred grid for ``atoms`` at the fixed k-point density (see SETTINGS)."""
+    grid = kptdensity2monkhorstpack(atoms, SETTINGS["kpoint_density_per_inv_angstrom"], even=False)
+    return [int(n) for n in grid]
+
+
+def dft(atoms: Atoms, grid: list[int], txt: Path) -> dict:
+    """GPAW PBE single point of ``atoms`` on the k-point ``grid``; returns energies (eV), forces
+    (eV/Å), stress (eV/Å³, Voigt) and the wall time (s)."""
+    from gpaw import GPAW, PW, FermiDirac
+
+    txt.parent.mkdir(parents=True, exist_ok=True)
+    atoms = atoms.copy()
+    atoms.calc = GPAW(mode=PW(SETTINGS["plane_wave_cutoff_eV"]), xc=SETTINGS["xc"],
+                      kpts={"size": grid, "gamma": True},
+                      occupations=FermiDirac(SETTINGS["smearing_width_eV"]),
+                      convergence=dict(SETTINGS["convergence"]), txt=str(txt))
+    start = time.time()
+    free_energy = atoms.get_potential_energy(force_consistent=True)
+    result = {
+        "free_energy": float(free_energy),
+        "energy_zero_width": float(atoms.get_potential_energy()),
+        "forces": atoms.get_forces().tolist(),
+        "stress": atoms.get_stress(voigt=True).tolist(),
+        "kpoint_grid": grid,
+    }
+    result["wall_s"] = round(time.time() - start, 1)
+    return result
+
+
+class Material:
+    """Paths and steps of one material's reference data."""
+
+    def __init__(self, name: str, log_dir: Path):
+        if name not in MATERIALS:
+            raise ValueError(f"unknown material {name!r}; choose from {sorted(MATERIALS)}")
+        self.name = name
+        self.spec = MATERIALS[name]
+        self.dir = HERE / name
+        self.log_dir = log_dir / name
+
+    # ---- E(V) -------------------------------------------------------------------------------
+    def eos_points(self) -> list[tuple[float, Path]]:
+        return [(scale, self.dir / "eos" / f"scale_{scale:.3f}.json") for scale in EOS_SCALES]
+
+    def run_eos(self, dry_run: bool) -> None:
+        """Compute the missing E(V) points, then fit them (not in a dry run)."""
+        a_guess = self.spec["a_guess"]
+        grid = kpoint_grid(self.spec["build"](a_guess))
+        for scale, path in self.eos_points():
+            if path.exists():
+                continue
+            atoms = self.spec["build"](a_guess * scale)
+            log(f"{self.name} eos a={a_guess * scale:.4f} Å ({len(atoms)} atoms, k {grid})"
+                + (" [dry run]" if dry_run else " …"))
+            if dry_run:
+                continue
+            result = dft(atoms, grid, self.log_dir / "eos" / f"{path.stem}.txt")
+            result.update(scale=scale, a=a_guess * scale, volume=atoms.get_volume())
+            write_json(path, result)
+            log(f"{self.name} eos a={a_guess * scale:.4f} Å done in {result['wall_s']} s, "
+                f"F={result['free_energy']:.5f} eV")
+        if dry_run:
+            return
+        points = [json.loads(path.read_text()) for _, path in self.eos_points()]
+        volumes = np.array([p["volume"] for p in points])
+        energies = np.array([p["free_energy"] for p in points])
+        eos = EquationOfState(volumes, energies, eos=SETTINGS["eos_form"])
+        v0, e0, bulk_modulus = eos.fit()
+        if not volumes.min() < v0 < volumes.max():
+            raise RuntimeError(f"{self.name}: E(V) minimum V0={v0:.3f} Å³ outside the sampled "
+                               f"volumes {volumes.min():.3f}–{volumes.max():.3f} Å³; move a_guess")
+        v_guess = self.spec["build"](a_guess).get_volume()
+        lattice = {"a_angstrom": a_guess * (v0 / v_guess) ** (1 / 3), "v0_angstrom3": v0,
+                   "e0_eV": e0, "bulk_modulus_GPa": bulk_modulus / GPa,
+                   "eos": SETTINGS["eos_form"], "volumes_angstrom3": volumes.tolist(),
+                   "free_energies_eV": energies.tolist(),
+                   "wall_s": round(sum(p["wall_s"] for p in points), 1)}
+        write_json(self.dir / "lattice.json", lattice)
+        log(f"{self.name} PBE lattice a={lattice['a_angstrom']:.4f} Å, "
+            f"B={lattice['bulk_modulus_GPa']:.1f} GPa")
+
+    def primitive(self) -> Atoms:
+        lattice = json.loads((self.dir / "lattice.json").read_text())
+        return self.spec["build"](lattice["a_angstrom"])
+
+    def supercell(self) -> Atoms:
+        return self.primitive().repeat(self.spec["supercell"])
+
+    # ---- phonons ----------------------------------------------------------------------------
+    def phonopy(self, unit: Atoms):
+        from phonopy import Phonopy
+        from phonopy.structure.atoms import PhonopyAtoms
+
+        phonon = Phonopy(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
+                                      scaled_positions=unit.get_scaled_positions()),
+                         supercell_matrix=np.diag(self.spec["supercell"]))
+        phonon.generate_displacements(distance=PHONON_DISPLACEMENT)
+        return phonon
+
+    def run_phonon(self, dry_run: bool) -> None:
+        if not (self.dir / "lattice.json").exists():  # counted on the guess lattice
+            count = len(self.phonopy(self.spec["build"](self.spec["a_guess"])).supercells_with_displacements)
+            log(f"{self.name} phonon: {count} displaced supercells, once the E(V) fit is done")
+            return
+        unit = self.primitive()
+        phonon = self.phonopy(unit)
+        supercells = phonon.supercells_with_displacements
+        perfect = self.supercell()
+        grid = kpoint_grid(perfect)
+        forces = []
+        for index, cell in enumerate(supercells):
+            path = self.dir / "phonon" / f"displacement_{index:03d}.json"
+            atoms = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions,
+                          pbc=True)
+            if not path.exists():
+                log(f"{self.name} phonon displacement {index + 1}/{len(supercells)} "
+                    f"({len(atoms)} atoms, k {grid})" + (" [dry run]" if dry_run else " …"))
+                if dry_run:
+                    continue
+                result = dft(atoms, grid, self.log_dir / "phonon" / f"{path.stem}.txt")
+                result["positions"] = atoms.positions.tolist()
+                write_json(path, result)
+                log(f"{self.name} phonon displacement {index + 1} done in {result['wall_s']} s")
+            stored = json.loads(path.read_text())
+            if not np.allclose(stored["positions"], atoms.positions, atol=1e-8):
+                raise RuntimeError(f"{path}: stored positions differ from phonopy's displaced "
+                                   "supercell; delete the phonon/ directory and rerun")
+            forces.append(stored["forces"])
+        if len(forces) < len(supercells):
+            return
+        phonon.forces = np.array(forces)
+        phonon.save(str(self.dir / "phonopy_params.yaml"),
+                    settings={"force_sets": True, "displacements": True, "force_constants": False})
+        phonon.produce_force_constants()
+        gamma = phonon.get_frequencies([0, 0, 0])
+        phonon.run_mesh([8, 8, 8], with_eigenvectors=False)
+        mesh = phonon.get_mesh_dict()["frequencies"]
+        summary = {"unit": "THz (negative = imaginary)", "gamma": gamma.tolist(),
+                   "mesh": [8, 8, 8], "mesh_min": float(mesh.min()), "mesh_max": float(mesh.max()),
+                   "n_displacements": len(supercells),
+                   "wall_s": round(sum(json.loads((self.dir / "phonon" / f"displacement_{i:03d}.json")
+                                                  .read_text())["wall_s"]
+                                       for i in range(len(supercells))), 1)}
+        write_json(self.dir / "phonon_summary.json", summary)
+        log(f"{self.name} phonons: Γ {np.round(gamma, 2).tolist()} THz, mesh min "
+            f"{summary['mesh_min']:.2f} THz")
+
+    # ---- training / validation structures ---------------------------------------------------
+    def start_structure(self, trajectory: int) -> Atoms:
+        """Perfect supercell under a random symmetric strain (±STRAIN), then rattled."""
+        rng = np.random.default_rng([SETTINGS["random_seed"], zlib.crc32(self.name.encode()),
+                                     trajectory])
+        atoms = self.supercell()
+        strain = rng.uniform(-STRAIN, STRAIN, (3, 3))
+        strain = (strain + strain.T) / 2
+        atoms.set_cell(atoms.cell[:] @ (np.eye(3) + strain), scale_atoms=True)
+        atoms.positions += rng.normal(0.0, RATTLE_STDDEV, atoms.positions.shape)
+        return atoms
+
+    def trajectory(self, index: int, dry_run: bool) -> list[Atoms] | None:
+        path = self.dir / "trajectories" / f"trajectory_{index}.extxyz"
+        if path.exists():
+            return read(path, index=":")
+        log(f"{self.name} SevenNet-0 relaxation {index}" + (" [dry run]" if dry_run else " …"))
+        if dry_run:
+            return None
+        from ase.optimize import BFGS
+
+        atoms = self.start_structure(index)
+        atoms.calc = sevennet()
+        frames = []
+
+        def keep():
+            frame = atoms.copy()
+            frame.info.update(sevennet_energy=float(atoms.get_potential_energy()),
+                              sevennet_fmax=float(np.abs(atoms.get_forces()).max()))
+            frames.append(frame)
+
+        start = time.time()
+        optimizer = BFGS(atoms, logfile=None)
+        optimizer.attach(keep, interval=1)
+        relax = SETTINGS["relaxation"]
+        optimizer.run(fmax=relax["fmax_eV_per_angstrom"], steps=relax["max_steps"])
+        write_extxyz(path, frames)
+        log(f"{self.name} relaxation {index}: {len(frames)} frames in {time.time() - start:.1f} s")
+        return frames
+
+    def frame_indices(self, n_frames: int) -> list[int]:
+        return sorted({round(f * (n_frames - 1)) for f in FRAME_FRACTIONS})
+
+    def run_train(self, dry_run: bool) -> None:
+        if not (self.dir / "lattice.json").exists():
+            log(f"{self.name} training: {N_TRAJECTORIES} relaxations and "
+                f"{N_TRAJECTORIES * len(FRAME_FRACTIONS)} DFT labels, once the E(V) fit is done")
+            return
+        grid = kpoint_grid(self.supercell())
+        labelled = {}
+        for index in range(N_TRAJECTORIES):
+            frames = self.trajectory(index, dry_run)
+            if frames is None:
+                log(f"{self.name}   then {len(FRAME_FRACTIONS)} DFT labels of it [dry run]")
+                continue
+            labelled[index] = []
+            for step in self.frame_indices(len(frames)):
+                path = self.dir / "labels" / f"trajectory_{index}_step_{step:03d}.extxyz"
+                if not path.exists():
+                    log(f"{self.name} DFT label trajectory {index} step {step}/{len(frames) - 1} "
+                        f"({len(frames[step])} atoms, k {grid})" + (" [dry run]" if dry_run else " …"))
+                    if dry_run:
+                        continue
+                    frame = frames[step]
+                    result = dft(frame, grid, self.log_dir / "labels" / f"{path.stem}.txt")
+                    atoms = Atoms(frame.symbols, positions=frame.positions, cell=frame.cell, pbc=True)
+                    atoms.info.update(material=self.name, trajectory=index, step=step,
+                                      sevennet_energy=frame.info["sevennet_energy"],
+                                      energy_zero_width=result["energy_zero_width"],
+                                      kpoint_grid=" ".join(map(str, grid)), wall_s=result["wall_s"])
+                    atoms.calc = SinglePointCalculator(atoms, energy=result["free_energy"],
+                                                       forces=np.array(result["forces"]),
+                                                       stress=np.array(result["stress"]))
+                    write_extxyz(path, atoms)
+                    log(f"{self.name} DFT label trajectory {index} step {step} done in "
+                        f"{result['wall_s']} s")
+                labelled[index].append(path)
+        paths = [p for index in range(N_TRAJECTORIES) for p in labelled.get(index, [])]
+        if dry_run or len(labelled) < N_TRAJECTORIES or not all(p.exists() for p in paths):
+            return
+        for split, wanted in (("train", lambda i: i in TRAIN_TRAJECTORIES),
+                              ("valid", lambda i: i not in TRAIN_TRAJECTORIES)):
+            images = [read(p) for index, ps in labelled.items() if wanted(index) for p in ps]
+            write_extxyz(self.dir / f"{split}.extxyz", images)
+            log(f"{self.name} {split}.extxyz: {len(images)} structures")
+
+
+    def done(self) -> dict:
+        """Finished DFT calculations per step: count and summed wall time (s)."""
+        summary = {}
+        for step, pattern in (("eos", "eos/*.json"), ("phonon", "phonon/*.json"),
+                              ("labels", "labels/*.extxyz")):
+            walls = [json.loads(p.read_text())["wall_s"] if p.suffix == ".json"
+                     else read(p).info["wall_s"] for p in sorted(self.dir.glob(pattern))]
+            summary[step] = {"count": len(walls), "wall_s": round(float(sum(walls)), 1)}
+        return summary
+
+
+_SEVENNET = None
+
+
+def sevennet():
+    """The pretrained SevenNet-0 ASE calculator (CPU, one thread), loaded once."""
+    global _SEVENNET
+    if _SEVENNET is None:
+        import torch
+        from sevenn.calculator import SevenNetCalculator
+
+        torch.set_num_threads(1)
+        _SEVENNET = SevenNetCalculator("7net-0", device="cpu")
+    return _SEVENNET
+
+
+def check_settings(dry_run: bool) -> None:
+    """Refuse to mix results of different settings; record them in settings.json."""
+    path = HERE / "settings.json"
+    record = {"settings": SETTINGS,
+              "materials": {name: {"a_guess_angstrom": spec["a_guess"],
+                                   "supercell": list(spec["supercell"]), "bonding": spec["bonding"]}
+                            for name, spec in MATERIALS.items()}}
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored["settings"] != json.loads(json.dumps(SETTINGS)):
+            raise SystemExit(f"{path} records other settings than generate.py's SETTINGS; the "
+                             "stored results would mix settings — move them away or restore the settings")
+    if not dry_run:
+        write_json(path, record)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--materials", nargs="+", default=list(MATERIALS), metavar="NAME",
+                        help=f"materials to generate, in order (default: all: {' '.join(MATERIALS)})")
+    parser.add_argument("--steps", nargs="+", default=["eos", "phonon", "train"],
+                        choices=["eos", "phonon", "train"], help="steps to run (default: all)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the calculations that would run, run none")
+    parser.add_argument("--log-dir", type=Path, default=HERE / "logs",
+                        help="where GPAW's text output goes (default: benchmarks/data/logs)")
+    args = parser.parse_args(argv)
+    materials = [Material(name, args.log_dir) for name in args.materials]
+    check_settings(args.dry_run)
+    start = time.time()
+    for material in materials:
+        log(f"=== {material.name} ({material.spec['bonding']})")
+        if "eos" in args.steps:
+            material.run_eos(args.dry_run)
+        if "phonon" in args.steps:
+            material.run_phonon(args.dry_run)
+        if "train" in args.steps:
+            material.run_train(args.dry_run)
+        if args.dry_run:
+            log(f"{material.name} done so far: {material.done()}")
+    log(f"finished in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
