@@ -200,12 +200,9 @@ def phonopy_from_potential(
         chunk_size: Hessian rows per compiled call.
         check_size: warn if the supercell is narrower than 2·r_max (`check_supercell_size`).
     """
-    matrix = np.asarray(supercell_matrix, dtype=int)
-    if matrix.ndim == 0:
-        matrix = np.eye(3, dtype=int) * int(matrix)
     phonon = Phonopy(
         ase_to_phonopy(unitcell),
-        supercell_matrix=matrix,
+        supercell_matrix=_supercell_matrix(supercell_matrix),
         primitive_matrix=primitive_matrix,
         symprec=symprec,
     )
@@ -224,6 +221,47 @@ def phonopy_from_potential(
     if symmetrize:
         phonon.symmetrize_force_constants(show_drift=False)
     return phonon
+
+
+def phonopy_from_calculator(
+    calculator: Any,
+    unitcell: ase.Atoms,
+    supercell_matrix: Union[int, Sequence[int], Sequence[Sequence[int]], np.ndarray],
+    primitive_matrix: Any = "auto",
+    distance: float = 0.01,
+    plusminus: Union[bool, Literal["auto"]] = "auto",
+    symmetrize: bool = True,
+    symprec: float = 1e-5,
+) -> Phonopy:
+    """A `phonopy.Phonopy` with force constants from phonopy's own finite displacements, forces
+    from any ASE ``calculator`` (a reference route: no Hessian involved).
+
+    ``distance`` (Å) is phonopy's displacement, ``plusminus`` its ±-displacement setting; with
+    ``symmetrize``, phonopy's ``symmetrize_force_constants()`` as in `phonopy_from_potential`.
+    """
+    phonon = Phonopy(
+        ase_to_phonopy(unitcell),
+        supercell_matrix=_supercell_matrix(supercell_matrix),
+        primitive_matrix=primitive_matrix,
+        symprec=symprec,
+    )
+    phonon.generate_displacements(distance=distance, is_plusminus=plusminus)
+    forces = []
+    for cell in phonon.supercells_with_displacements:
+        atoms = phonopy_to_ase(cell)
+        atoms.calc = calculator
+        forces.append(atoms.get_forces())
+    phonon.forces = np.array(forces)
+    phonon.produce_force_constants()
+    if symmetrize:
+        phonon.symmetrize_force_constants(show_drift=False)
+    return phonon
+
+
+def _supercell_matrix(supercell_matrix: Any) -> np.ndarray:
+    """Phonopy's 3×3 integer supercell matrix from an int, 3 ints or a 3×3 matrix."""
+    matrix = np.asarray(supercell_matrix, dtype=int)
+    return np.eye(3, dtype=int) * int(matrix) if matrix.ndim == 0 else matrix
 
 
 # ---------------------------------------------------------------------------- results
@@ -333,6 +371,7 @@ def write_results(
     npoints: int = 51,
     mesh: Union[float, Sequence[int]] = (20, 20, 20),
     temperature: float = 300.0,
+    imaginary_tolerance: float = IMAGINARY_TOLERANCE_THZ,
 ) -> dict[str, Path]:
     """Write ``phonopy_params.yaml`` (structure and force constants, readable by
     ``phonopy.load``) and ``summary.json`` (see `summary`) into ``directory``; return their paths."""
@@ -341,5 +380,8 @@ def write_results(
     yaml_path = directory / "phonopy_params.yaml"
     phonon.save(yaml_path, settings={"force_constants": True})
     json_path = directory / "summary.json"
-    json_path.write_text(json.dumps(summary(phonon, npoints=npoints, mesh=mesh, temperature=temperature), indent=1))
+    json_path.write_text(json.dumps(
+        summary(phonon, npoints=npoints, mesh=mesh, temperature=temperature, imaginary_tolerance=imaginary_tolerance),
+        indent=1,
+    ))
     return {"yaml": yaml_path, "summary": json_path}

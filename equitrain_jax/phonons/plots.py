@@ -1,49 +1,124 @@
-"""Band structure and DOS side by side, as a PNG (THz; imaginary modes drawn as negative)."""
+"""Phonon figures as PNG: band structure and DOS (one or several models overlaid), energy scans
+along unstable modes (1D curves, 2D contour).  Frequencies in THz, imaginary drawn as negative."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 from phonopy import Phonopy
 
+from equitrain_jax.phonons.compare import frequencies_at, primitive_transformation
 from equitrain_jax.phonons.phonopy_interface import band_structure, total_dos
 
 
-def plot_band_structure_and_dos(
-    phonon: Phonopy, path: Union[str, Path], title: str = "", npoints: int = 51
-) -> Path:
-    """Draw the band structure along phonopy's automatic path and the total DOS into ``path``."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bands = band_structure(phonon, npoints=npoints)
-    dos = total_dos(phonon)
+    return plt
+
+
+def _tick_label(label: str) -> str:
+    return r"$\Gamma$" if label in ("G", "GAMMA", "Γ") else label
+
+
+def plot_band_structure_and_dos(
+    phonons: Union[Phonopy, Mapping[str, Phonopy]],
+    path: Union[str, Path],
+    title: str = "",
+    npoints: int = 51,
+    mesh: Sequence[int] = (20, 20, 20),
+) -> Path:
+    """Band structure and total DOS side by side, into the PNG ``path``.
+
+    ``phonons`` is one `Phonopy` or several by label (a legend names them).  The band path is the
+    first one's automatic path; the others are evaluated at the same q-points of the same
+    primitive cell (`primitive_transformation` checks their cells match).  Each DOS is on a
+    Γ-centred ``mesh`` (states/THz per primitive cell).
+    """
+    if isinstance(phonons, Phonopy):
+        phonons = {"": phonons}
+    if not phonons:
+        raise ValueError("no phonons to plot")
+    plt = _pyplot()
+    first = next(iter(phonons.values()))
+    bands = band_structure(first, npoints=npoints)
+    sizes = [len(q) for q in bands["qpoints"]]
+    qpoints = np.concatenate(bands["qpoints"])
     figure, (ax_bands, ax_dos) = plt.subplots(
         1, 2, figsize=(8, 4.5), sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05}
     )
-    ticks = [bands["distances"][0][0]]
-    for distances, frequencies in zip(bands["distances"], bands["frequencies"]):
-        ax_bands.plot(distances, frequencies, color="tab:blue", lw=1.2)
-        ticks.append(distances[-1])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dos_max = 0.0
+    for index, (label, phonon) in enumerate(phonons.items()):
+        colour = colours[index % len(colours)]
+        transformation = primitive_transformation(first, phonon)
+        frequencies = np.split(frequencies_at(phonon, qpoints @ transformation.T), np.cumsum(sizes)[:-1])
+        for segment, (distances, values) in enumerate(zip(bands["distances"], frequencies)):
+            ax_bands.plot(distances, values, color=colour, lw=1.2, label=label if segment == 0 and label else None)
+        dos = total_dos(phonon, mesh=mesh)
+        ax_dos.plot(dos["total_dos"], dos["frequency_points"], color=colour, lw=1.2)
+        dos_max = max(dos_max, float(np.max(dos["total_dos"])))
+    ticks = [bands["distances"][0][0]] + [distances[-1] for distances in bands["distances"]]
     ax_bands.axhline(0.0, color="0.5", lw=0.6)
     for tick in ticks:
         ax_bands.axvline(tick, color="0.8", lw=0.6)
     labels = bands["labels"]
     if labels and len(labels) == len(ticks):
         ax_bands.set_xticks(ticks)
-        ax_bands.set_xticklabels([r"$\Gamma$" if label in ("G", "GAMMA", "Γ") else label for label in labels])
+        ax_bands.set_xticklabels([_tick_label(label) for label in labels])
     else:
         ax_bands.set_xticks([])
     ax_bands.set_xlim(ticks[0], ticks[-1])
     ax_bands.set_ylabel("frequency (THz)")
     ax_bands.set_title(title)
-    ax_dos.plot(dos["total_dos"], dos["frequency_points"], color="tab:blue", lw=1.2)
+    if len(phonons) > 1:
+        handles, names = ax_bands.get_legend_handles_labels()
+        ax_bands.legend(handles, names, loc="best", fontsize=8)
     ax_dos.set_xlabel("DOS (1/THz)")
-    ax_dos.set_xlim(0, np.max(dos["total_dos"]) * 1.05)
+    ax_dos.set_xlim(0, dos_max * 1.05)
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_mode_scans(scans: Mapping[str, dict], path: Union[str, Path], title: str = "") -> Path:
+    """1D energy scans E(Q) − E(0) (meV per supercell) against the mass-weighted amplitude Q
+    (amu^½·Å), one curve per mode pattern; ``scans`` maps a label to a `modes.scan_mode` result."""
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(5.5, 4))
+    for label, scan in scans.items():
+        for pattern, energies in enumerate(scan["energies"]):
+            suffix = f" [{pattern + 1}]" if len(scan["energies"]) > 1 else ""
+            ax.plot(scan["amplitudes"], 1e3 * np.asarray(energies), marker="o", ms=3, lw=1.2, label=f"{label}{suffix}")
+    ax.axhline(0.0, color="0.5", lw=0.6)
+    ax.set_xlabel(r"amplitude $Q$ (amu$^{1/2}$ Å)")
+    ax.set_ylabel(r"$E(Q) - E(0)$ (meV per supercell)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_mode_scan_2d(scan: dict, path: Union[str, Path], title: str = "") -> Path:
+    """Contour of E(Q₁, Q₂) − E(0) (meV per supercell) over the two patterns of a degenerate mode
+    (a `modes.scan_mode_2d` result)."""
+    plt = _pyplot()
+    amplitudes = scan["amplitudes"]
+    energies = 1e3 * np.asarray(scan["energies"])
+    figure, ax = plt.subplots(figsize=(5, 4.2))
+    filled = ax.contourf(amplitudes, amplitudes, energies.T, levels=20, cmap="viridis")
+    ax.contour(amplitudes, amplitudes, energies.T, levels=[0.0], colors="white", linewidths=0.8)
+    figure.colorbar(filled, ax=ax, label=r"$E - E(0)$ (meV per supercell)")
+    ax.set_xlabel(r"$Q_1$ (amu$^{1/2}$ Å)")
+    ax.set_ylabel(r"$Q_2$ (amu$^{1/2}$ Å)")
+    ax.set_aspect("equal")
+    ax.set_title(title)
     figure.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(figure)
     return Path(path)

@@ -28,6 +28,16 @@ def phonon_potential() -> Potential:
 
 
 @functools.lru_cache(maxsize=None)
+def other_potential() -> Potential:
+    """The same architecture as `phonon_potential` with other random weights (seed 1): a second
+    "model" to serve as a reference that differs."""
+    module = build_mace_torch(
+        "mp0a-small", atomic_numbers=PHONON_ELEMENTS, channels=8, seed=1, avg_num_neighbors=2.0
+    )
+    return Potential(ModelBundle(*convert_model(module)), dtype="float64")
+
+
+@functools.lru_cache(maxsize=None)
 def hessian_potential() -> Potential:
     """mp0b3 (density interactions, Agnesi transform, ZBL), for the derivative tests."""
     module = build_mace_torch("mp0b3", atomic_numbers=(6, 14), channels=8, seed=2, avg_num_neighbors=2.0)

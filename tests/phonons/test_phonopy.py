@@ -20,6 +20,7 @@ from equitrain_jax.phonons import (
     band_structure,
     check_supercell_size,
     force_constants,
+    phonopy_from_calculator,
     phonopy_from_potential,
     thermal_properties,
     total_dos,
@@ -35,17 +36,8 @@ R_GAS = 8.314462618  # J/K/mol
 
 def finite_displacement_phonopy(potential, unitcell) -> Phonopy:
     """Phonopy's own route: displaced supercells, forces from our ASE calculator, phonopy's solver."""
-    phonon = quiet(Phonopy, ase_to_phonopy(unitcell), supercell_matrix=SUPERCELL, primitive_matrix="auto")
-    phonon.generate_displacements(distance=DISTANCE, is_plusminus=True)
-    calc = Calculator(potential)
-    forces = []
-    for cell in phonon.supercells_with_displacements:
-        atoms = phonopy_to_ase(cell)
-        atoms.calc = calc
-        forces.append(atoms.get_forces())
-    phonon.forces = np.array(forces)
-    phonon.produce_force_constants()
-    return phonon
+    return quiet(phonopy_from_calculator, Calculator(potential), unitcell, SUPERCELL, distance=DISTANCE,
+                 plusminus=True, symmetrize=False)
 
 
 @pytest.fixture(scope="module", params=sorted(unitcells()))

@@ -1,0 +1,150 @@
+"""Imaginary modes: scans along a mode against phonopy's eigenvalues, and a crystal that is unstable
+by physics (simple-cubic Lennard-Jones) found, scanned and followed to a lower-symmetry structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.lj import LennardJones
+
+from phonon_models import phonon_potential, quiet, unitcells
+
+from equitrain_jax.phonons import (
+    commensurate_qpoints,
+    follow_mode,
+    imaginary_modes,
+    modes_at,
+    phonopy_from_calculator,
+    phonopy_from_potential,
+    scan_mode,
+    scan_mode_2d,
+)
+from equitrain_jax.phonons.modes import scan_minimum
+from equitrain_jax.phonons.plots import plot_mode_scan_2d, plot_mode_scans
+
+# CODATA 2018, independent of phonopy's unit factors
+EV = 1.602176634e-19  # J
+AMU = 1.66053906660e-27  # kg
+ANGSTROM = 1e-10  # m
+STENCIL = {-2: -1.0 / 12, -1: 16.0 / 12, 0: -30.0 / 12, 1: 16.0 / 12, 2: -1.0 / 12}  # 4th-order 2nd derivative
+
+# Ar-like Lennard-Jones, simple cubic with the nearest neighbours at the pair minimum 2^(1/6)·σ.
+SIGMA, EPSILON = 3.4, 0.0104  # Å, eV
+LATTICE = 2 ** (1 / 6) * SIGMA
+
+
+def eigenvalue_from_frequency(frequency_thz: float) -> float:
+    """λ = sign(f)·(2π f)² in eV/(amu·Å²) from f in THz, by the SI constants."""
+    omega = 2 * np.pi * frequency_thz * 1e12  # rad/s
+    return float(np.sign(frequency_thz) * omega**2 * AMU * ANGSTROM**2 / EV)
+
+
+def scan_curvatures(phonon, mode, model, step: float) -> np.ndarray:
+    """d²E/dQ² at Q = 0 along each pattern (eV/(amu·Å²)), 4th-order stencil on `scan_mode` energies."""
+    scan = scan_mode(phonon, mode, model, amplitudes=step * np.array(sorted(STENCIL)))
+    return scan["energies"] @ np.array([STENCIL[k] for k in sorted(STENCIL)]) / step**2
+
+
+def test_scan_curvature_is_the_phonopy_eigenvalue():
+    """Diamond Si under the random model (analytic fc, 2×2×2): along every pattern of the Γ optical
+    mode, the imaginary pair at q = (½,0,0) and the highest mode at (½,½,0), the curvature of the
+    energy (Potential.evaluate, neighbour lists rebuilt; no Hessian) at Q = 0 equals (2πf)² of
+    phonopy's frequency f, converted with SI constants (1e-6 relative; measured 2.5e-7, which is
+    phonopy's unit factor against SI 2018)."""
+    potential = phonon_potential()
+    phonon = quiet(phonopy_from_potential, potential, unitcells()["Si-diamond"], 2)
+    chosen = [modes_at(phonon, [0, 0, 0])[1], modes_at(phonon, [0.5, 0, 0])[0], modes_at(phonon, [0.5, 0.5, 0])[-1]]
+    assert chosen[1].frequency < -0.5, "premise: this model makes diamond Si unstable at (½,0,0)"
+    assert [len(mode.patterns) for mode in chosen] == [3, 2, 2]
+    for mode in chosen:
+        expected = eigenvalue_from_frequency(mode.frequency)
+        assert abs(mode.eigenvalue - expected) < 1e-6 * abs(expected)  # phonopy's constants: 2.5e-7 off SI 2018
+        curvatures = scan_curvatures(phonon, mode, potential, step=0.02)
+        np.testing.assert_allclose(curvatures, expected, rtol=1e-6, err_msg=str(mode.to_dict()))
+
+
+@pytest.fixture(scope="module")
+def lennard_jones():
+    """Simple-cubic LJ at the pair minimum: the nearest neighbours pull with zero force, so they
+    resist no shear (transverse stiffness φ'(r)/r = 0), and the second neighbours sit beyond the
+    inflection point (φ'' < 0): the sc lattice is unstable against shearing planes, the textbook
+    case of a pair-potential lattice that collapses towards close packing.  Force constants by
+    phonopy's finite displacements (±1e-3 Å) with ASE's calculator."""
+    calculator = LennardJones(sigma=SIGMA, epsilon=EPSILON, rc=2.5 * SIGMA, smooth=True)
+    unitcell = Atoms("Ar", cell=np.eye(3) * LATTICE, pbc=True)
+    phonon = phonopy_from_calculator(calculator, unitcell, 2, distance=1e-3, plusminus=True)
+    return calculator, phonon
+
+
+def test_unstable_modes_of_simple_cubic_lennard_jones_are_found(lennard_jones):
+    """Every frequency below −0.05 THz at the 8 commensurate q-points (phonopy, no symmetry
+    reduction) is found, one q-point per star: the shear modes at X (a degenerate pair, 2 patterns)
+    and M (one); Γ holds only the three zero acoustic modes."""
+    _, phonon = lennard_jones
+    modes = imaginary_modes(phonon, threshold=0.05)
+    all_q = commensurate_qpoints(phonon, symmetry_reduce=False)
+    assert len(all_q) == 8 and len(commensurate_qpoints(phonon)) == 4  # Γ, X, M, R
+    unstable = sorted({round(f, 8) for q in all_q for f in phonon.get_frequencies(q) if f < -0.05})
+    assert len(unstable) == 2
+    assert sorted(round(mode.frequency, 8) for mode in modes) == unstable
+    by_star = {tuple(np.sort(np.abs(mode.qpoint))): mode for mode in modes}
+    assert set(by_star) == {(0.0, 0.0, 0.5), (0.0, 0.5, 0.5)}
+    assert by_star[(0.0, 0.0, 0.5)].bands == (0, 1) and len(by_star[(0.0, 0.0, 0.5)].patterns) == 2
+    assert len(by_star[(0.0, 0.5, 0.5)].patterns) == 1
+    assert np.abs(phonon.get_frequencies([0, 0, 0])).max() < 1e-3
+    with pytest.raises(ValueError, match="positive frequency"):
+        imaginary_modes(phonon, threshold=-0.05)
+
+
+def test_lennard_jones_double_well_and_following_the_mode(lennard_jones, tmp_path):
+    """Along each unstable mode: curvature at Q = 0 equals phonopy's (2πf)² (1e-5 relative; measured
+    1e-6, the error of the ±1e-3 Å finite-displacement force constants), E(Q) = E(−Q) (a lattice
+    translation maps one onto the other), and a double well: E falls from Q = 0 to a minimum inside
+    the range, then rises again (shearing planes by a full lattice vector gives back sc).  Relaxing from that minimum (BFGS) ends below
+    the undistorted energy with a lower space group than Pm-3m (221)."""
+    calculator, phonon = lennard_jones
+    scans = {}
+    for mode in imaginary_modes(phonon):
+        curvatures = scan_curvatures(phonon, mode, calculator, step=0.05)
+        np.testing.assert_allclose(curvatures, eigenvalue_from_frequency(mode.frequency), rtol=1e-5)
+        scan = scan_mode(phonon, mode, calculator, max_displacement=LATTICE / 3, npoints=21)
+        energies = scan["energies"]
+        np.testing.assert_allclose(energies, energies[:, ::-1], rtol=0, atol=1e-10)
+        middle = len(scan["amplitudes"]) // 2
+        assert scan["amplitudes"][middle] == 0.0 and np.all(energies[:, middle] == 0.0)
+        minimum = scan_minimum(scan)
+        assert minimum["energy_eV"] < -1e-3 and not minimum["at_edge_of_range"]
+        assert np.all(energies[:, [0, -1]] > minimum["energy_eV"] + 1e-4)  # it rises again
+        assert np.all(np.diff(energies[0, middle:][: np.argmin(energies[0, middle:]) + 1]) < 0)  # falls monotonically
+        relaxed, record = follow_mode(phonon, mode, calculator, minimum["amplitude_amu05_A"], fmax=1e-4)
+        assert record["converged"]
+        assert record["relaxed_energy_change_eV"] <= minimum["energy_eV"] + 1e-9
+        assert record["space_group_before"] == "Pm-3m (221)"
+        assert int(record["space_group_after"].split("(")[1].rstrip(")")) < 221
+        assert len(relaxed) == 8
+        scans[f"q={mode.qpoint.tolist()}"] = scan
+    assert plot_mode_scans(scans, tmp_path / "scans.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_two_dimensional_scan_of_the_degenerate_pair(lennard_jones, tmp_path):
+    """The X shear pair: near Q = 0 the energy surface is ½λ(Q₁² + Q₂²) (Hessian of the 2D scan by
+    central differences = λ·I, 1e-4 relative to λ; measured 1.2e-5, the O(h²) stencil error); a
+    1-pattern mode has no 2D scan."""
+    calculator, phonon = lennard_jones
+    pair = next(mode for mode in imaginary_modes(phonon) if len(mode.patterns) == 2)
+    step = 0.05
+    scan = scan_mode_2d(phonon, pair, calculator, amplitudes=[-step, 0.0, step])
+    e = scan["energies"]
+    hessian = np.array([
+        [e[2, 1] - 2 * e[1, 1] + e[0, 1], (e[2, 2] - e[2, 0] - e[0, 2] + e[0, 0]) / 4],
+        [(e[2, 2] - e[2, 0] - e[0, 2] + e[0, 0]) / 4, e[1, 2] - 2 * e[1, 1] + e[1, 0]],
+    ]) / step**2
+    expected = eigenvalue_from_frequency(pair.frequency)
+    np.testing.assert_allclose(hessian, expected * np.eye(2), rtol=0, atol=1e-4 * abs(expected))
+    wide = scan_mode_2d(phonon, pair, calculator, max_displacement=LATTICE / 3, npoints=9)
+    assert wide["energies"].shape == (9, 9) and wide["energies"].min() < -1e-3
+    assert plot_mode_scan_2d(wide, tmp_path / "scan2d.png").read_bytes()[:4] == b"\x89PNG"
+    single = next(mode for mode in imaginary_modes(phonon) if len(mode.patterns) == 1)
+    with pytest.raises(ValueError, match="two patterns"):
+        scan_mode_2d(phonon, single, calculator)
