@@ -3,14 +3,17 @@
 The only module that imports torch.  Every tensor of the torch state dict is either mapped into the
 JAX parameter tree, read into `MACEConfig`, or on an explicit list of entries that carry no
 information (masks, flags, codegen constants); anything else stops the conversion with its name.
+The per-tensor layout lives in one table, `parameter_mappings`, whose inverse direction
+`equitrain_jax.convert.to_mace_torch` uses to write JAX weights back into a mace-torch module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -240,70 +243,101 @@ def config_from_torch(model) -> MACEConfig:
     )
 
 
-class _StateDict:
-    """Torch state dict that records which entries were used."""
+@dataclasses.dataclass(frozen=True)
+class TensorMapping:
+    """One torch state-dict entry and the JAX parameter subtree it becomes.
 
-    def __init__(self, module):
-        self.tensors = {k: v for k, v in module.state_dict().items()}
-        self.used: set[str] = set()
+    ``to_jax`` takes the torch tensor as a numpy array and returns the subtree at ``jax_path`` in
+    ``params`` (an array, or a dict of arrays keyed by irrep); ``to_torch`` is its exact inverse.
+    Both only reshape, slice, concatenate and multiply by ±1, so a round trip is bit-exact.
+    """
 
-    def take(self, key: str) -> np.ndarray:
-        if key not in self.tensors:
-            raise ConversionError(f"expected parameter {key} is missing from the torch model")
-        self.used.add(key)
-        return _numpy(self.tensors[key])
-
-    def check_all_used(self) -> None:
-        left = [
-            k for k in self.tensors
-            if k not in self.used and not any(re.search(p, k) for p in IGNORED)
-        ]
-        empty = [k for k in left if self.tensors[k].numel() == 0]
-        left = [k for k in left if k not in empty]
-        if left:
-            raise ConversionError(f"torch parameters not mapped to JAX: {left}")
+    torch_name: str
+    jax_path: tuple[str, ...]
+    to_jax: Callable[[np.ndarray], Any]
+    to_torch: Callable[[Any], np.ndarray]
 
 
-def _linear(sd: _StateDict, module, prefix: str) -> dict[str, np.ndarray]:
-    """e3nn o3.Linear → {irrep_out: [Σ mul_in, mul_out]} (input blocks in instruction order)."""
+def _same(x):
+    return x
+
+
+def _identity(torch_name: str, jax_path: tuple[str, ...]) -> TensorMapping:
+    return TensorMapping(torch_name, jax_path, _same, _same)
+
+
+def _linear(module, prefix: str, jax_path: tuple[str, ...]) -> TensorMapping:
+    """e3nn o3.Linear ↔ {irrep_out: [Σ mul_in, mul_out]}.
+
+    torch's flat weight holds one (mul_in, mul_out) block per instruction; the blocks into one
+    output irrep are stacked along the input axis in instruction order.
+    """
     if getattr(module, "biases", None) is not None and any(ins.i_in == -1 for ins in module.instructions):
         raise ConversionError(f"{prefix}: linear biases are not supported")
-    flat = sd.take(f"{prefix}.weight").reshape(-1)
-    blocks: dict[str, list[np.ndarray]] = {}
-    offset = 0
-    for ins in module.instructions:
-        size = int(np.prod(ins.path_shape))
-        block = flat[offset : offset + size].reshape(ins.path_shape)
-        offset += size
-        name = _irrep_name(module.irreps_out[ins.i_out].ir)
-        blocks.setdefault(name, []).append(block)
-    if offset != flat.size:
-        raise ConversionError(f"{prefix}: {flat.size - offset} weights left after the instructions")
-    return {name: np.concatenate(bs, axis=0) for name, bs in blocks.items()}
+    layout = [(_irrep_name(module.irreps_out[ins.i_out].ir), tuple(ins.path_shape)) for ins in module.instructions]
+
+    def to_jax(weight: np.ndarray) -> dict[str, np.ndarray]:
+        flat = weight.reshape(-1)
+        blocks: dict[str, list[np.ndarray]] = {}
+        offset = 0
+        for name, shape in layout:
+            size = int(np.prod(shape))
+            blocks.setdefault(name, []).append(flat[offset : offset + size].reshape(shape))
+            offset += size
+        if offset != flat.size:
+            raise ConversionError(f"{prefix}: {flat.size - offset} weights left after the instructions")
+        return {name: np.concatenate(bs, axis=0) for name, bs in blocks.items()}
+
+    def to_torch(weights: dict[str, np.ndarray]) -> np.ndarray:
+        rows = dict.fromkeys(weights, 0)
+        blocks = []
+        for name, shape in layout:
+            blocks.append(weights[name][rows[name] : rows[name] + shape[0]].reshape(-1))
+            rows[name] += shape[0]
+        return np.concatenate(blocks)
+
+    return TensorMapping(f"{prefix}.weight", jax_path, to_jax, to_torch)
 
 
-def _species_linear(sd: _StateDict, module, prefix: str) -> dict[str, np.ndarray]:
-    """FullyConnectedTensorProduct(features, one-hot species) → {irrep: [C_in, Z, C_out]}."""
-    flat = sd.take(f"{prefix}.weight").reshape(-1)
-    out: dict[str, np.ndarray] = {}
-    offset = 0
+def _species_linear(module, prefix: str, jax_path: tuple[str, ...]) -> TensorMapping:
+    """FullyConnectedTensorProduct(features, one-hot species) ↔ {irrep: [C_in, Z, C_out]}."""
+    layout: dict[str, tuple[int, ...]] = {}
     for ins in module.instructions:
-        size = int(np.prod(ins.path_shape))
         name = _irrep_name(module.irreps_out[ins.i_out].ir)
-        if name in out or _irrep_name(module.irreps_in1[ins.i_in1].ir) != name:
+        if name in layout or _irrep_name(module.irreps_in1[ins.i_in1].ir) != name:
             raise ConversionError(f"{prefix}: unexpected skip tensor-product path into {name}")
-        out[name] = flat[offset : offset + size].reshape(ins.path_shape)
-        offset += size
-    return out
+        layout[name] = tuple(ins.path_shape)
+
+    def to_jax(weight: np.ndarray) -> dict[str, np.ndarray]:
+        flat = weight.reshape(-1)
+        out, offset = {}, 0
+        for name, shape in layout.items():
+            size = int(np.prod(shape))
+            out[name] = flat[offset : offset + size].reshape(shape)
+            offset += size
+        return out
+
+    def to_torch(weights: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([weights[name].reshape(-1) for name in layout])
+
+    return TensorMapping(f"{prefix}.weight", jax_path, to_jax, to_torch)
 
 
-def _mlp(sd: _StateDict, module, prefix: str) -> dict[str, np.ndarray]:
-    layers = {}
+def _mlp(module, prefix: str, jax_path: tuple[str, ...], last_layer_signs=None) -> list[TensorMapping]:
+    """e3nn FullyConnectedNet ↔ {layer_i: [n_in, n_out]}; ``last_layer_signs`` (±1 per output
+    column) multiplies the last layer, in both directions."""
+    mappings = []
     for i, layer in enumerate(module):
         if getattr(layer, "var_in", 1) != 1 or getattr(layer, "var_out", 1) != 1:
             raise ConversionError(f"{prefix}.layer{i}: variance scaling is not supported")
-        layers[f"layer_{i}"] = sd.take(f"{prefix}.layer{i}.weight")
-    return layers
+        mappings.append(_identity(f"{prefix}.layer{i}.weight", jax_path + (f"layer_{i}",)))
+    if last_layer_signs is not None:
+
+        def flip(weight: np.ndarray) -> np.ndarray:
+            return weight * last_layer_signs.astype(weight.dtype)[None, :]
+
+        mappings[-1] = TensorMapping(mappings[-1].torch_name, mappings[-1].jax_path, flip, flip)
+    return mappings
 
 
 def _conv_path_signs(block, config: MACEConfig, prefix: str, irreps_in, irreps_target) -> np.ndarray:
@@ -340,61 +374,92 @@ def _conv_path_signs(block, config: MACEConfig, prefix: str, irreps_in, irreps_t
     return np.asarray(signs)
 
 
-def variables_from_torch(model, config: MACEConfig) -> dict[str, Any]:
-    """Map every torch parameter and U-matrix buffer into {'params': …, 'constants': …}."""
-    sd = _StateDict(model)
+def parameter_mappings(model, config: MACEConfig) -> list[TensorMapping]:
+    """Every trainable torch weight of ``model`` with its JAX parameter path and layout change.
+
+    The single source of the torch ↔ JAX layout: `variables_from_torch` applies ``to_jax``, the
+    export back to mace-torch applies ``to_torch``.
+    """
     c = config.num_channels
-    params: dict[str, Any] = {"node_embedding": sd.take("node_embedding.linear.weight").reshape(config.num_elements, c)}
-    constants: dict[str, Any] = {}
+    mappings = [
+        TensorMapping(
+            "node_embedding.linear.weight",
+            ("node_embedding",),
+            lambda w: w.reshape(config.num_elements, c),
+            lambda w: w.reshape(-1),
+        )
+    ]
     hidden = tuple(ir for _, ir in config.hidden_irreps_list)
     irreps_in = ("0e",)
     for i, (block, product, readout) in enumerate(zip(model.interactions, model.products, model.readouts)):
-        p = f"interactions.{i}"
+        p, path = f"interactions.{i}", (f"interactions_{i}",)
         target = tuple(_irrep_name(ir) for _, ir in block.target_irreps)
-        inter = {
-            "linear_up": _linear(sd, block.linear_up, f"{p}.linear_up"),
-            "linear": _linear(sd, block.linear, f"{p}.linear"),
-            "skip_tp": _species_linear(sd, block.skip_tp, f"{p}.skip_tp"),
-            "radial_mlp": _mlp(sd, block.conv_tp_weights, f"{p}.conv_tp_weights"),
-        }
+        mappings += [
+            _linear(block.linear_up, f"{p}.linear_up", path + ("linear_up",)),
+            _linear(block.linear, f"{p}.linear", path + ("linear",)),
+            _species_linear(block.skip_tp, f"{p}.skip_tp", path + ("skip_tp",)),
+        ]
         signs = _conv_path_signs(block, config, p, irreps_in, target)
-        last_layer = f"layer_{len(inter['radial_mlp']) - 1}"
-        inter["radial_mlp"][last_layer] = inter["radial_mlp"][last_layer] * np.repeat(signs, c)[None, :]
+        mappings += _mlp(block.conv_tp_weights, f"{p}.conv_tp_weights", path + ("radial_mlp",), np.repeat(signs, c))
         if hasattr(block, "density_fn"):
-            inter["density_mlp"] = _mlp(sd, block.density_fn, f"{p}.density_fn")
-        params[f"interactions_{i}"] = inter
+            mappings += _mlp(block.density_fn, f"{p}.density_fn", path + ("density_mlp",))
 
-        p = f"products.{i}"
-        prod = {"linear": _linear(sd, product.linear, f"{p}.linear")}
-        prod_constants = {}
+        p, path = f"products.{i}", (f"products_{i}",)
+        mappings.append(_linear(product.linear, f"{p}.linear", path + ("linear",)))
         sc = product.symmetric_contractions
         for k, (_, ir) in enumerate(sc.irreps_out):
-            name, q = _irrep_name(ir), f"{p}.symmetric_contractions.contractions.{k}"
-            contraction = sc.contractions[k]
-            corr = contraction.correlation
-            weights = {f"weights_{corr}": sd.take(f"{q}.weights_max")}
-            for j in range(corr - 1):
-                weights[f"weights_{corr - 1 - j}"] = sd.take(f"{q}.weights.{j}")
-            compressed = {}
-            for nu in range(1, corr + 1):
-                u = _numpy(getattr(contraction, f"U_matrix_{nu}"))
-                monomials, coupling = eq.compress_coupling(u if u.ndim == nu + 2 else u[None])
-                compressed[f"monomials_{nu}"], compressed[f"coupling_{nu}"] = monomials, coupling
-            prod[f"symmetric_contraction_{name}"] = weights
-            prod_constants[f"symmetric_contraction_{name}"] = compressed
-        params[f"products_{i}"] = prod
-        constants[f"products_{i}"] = prod_constants
+            q, sc_path = f"{p}.symmetric_contractions.contractions.{k}", path + (f"symmetric_contraction_{_irrep_name(ir)}",)
+            corr = sc.contractions[k].correlation
+            mappings.append(_identity(f"{q}.weights_max", sc_path + (f"weights_{corr}",)))
+            mappings += [_identity(f"{q}.weights.{j}", sc_path + (f"weights_{corr - 1 - j}",)) for j in range(corr - 1)]
 
-        p = f"readouts.{i}"
+        p, path = f"readouts.{i}", (f"readouts_{i}",)
         if type(readout).__name__ == "LinearReadoutBlock":
-            params[f"readouts_{i}"] = {"linear": _linear(sd, readout.linear, f"{p}.linear")}
+            mappings.append(_linear(readout.linear, f"{p}.linear", path + ("linear",)))
         else:
-            params[f"readouts_{i}"] = {
-                "linear_1": _linear(sd, readout.linear_1, f"{p}.linear_1"),
-                "linear_2": _linear(sd, readout.linear_2, f"{p}.linear_2"),
-            }
+            mappings += [
+                _linear(readout.linear_1, f"{p}.linear_1", path + ("linear_1",)),
+                _linear(readout.linear_2, f"{p}.linear_2", path + ("linear_2",)),
+            ]
         irreps_in = hidden
-    sd.check_all_used()
+    return mappings
+
+
+def _symmetric_contraction_constants(product) -> dict[str, Any]:
+    """The stored U matrices of one product block, in the sparse form of `compress_coupling`."""
+    constants = {}
+    sc = product.symmetric_contractions
+    for k, (_, ir) in enumerate(sc.irreps_out):
+        contraction = sc.contractions[k]
+        compressed = {}
+        for nu in range(1, contraction.correlation + 1):
+            u = _numpy(getattr(contraction, f"U_matrix_{nu}"))
+            monomials, coupling = eq.compress_coupling(u if u.ndim == nu + 2 else u[None])
+            compressed[f"monomials_{nu}"], compressed[f"coupling_{nu}"] = monomials, coupling
+        constants[f"symmetric_contraction_{_irrep_name(ir)}"] = compressed
+    return constants
+
+
+def variables_from_torch(model, config: MACEConfig) -> dict[str, Any]:
+    """Map every torch parameter and U-matrix buffer into {'params': …, 'constants': …}."""
+    tensors = model.state_dict()
+    params: dict[str, Any] = {}
+    used = set()
+    for mapping in parameter_mappings(model, config):
+        if mapping.torch_name not in tensors:
+            raise ConversionError(f"expected parameter {mapping.torch_name} is missing from the torch model")
+        used.add(mapping.torch_name)
+        tree = params
+        for key in mapping.jax_path[:-1]:
+            tree = tree.setdefault(key, {})
+        tree[mapping.jax_path[-1]] = mapping.to_jax(_numpy(tensors[mapping.torch_name]))
+    left = [
+        k for k, v in tensors.items()
+        if k not in used and v.numel() > 0 and not any(re.search(p, k) for p in IGNORED)
+    ]
+    if left:
+        raise ConversionError(f"torch parameters not mapped to JAX: {left}")
+    constants = {f"products_{i}": _symmetric_contraction_constants(product) for i, product in enumerate(model.products)}
     return {"params": params, "constants": constants}
 
 
