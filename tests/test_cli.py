@@ -68,7 +68,7 @@ def test_finetune_command_lowers_validation_force_error(tmp_path, capsys):
               "--valid", str(tmp_path / "valid.xyz"), "--strategy", "lora", "--epochs", "15", "--lr", "1e-2",
               "--dtype", "float64", "-o", str(out)])
     assert "fine-tuned model" in capsys.readouterr().out
-    assert (out / "trainable.npz").is_file() and (out / "history.csv").is_file()
+    assert (out / "adapters.npz").is_file() and (out / "history.csv").is_file()
 
     def force_mae(model_dir):
         errors = []
@@ -86,6 +86,8 @@ def test_finetune_command_lowers_validation_force_error(tmp_path, capsys):
 def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
     import json
     import warnings
+
+    import phonopy
 
     from ase.build import bulk
 
@@ -105,6 +107,63 @@ def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
     assert np.all(gamma[:3] < 1e-3) and gamma[3] > 0.1  # three acoustic modes vanish at Γ
     assert (out / "phonopy_params.yaml").is_file()
     assert (out / "band_dos.png").read_bytes()[:4] == b"\x89PNG"
+    listed = json.loads((out / "imaginary_modes.json").read_text())
+    assert listed["threshold_THz"] == 0.05 and "imaginary mode(s)" in printed
+
+    # again from the relaxed structure, against the first run's force constants, scanning the
+    # imaginary modes: phonopy's own frequencies of that reference say which modes there are
+    again = tmp_path / "again"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli.main(["phonons", str(out / "relaxed.extxyz"), "--model", str(tmp_path / "model"), "--supercell", "2", "2",
+                  "2", "--reference", str(out / "phonopy_params.yaml"), "--scan-modes", "--imaginary-threshold", "0.02",
+                  "-o", str(again)])
+    printed = capsys.readouterr().out
+    comparison = json.loads((again / "comparison.json").read_text())
+    for name in ("band_path", "mesh"):
+        assert comparison[name]["mae_THz"] < 1e-6 and comparison[name]["max_abs_error_THz"] < 1e-5
+    assert "vs reference, mesh: MAE 0.000 THz" in printed
+    assert (again / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    reference = phonopy.load(out / "phonopy_params.yaml", log_level=0)
+    analysis = json.loads((again / "imaginary_modes.json").read_text())
+    expected = sorted(f for q in analysis["qpoints_checked"] for f in reference.get_frequencies(q) if f < -0.02)
+    found = sorted(f for mode in analysis["modes"] for f in [mode["frequency_THz"]] * len(mode["bands"]))
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
+    assert expected, "premise: this model has imaginary modes in diamond Si"
+    for index, mode in enumerate(analysis["modes"]):
+        assert mode["double_well"] and mode["follow"]["relaxed_energy_change_eV"] < 0.0
+        assert (again / f"mode_{index}_relaxed.extxyz").is_file()
+    assert (again / "mode_scans.png").read_bytes()[:4] == b"\x89PNG"
+    assert "space group Fd-3m (227) →" in printed
+
+
+def test_phonons_command_keeps_partial_results_when_relaxation_fails(tmp_path, capsys):
+    """A relaxation that cannot converge in 2 steps: a clean exit (status 2, no traceback), a message
+    naming the kept files, and the last structure readable."""
+    from ase.build import bulk
+
+    cli.main(["convert", "--architecture", "mp0a-small", "--channels", "8", "-o", str(tmp_path / "model")])
+    atoms = bulk("Si", "diamond", a=5.6)
+    atoms.rattle(0.05, seed=1)
+    ase.io.write(tmp_path / "si.extxyz", atoms)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["phonons", str(tmp_path / "si.extxyz"), "--model", str(tmp_path / "model"), "--relax",
+                  "--relax-steps", "2", "--fmax", "1e-6", "-o", str(out)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "did not reach fmax=1e-06 eV/Å in 2 steps" in error and "partial results kept" in error
+    assert str(out / "relaxed.extxyz") in error and "Traceback" not in error
+    assert len(ase.io.read(out / "relaxed.extxyz")) == 2
+    assert not (out / "summary.json").exists()
+
+
+def test_phonons_command_rejects_a_missing_reference(tmp_path, capsys):
+    ase.io.write(tmp_path / "si.cif", structures()["triclinic"])
+    with pytest.raises(SystemExit):
+        cli.main(["phonons", str(tmp_path / "si.cif"), "--model", str(tmp_path / "no-model"),
+                  "--reference", str(tmp_path / "missing.yaml"), "-o", str(tmp_path / "out")])
+    assert "missing.yaml does not exist" in capsys.readouterr().err
 
 
 def test_phonons_command_rejects_a_molecule(tmp_path, capsys):

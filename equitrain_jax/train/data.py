@@ -25,6 +25,7 @@ import numpy as np
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
+from equitrain_jax.data.graph import bucket_size, in_degree, pad_graph
 from equitrain_jax.potential import enable_float64
 
 
@@ -116,20 +117,66 @@ def labelled_batches(
     atomic_numbers: Sequence[int],
     batch_size: int = 8,
     keys: LabelKeys = LabelKeys(),
-    head: int = 0,
+    head: Any = 0,
     dtype: Any = np.float64,
 ) -> list[jraph.GraphsTuple]:
     """Padded labelled batches of ``batch_size`` structures (the last may be smaller), in order.
 
-    Every structure is checked before any batch is built.
+    ``head``: one head index, or one per structure.  Every structure is checked before any batch
+    is built.
     """
+    graphs = _checked_graphs(structures, cutoff, atomic_numbers, batch_size, keys, head)
+    return [
+        to_device(pad_to_bucket(batch_graphs(graphs[start : start + batch_size])), dtype)
+        for start in range(0, len(graphs), batch_size)
+    ]
+
+
+def _checked_graphs(structures, cutoff, atomic_numbers, batch_size, keys, head) -> list[jraph.GraphsTuple]:
     structures = list(structures)
     if not structures:
         raise ValueError("no training structures: got an empty list")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    graphs = [labelled_graph(a, cutoff, atomic_numbers, keys, head, i) for i, a in enumerate(structures)]
-    return [
-        to_device(pad_to_bucket(batch_graphs(graphs[start : start + batch_size])), dtype)
-        for start in range(0, len(graphs), batch_size)
-    ]
+    heads = [head] * len(structures) if np.ndim(head) == 0 else list(head)
+    if len(heads) != len(structures):
+        raise ValueError(f"got {len(heads)} head indices for {len(structures)} structures")
+    return [labelled_graph(a, cutoff, atomic_numbers, keys, h, i) for i, (a, h) in enumerate(zip(structures, heads))]
+
+
+def sharded_batches(
+    structures: Sequence[ase.Atoms],
+    cutoff: float,
+    atomic_numbers: Sequence[int],
+    batch_size: int,
+    n_shards: int,
+    keys: LabelKeys = LabelKeys(),
+    head: Any = 0,
+    dtype: Any = np.float64,
+) -> list[jraph.GraphsTuple]:
+    """Batches of ``batch_size`` structures, each split into ``n_shards`` equally padded graphs
+    stacked on a leading axis (``n_node`` is [n_shards, n_graph]) for data-parallel training.
+
+    Structure ``j`` of a batch goes to shard ``j % n_shards``; a last batch with fewer than
+    ``n_shards`` structures joins the one before.  The loss of a stacked batch equals that of one
+    graph holding all its structures (see `equitrain_jax.train.step`).  ``head``: one index, or
+    one per structure.
+    """
+    if n_shards < 1 or batch_size < n_shards:
+        raise ValueError(f"need 1 <= n_shards <= batch_size, got n_shards={n_shards}, batch_size={batch_size}")
+    graphs = _checked_graphs(structures, cutoff, atomic_numbers, batch_size, keys, head)
+    if len(graphs) < n_shards:
+        raise ValueError(f"{len(graphs)} structures cannot fill {n_shards} shards")
+    starts = list(range(0, len(graphs), batch_size))
+    if len(graphs) - starts[-1] < n_shards and len(starts) > 1:
+        starts.pop()
+    batches = []
+    for b, start in enumerate(starts):
+        stop = starts[b + 1] if b + 1 < len(starts) else len(graphs)
+        shards = [batch_graphs(graphs[start + s : stop : n_shards]) for s in range(n_shards)]
+        n_node = bucket_size(max(int(np.sum(g.n_node)) for g in shards))
+        neighbours = bucket_size(max(in_degree(g) for g in shards), minimum=4)
+        n_graph = bucket_size(max(len(g.n_node) for g in shards) + 1, minimum=2)
+        padded = [pad_graph(g, n_node, neighbours, n_graph) for g in shards]
+        batches.append(to_device(jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded), dtype))
+    return batches

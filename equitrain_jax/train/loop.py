@@ -1,8 +1,17 @@
-"""A minimal epoch loop: AdamW with gradient clipping, validation MAEs after every epoch."""
+"""The epoch loop: AdamW with clipping and a learning-rate schedule, EMA of the weights,
+reduce-on-plateau and early stopping on the validation loss, checkpoints (best and last) that
+resume without losing a step, and data-parallel training over a device mesh.
+
+Everything random is derived from ``TrainConfig.seed`` (batch order of epoch ``e`` from
+``(seed, e)``), so the same seed gives the same run, and a resumed run the same as an
+uninterrupted one.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -12,77 +21,232 @@ import optax
 
 from equitrain_jax.adapters.freeze import masked_optimizer
 from equitrain_jax.adapters.strategies import Strategy
-from equitrain_jax.models.mace import MACE
-from equitrain_jax.train.loss import LossConfig
-from equitrain_jax.train.step import Penalty, make_eval_step, make_train_step
+from equitrain_jax.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from equitrain_jax.train.loss import LossConfig, combine_loss, metrics
+from equitrain_jax.train.step import Penalty, ema_update, make_eval_step, make_train_step
+
+SCHEDULES = ("constant", "cosine", "plateau")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    ``schedule``: ``constant``, ``cosine`` (decay to ``min_learning_rate`` over the run) or
+    ``plateau`` (multiply the rate by ``plateau_factor`` after ``plateau_patience`` epochs without
+    a better validation loss, down to ``min_learning_rate``); all after ``warmup_epochs`` of linear
+    warm-up.  ``ema_decay``: keep an exponential moving average of the weights (validation,
+    checkpoints and the final model use it), with the usual warm-up ``min(decay, (1+n)/(10+n))``.
+    ``early_stopping_patience``: stop after this many epochs without a better validation loss.
+    """
+
+    epochs: int = 50
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    clip_norm: Optional[float] = 10.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    min_learning_rate: float = 1e-6
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    ema_decay: Optional[float] = None
+    early_stopping_patience: Optional[int] = None
+    seed: int = 0
+
+    def check(self) -> "TrainConfig":
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            problems.append(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
+        if not 0 < self.plateau_factor < 1:
+            problems.append(f"plateau_factor must lie in (0, 1), got {self.plateau_factor}")
+        if self.warmup_epochs < 0 or (self.early_stopping_patience is not None and self.early_stopping_patience < 1):
+            problems.append("warmup_epochs must be >= 0 and early_stopping_patience >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class FitResult(NamedTuple):
-    trainable: Any
+    trainable: Any  # the weights validation chose: the best epoch's (EMA if enabled)
     opt_state: Any
-    history: list[dict[str, float]]  # one entry per epoch
+    history: list[dict[str, float]]  # one entry per epoch; entry 0 is the starting model
+    last: Any = None  # the last epoch's weights (EMA if enabled)
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """Learning rate per optimiser step: warm-up, then constant or cosine."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0 if warmup else config.learning_rate, config.learning_rate, max(warmup, 1) if warmup else 0,
+            max(total, warmup + 1), end_value=config.min_learning_rate,
+        )
+    if warmup:
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, config.learning_rate, warmup), optax.constant_schedule(config.learning_rate)],
+            [warmup],
+        )
+    return optax.constant_schedule(config.learning_rate)
 
 
 def adamw(
-    learning_rate: float = 1e-3, weight_decay: float = 0.0, clip_norm: Optional[float] = 10.0
+    learning_rate: float | optax.Schedule = 1e-3, weight_decay: float = 0.0, clip_norm: Optional[float] = 10.0
 ) -> optax.GradientTransformation:
     """AdamW after clipping the gradient's global norm to ``clip_norm`` (None: no clipping)."""
     clip = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
     return optax.chain(*clip, optax.adamw(learning_rate, weight_decay=weight_decay))
 
 
-def validation_errors(
-    eval_step: Callable, trainable: Any, frozen: Any, batches: Sequence[jraph.GraphsTuple]
-) -> dict[str, float]:
-    """Energy MAE (meV/atom) and force MAE (meV/Å, per component) over all ``batches``."""
-    sums = [jax.device_get(eval_step(trainable, frozen, batch)) for batch in batches]
-    total = {key: float(sum(s[key] for s in sums)) for key in sums[0]}
-    return {
-        "energy_mae_mev_per_atom": 1e3 * total["energy_abs"] / max(total["n_graphs"], 1),
-        "forces_mae_mev_per_a": 1e3 * total["forces_abs"] / max(total["n_force_components"], 1),
-    }
+def evaluate(eval_step: Callable, trainable: Any, frozen: Any, batches: Sequence[jraph.GraphsTuple],
+             loss_config: LossConfig) -> dict[str, float]:
+    """Validation metrics (see `loss.metrics`) and the validation loss over all ``batches``."""
+    parts = [jax.device_get(eval_step(trainable, frozen, batch)) for batch in batches]
+    total = {key: float(sum(np.sum(p[key]) for p in parts)) for key in parts[0]}
+    loss, _ = combine_loss(total, loss_config)
+    return {"valid_loss": float(loss), **metrics(total)}
+
+
+def _place(mesh: Optional[jax.sharding.Mesh], tree: Any, shard_leading: bool) -> Any:
+    """Put ``tree`` on ``mesh``: the leading axis split over the mesh's ``data`` axis, or replicated."""
+    if mesh is None:
+        return tree
+    spec = jax.sharding.PartitionSpec("data") if shard_leading else jax.sharding.PartitionSpec()
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, spec))
+
+
+def data_mesh(n_devices: Optional[int] = None) -> jax.sharding.Mesh:
+    """A one-axis mesh named ``data`` over the first ``n_devices`` devices (default: all).
+
+    On several hosts, call ``jax.distributed.initialize()`` first; the mesh then spans every
+    host's devices and each host feeds the batches as on one machine.
+    """
+    devices = jax.devices()
+    n_devices = len(devices) if n_devices is None else n_devices
+    if not 1 <= n_devices <= len(devices):
+        raise ValueError(f"asked for {n_devices} devices, {len(devices)} available: {devices}")
+    return jax.sharding.Mesh(np.array(devices[:n_devices]), ("data",))
 
 
 def fit(
-    model: MACE,
+    model: Any,
     strategy: Strategy,
     train_batches: Sequence[jraph.GraphsTuple],
     valid_batches: Sequence[jraph.GraphsTuple],
-    epochs: int,
-    optimizer: Optional[optax.GradientTransformation] = None,
+    config: TrainConfig = TrainConfig(),
     loss_config: LossConfig = LossConfig(),
     penalty: Optional[Penalty] = None,
-    seed: int = 0,
+    optimizer: Optional[optax.GradientTransformation] = None,
+    checkpoint_dir: Optional[str | Path] = None,
+    resume: bool = False,
+    mesh: Optional[jax.sharding.Mesh] = None,
     log: Optional[Callable[[dict[str, float]], None]] = None,
+    on_step: Optional[Callable[[int, dict], None]] = None,
+    metadata: Optional[dict] = None,
 ) -> FitResult:
-    """Train ``strategy.trainable`` for ``epochs`` passes over ``train_batches`` (order shuffled
-    each epoch); ``optimizer`` defaults to `adamw()`, masked by ``strategy.labels`` if any.
+    """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches``.
 
-    History entries hold the epoch, the mean training loss and the validation errors; entry 0 is
-    the starting model.
+    ``optimizer`` defaults to `adamw` with ``config``'s schedule, masked by ``strategy.labels``
+    if any.  ``checkpoint_dir``: write ``last`` after every epoch (and on Ctrl-C, mid-epoch) and
+    ``best`` when the validation loss improves; ``resume`` continues from ``last`` there.
+    ``mesh``: a `data_mesh`; batches must then be stacked over shards (see
+    `equitrain_jax.train.data.sharded_batches`) and are split over its devices.
+    ``log(entry)`` after every epoch, ``on_step(step, metrics)`` after every step.
     """
+    config = config.check()
     if not train_batches or not valid_batches:
         raise ValueError("fit needs at least one training and one validation batch")
-    optimizer = adamw() if optimizer is None else optimizer
+    steps_per_epoch = len(train_batches)
+    if optimizer is None:
+        optimizer = adamw(learning_rate_schedule(config, steps_per_epoch), config.weight_decay, config.clip_norm)
     if strategy.labels is not None:
         optimizer = masked_optimizer(optimizer, strategy.labels)
     train_step = make_train_step(model, strategy.merge, optimizer, loss_config, penalty)
-    eval_step = make_eval_step(model, strategy.merge)
-    trainable, frozen = strategy.trainable, strategy.frozen
-    opt_state = optimizer.init(trainable)
-    history = [{"epoch": 0, **validation_errors(eval_step, trainable, frozen, valid_batches)}]
-    rng = np.random.default_rng(seed)
-    for epoch in range(1, epochs + 1):
-        losses = []
-        for i in rng.permutation(len(train_batches)):
-            trainable, opt_state, metrics = train_step(trainable, frozen, opt_state, train_batches[i])
-            losses.append(metrics["loss"])
-        entry = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(jax.device_get(losses))),
-            **validation_errors(eval_step, trainable, frozen, valid_batches),
-        }
-        history.append(entry)
-        if log is not None:
-            log(entry)
-    return FitResult(trainable, opt_state, history)
+    eval_step = make_eval_step(model, strategy.merge, loss_config)
+    frozen = _place(mesh, strategy.frozen, False)
+    train_batches = [_place(mesh, b, True) for b in train_batches]
+    valid_batches = [_place(mesh, b, True) for b in valid_batches]
+
+    trainable = _place(mesh, strategy.trainable, False)
+    state = TrainState(trainable, optimizer.init(trainable), trainable if config.ema_decay else None)
+    checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir")
+        state, _ = load_checkpoint(checkpoint_dir / "last", state)
+        state = state._replace(**{k: _place(mesh, getattr(state, k), False) for k in ("trainable", "opt_state", "ema")})
+    run_facts = {"config": dataclasses.asdict(config), **(metadata or {})}
+
+    def evaluated(s: TrainState) -> Any:
+        return s.trainable if s.ema is None else s.ema
+
+    def save(name: str, s: TrainState) -> None:
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir / name, s, run_facts)
+
+    if not state.history:
+        start = {"epoch": 0, "learning_rate": config.learning_rate,
+                 **evaluate(eval_step, evaluated(state), frozen, valid_batches, loss_config)}
+        state = state._replace(history=(start,), best_loss=start["valid_loss"])
+        save("best", state)
+    best = evaluated(state) if not resume else None
+    try:
+        while state.epoch < config.epochs and not _stopped_early(state, config):
+            order = np.random.default_rng([config.seed, state.epoch + 1]).permutation(steps_per_epoch)
+            for i in order[state.position:]:
+                trainable, opt_state, step_metrics = train_step(
+                    state.trainable, frozen, state.opt_state, train_batches[i], np.float32(state.lr_scale)
+                )
+                ema = state.ema
+                if ema is not None:
+                    n = state.step + 1
+                    ema = ema_update(ema, trainable, np.float32(min(config.ema_decay, (1 + n) / (10 + n))))
+                state = state._replace(
+                    trainable=trainable, opt_state=opt_state, ema=ema, step=state.step + 1,
+                    position=state.position + 1, epoch_losses=state.epoch_losses + (float(step_metrics["loss"]),),
+                )
+                if on_step is not None:
+                    on_step(state.step, step_metrics)
+            entry = {
+                "epoch": state.epoch + 1,
+                "train_loss": float(np.mean(state.epoch_losses)),
+                "learning_rate": float(_current_rate(config, steps_per_epoch, state)),
+                **evaluate(eval_step, evaluated(state), frozen, valid_batches, loss_config),
+            }
+            improved = entry["valid_loss"] < state.best_loss
+            state = state._replace(
+                epoch=state.epoch + 1, position=0, epoch_losses=(), history=state.history + (entry,),
+                best_loss=min(state.best_loss, entry["valid_loss"]),
+                bad_epochs=0 if improved else state.bad_epochs + 1,
+                plateau_epochs=0 if improved else state.plateau_epochs + 1,
+            )
+            if config.schedule == "plateau" and state.plateau_epochs >= config.plateau_patience:
+                floor = config.min_learning_rate / config.learning_rate
+                state = state._replace(lr_scale=max(state.lr_scale * config.plateau_factor, floor), plateau_epochs=0)
+            if improved:
+                best = evaluated(state)
+                save("best", state)
+            save("last", state)
+            if log is not None:
+                log(entry)
+    except KeyboardInterrupt:
+        save("last", state)
+        raise
+    if best is None:  # resumed: the best weights are in the best checkpoint
+        best = evaluated(load_checkpoint(checkpoint_dir / "best", state)[0])
+    return FitResult(best, state.opt_state, list(state.history), evaluated(state))
+
+
+def _stopped_early(state: TrainState, config: TrainConfig) -> bool:
+    return config.early_stopping_patience is not None and state.bad_epochs >= config.early_stopping_patience
+
+
+def _current_rate(config: TrainConfig, steps_per_epoch: int, state: TrainState) -> float:
+    """The learning rate of the last step taken (schedule × plateau factor)."""
+    return float(learning_rate_schedule(config, steps_per_epoch)(max(state.step - 1, 0))) * state.lr_scale

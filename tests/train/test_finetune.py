@@ -9,7 +9,7 @@ import optax
 from equitrain_jax.adapters import leaf_paths, lora_finetune, masked_optimizer, partial_finetune
 from equitrain_jax.models.mace import MACE
 from equitrain_jax.potential import Potential
-from equitrain_jax.train import adamw, fit, labelled_batches, make_train_step
+from equitrain_jax.train import TrainConfig, fit, labelled_batches, make_train_step
 
 from .conftest import ELEMENTS, emt_cells
 
@@ -30,7 +30,7 @@ def test_lora_finetune_lowers_held_out_force_error(bundle):
     strategy = lora_finetune(as_float32(bundle.variables), rank=4, key=jax.random.PRNGKey(0))
     result = fit(
         MACE(bundle.config, param_dtype=np.float32), strategy, train_batches, valid_batches,
-        epochs=20, optimizer=adamw(1e-2),
+        TrainConfig(epochs=20, learning_rate=1e-2),
     )
     before, after = result.history[0], result.history[-1]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
 from equitrain_jax.models.quantities import Outputs
-from equitrain_jax.train import LossConfig, error_sums, labelled_batches, weighted_loss
+from equitrain_jax.train import LossConfig, error_sums, labelled_batches, metrics, weighted_loss
 
 from .conftest import ELEMENTS, emt_cells
 
@@ -48,8 +49,16 @@ def test_weighted_loss_ignores_padding(kind):
     np.testing.assert_allclose(
         total, 10 * expected["energy"] + 100 * expected["forces"] + 1000 * expected["stress"], rtol=1e-10
     )
-    sums = error_sums(outputs, batch)
-    np.testing.assert_allclose(sums["forces_abs"] / sums["n_force_components"], np.abs(forces[:n_real] - f_ref).mean())
+    errors = metrics(jax.device_get(error_sums(outputs, batch)))
+    np.testing.assert_allclose(errors["forces_mae_mev_per_a"], 1e3 * np.abs(forces[:n_real] - f_ref).mean(), rtol=1e-10)
+    np.testing.assert_allclose(
+        errors["forces_rmse_mev_per_a"], 1e3 * np.sqrt(np.square(forces[:n_real] - f_ref).mean()), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        errors["energy_rmse_mev_per_atom"], 1e3 * np.sqrt(np.square((energy[:3] - e_ref) / atoms_per).mean()), rtol=1e-10
+    )
+    np.testing.assert_allclose(errors["stress_mae_mev_per_a3"], 1e3 * np.abs(stress[:2] - s_ref).mean(), rtol=1e-10)
+    np.testing.assert_allclose(errors["stress_mae_gpa"], 160.21766208 * np.abs(stress[:2] - s_ref).mean(), rtol=1e-10)
 
 
 def test_unknown_loss_kind():
