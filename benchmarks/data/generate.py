@@ -54,6 +54,11 @@ SETTINGS = {
     "code": "GPAW (plane waves), PAW setups from gpaw-data, built without libxc/BLAS/FFTW/MPI",
     "xc": "PBE",
     "plane_wave_cutoff_eV": 500.0,
+    # Real-space grid spacing (Å) for the density and the PBE potential.  GPAW's default for
+    # 500 eV (≈0.19 Å) leaves an egg-box error: in cubic BaTiO3 an O displaced by 0.01 Å felt a
+    # spurious 0.013 eV/Å (the forces' sum), 40 % of its restoring force; at 0.12 Å the sum
+    # fell to 4e-6 eV/Å.  Each result records the sum of its forces (force_drift) as the check.
+    "grid_spacing_angstrom": 0.15,
     # Monkhorst–Pack grid, Γ-centred, n_i = ceil(density · |b_i|) with |b_i| including 2π
     # (ase.calculators.calculator.kptdensity2monkhorstpack, even=False).  The grid is fixed from
     # the undeformed cell of each family (primitive cell at the guess lattice for the E(V) points,
@@ -131,6 +136,31 @@ def write_extxyz(path: Path, images) -> None:
     os.replace(tmp, path)
 
 
+def claim(path: Path) -> bool:
+    """Claim the calculation whose result goes to ``path`` for this process (lock file with its
+    pid), so that several processes can share the work; False where a live process holds it."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False
+            except (ProcessLookupError, ValueError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # left by a process that died
+                continue
+        os.write(descriptor, str(os.getpid()).encode())
+        os.close(descriptor)
+        return True
+    return False
+
+
+def release(path: Path) -> None:
+    path.with_name(path.name + ".lock").unlink(missing_ok=True)
+
+
 def kpoint_grid(atoms: Atoms) -> list[int]:
     """Γ-centred grid for ``atoms`` at the fixed k-point density (see SETTINGS)."""
     grid = kptdensity2monkhorstpack(atoms, SETTINGS["kpoint_density_per_inv_angstrom"], even=False)
@@ -139,21 +169,24 @@ def kpoint_grid(atoms: Atoms) -> list[int]:
 
 def dft(atoms: Atoms, grid: list[int], txt: Path) -> dict:
     """GPAW PBE single point of ``atoms`` on the k-point ``grid``; returns energies (eV), forces
-    (eV/Å), stress (eV/Å³, Voigt) and the wall time (s)."""
+    (eV/Å), their sum (force_drift, eV/Å; zero but for the grid's egg-box error), stress (eV/Å³,
+    Voigt) and the wall time (s)."""
     from gpaw import GPAW, PW, FermiDirac
 
     txt.parent.mkdir(parents=True, exist_ok=True)
     atoms = atoms.copy()
     atoms.calc = GPAW(mode=PW(SETTINGS["plane_wave_cutoff_eV"]), xc=SETTINGS["xc"],
-                      kpts={"size": grid, "gamma": True},
+                      h=SETTINGS["grid_spacing_angstrom"], kpts={"size": grid, "gamma": True},
                       occupations=FermiDirac(SETTINGS["smearing_width_eV"]),
                       convergence=dict(SETTINGS["convergence"]), txt=str(txt))
     start = time.time()
     free_energy = atoms.get_potential_energy(force_consistent=True)
+    forces = atoms.get_forces()
     result = {
         "free_energy": float(free_energy),
         "energy_zero_width": float(atoms.get_potential_energy()),
-        "forces": atoms.get_forces().tolist(),
+        "forces": forces.tolist(),
+        "force_drift": forces.sum(axis=0).tolist(),
         "stress": atoms.get_stress(voigt=True).tolist(),
         "kpoint_grid": grid,
     }
@@ -186,15 +219,16 @@ class Material:
             atoms = self.spec["build"](a_guess * scale)
             log(f"{self.name} eos a={a_guess * scale:.4f} Å ({len(atoms)} atoms, k {grid})"
                 + (" [dry run]" if dry_run else " …"))
-            if dry_run:
+            if dry_run or not claim(path):
                 continue
             result = dft(atoms, grid, self.log_dir / "eos" / f"{path.stem}.txt")
             result.update(scale=scale, a=a_guess * scale, volume=atoms.get_volume())
             write_json(path, result)
+            release(path)
             log(f"{self.name} eos a={a_guess * scale:.4f} Å done in {result['wall_s']} s, "
                 f"F={result['free_energy']:.5f} eV")
-        if dry_run:
-            return
+        if dry_run or not all(path.exists() for _, path in self.eos_points()):
+            return  # (points left to another process finish there)
         points = [json.loads(path.read_text()) for _, path in self.eos_points()]
         volumes = np.array([p["volume"] for p in points])
         energies = np.array([p["free_energy"] for p in points])
@@ -249,12 +283,15 @@ class Material:
             if not path.exists():
                 log(f"{self.name} phonon displacement {index + 1}/{len(supercells)} "
                     f"({len(atoms)} atoms, k {grid})" + (" [dry run]" if dry_run else " …"))
-                if dry_run:
+                if dry_run or not claim(path):
                     continue
                 result = dft(atoms, grid, self.log_dir / "phonon" / f"{path.stem}.txt")
                 result["positions"] = atoms.positions.tolist()
                 write_json(path, result)
+                release(path)
                 log(f"{self.name} phonon displacement {index + 1} done in {result['wall_s']} s")
+            if not path.exists():
+                continue
             stored = json.loads(path.read_text())
             if not np.allclose(stored["positions"], atoms.positions, atol=1e-8):
                 raise RuntimeError(f"{path}: stored positions differ from phonopy's displaced "
@@ -266,10 +303,14 @@ class Material:
         phonon.save(str(self.dir / "phonopy_params.yaml"),
                     settings={"force_sets": True, "displacements": True, "force_constants": False})
         phonon.produce_force_constants()
+        gamma_raw = phonon.get_frequencies([0, 0, 0])
+        phonon.symmetrize_force_constants()  # as phonopy.load(...) does by default
         gamma = phonon.get_frequencies([0, 0, 0])
         phonon.run_mesh([8, 8, 8], with_eigenvectors=False)
         mesh = phonon.get_mesh_dict()["frequencies"]
-        summary = {"unit": "THz (negative = imaginary)", "gamma": gamma.tolist(),
+        summary = {"unit": "THz (negative = imaginary)",
+                   "force_constants": "symmetrized (translational invariance), as phonopy.load does",
+                   "gamma": gamma.tolist(), "gamma_unsymmetrized": gamma_raw.tolist(),
                    "mesh": [8, 8, 8], "mesh_min": float(mesh.min()), "mesh_max": float(mesh.max()),
                    "n_displacements": len(supercells),
                    "wall_s": round(sum(json.loads((self.dir / "phonon" / f"displacement_{i:03d}.json")
@@ -296,7 +337,7 @@ class Material:
         if path.exists():
             return read(path, index=":")
         log(f"{self.name} SevenNet-0 relaxation {index}" + (" [dry run]" if dry_run else " …"))
-        if dry_run:
+        if dry_run or not claim(path):
             return None
         from ase.optimize import BFGS
 
@@ -316,6 +357,7 @@ class Material:
         relax = SETTINGS["relaxation"]
         optimizer.run(fmax=relax["fmax_eV_per_angstrom"], steps=relax["max_steps"])
         write_extxyz(path, frames)
+        release(path)
         log(f"{self.name} relaxation {index}: {len(frames)} frames in {time.time() - start:.1f} s")
         return frames
 
@@ -332,7 +374,8 @@ class Material:
         for index in range(N_TRAJECTORIES):
             frames = self.trajectory(index, dry_run)
             if frames is None:
-                log(f"{self.name}   then {len(FRAME_FRACTIONS)} DFT labels of it [dry run]")
+                log(f"{self.name}   then {len(FRAME_FRACTIONS)} DFT labels of it"
+                    + (" [dry run]" if dry_run else " (relaxation in another process)"))
                 continue
             labelled[index] = []
             for step in self.frame_indices(len(frames)):
@@ -340,7 +383,7 @@ class Material:
                 if not path.exists():
                     log(f"{self.name} DFT label trajectory {index} step {step}/{len(frames) - 1} "
                         f"({len(frames[step])} atoms, k {grid})" + (" [dry run]" if dry_run else " …"))
-                    if dry_run:
+                    if dry_run or not claim(path):
                         continue
                     frame = frames[step]
                     result = dft(frame, grid, self.log_dir / "labels" / f"{path.stem}.txt")
@@ -348,11 +391,13 @@ class Material:
                     atoms.info.update(material=self.name, trajectory=index, step=step,
                                       sevennet_energy=frame.info["sevennet_energy"],
                                       energy_zero_width=result["energy_zero_width"],
+                                      force_drift=np.array(result["force_drift"]),
                                       kpoint_grid=" ".join(map(str, grid)), wall_s=result["wall_s"])
                     atoms.calc = SinglePointCalculator(atoms, energy=result["free_energy"],
                                                        forces=np.array(result["forces"]),
                                                        stress=np.array(result["stress"]))
                     write_extxyz(path, atoms)
+                    release(path)
                     log(f"{self.name} DFT label trajectory {index} step {step} done in "
                         f"{result['wall_s']} s")
                 labelled[index].append(path)
@@ -376,6 +421,36 @@ class Material:
             summary[step] = {"count": len(walls), "wall_s": round(float(sum(walls)), 1)}
         return summary
 
+
+    def report_row(self) -> str:
+        """One markdown table row: what is done and how long it took."""
+        def load(name):
+            path = self.dir / name
+            return json.loads(path.read_text()) if path.exists() else None
+
+        lattice, phonons, done = load("lattice.json"), load("phonon_summary.json"), self.done()
+        counts = {split: len(read(self.dir / f"{split}.extxyz", index=":"))
+                  if (self.dir / f"{split}.extxyz").exists() else 0 for split in ("train", "valid")}
+        labels = done["labels"]
+        n_atoms = len(self.spec["build"](self.spec["a_guess"]).repeat(self.spec["supercell"]))
+        cells = [
+            self.name, self.spec["bonding"].split(";")[0], str(n_atoms),
+            f"{lattice['a_angstrom']:.4f}" if lattice else "–",
+            f"{lattice['bulk_modulus_GPa']:.0f}" if lattice else "–",
+            f"{min(phonons['gamma']):.2f} / {phonons['mesh_min']:.2f}" if phonons else "–",
+            f"{counts['train']} / {counts['valid']}",
+            f"{done['eos']['count']} in {done['eos']['wall_s']:.0f} s",
+            f"{done['phonon']['count']} in {done['phonon']['wall_s']:.0f} s",
+            f"{labels['count']} in {labels['wall_s']:.0f} s"
+            + (f" ({labels['wall_s'] / labels['count']:.0f} s each)" if labels["count"] else ""),
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+
+REPORT_HEADER = (
+    "| material | bonding | supercell atoms | PBE a (Å) | B (GPa) | lowest ω Γ / mesh (THz) "
+    "| train / valid | E(V) points | phonon displacements | DFT labels |\n"
+    "|---|---|---|---|---|---|---|---|---|---|")
 
 _SEVENNET = None
 
@@ -416,10 +491,17 @@ def main(argv=None) -> None:
                         choices=["eos", "phonon", "train"], help="steps to run (default: all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the calculations that would run, run none")
+    parser.add_argument("--report", action="store_true",
+                        help="print a markdown table of what is done (for README.md), run nothing")
     parser.add_argument("--log-dir", type=Path, default=HERE / "logs",
                         help="where GPAW's text output goes (default: benchmarks/data/logs)")
     args = parser.parse_args(argv)
     materials = [Material(name, args.log_dir) for name in args.materials]
+    if args.report:
+        print(REPORT_HEADER)
+        for material in materials:
+            print(material.report_row())
+        return
     check_settings(args.dry_run)
     start = time.time()
     for material in materials:
