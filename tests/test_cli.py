@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import ase.io
 import numpy as np
 import pytest
@@ -65,10 +67,20 @@ def test_finetune_command_lowers_validation_force_error(tmp_path, capsys):
     ase.io.write(tmp_path / "valid.xyz", structures[8:])
     out = tmp_path / "tuned"
     cli.main(["finetune", "--model", str(tmp_path / "base"), "--train", str(tmp_path / "train.xyz"),
-              "--valid", str(tmp_path / "valid.xyz"), "--strategy", "lora", "--epochs", "15", "--lr", "1e-2",
-              "--dtype", "float64", "-o", str(out)])
+              "--valid", str(tmp_path / "valid.xyz"), "--strategy", "lora", "--epochs", "13", "--lr", "1e-2",
+              "--ema", "0.5", "--schedule", "plateau", "--dtype", "float64", "-o", str(out)])
     assert "fine-tuned model" in capsys.readouterr().out
-    assert (out / "adapters.npz").is_file() and (out / "history.csv").is_file()
+    cli.main(["finetune", "--model", str(tmp_path / "base"), "--train", str(tmp_path / "train.xyz"),
+              "--valid", str(tmp_path / "valid.xyz"), "--strategy", "lora", "--epochs", "15", "--lr", "1e-2",
+              "--ema", "0.5", "--schedule", "plateau", "--dtype", "float64", "-o", str(out), "--resume"])
+    assert (out / "adapters.npz").is_file() and (out / "checkpoints" / "best").is_dir()
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(16))  # 13 epochs, then 2 more after resuming
+
+    (tmp_path / "empty.xyz").write_text("")
+    with pytest.raises(SystemExit):
+        cli.main(["finetune", "--model", str(tmp_path / "base"), "--train", str(tmp_path / "empty.xyz"), "-o", str(tmp_path / "x")])
+    assert "empty.xyz" in capsys.readouterr().err
 
     def force_mae(model_dir):
         errors = []
@@ -84,11 +96,13 @@ def test_finetune_command_lowers_validation_force_error(tmp_path, capsys):
 
 
 def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
+    """Relax, phonons, and a scan along each mode below -22 THz (this random model makes diamond Si
+    very unstable); phonopy's own frequencies of the written force constants say which modes there
+    are.  Then the relaxed structure against that run's force constants as the reference: no error."""
     import json
     import warnings
 
     import phonopy
-
     from ase.build import bulk
 
     module = build_mace_torch("mp0a-small", atomic_numbers=(14,), channels=8, seed=4, avg_num_neighbors=2.0)
@@ -99,42 +113,39 @@ def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a 2x2x2 primitive supercell is narrower than 2·r_max
         cli.main(["phonons", str(tmp_path / "si.cif"), "--model", str(tmp_path / "model"),
-                  "--supercell", "2", "2", "2", "--relax", "--fmax", "1e-3", "-o", str(out)])
+                  "--supercell", "2", "2", "2", "--relax", "--fmax", "1e-3", "--scan-modes",
+                  "--imaginary-threshold", "22", "-o", str(out)])
     printed = capsys.readouterr().out
     assert "space group Fd-3m → Fd-3m" in printed
     summary = json.loads((out / "summary.json").read_text())
     gamma = np.sort(np.abs(summary["gamma_frequencies_THz"]))
     assert np.all(gamma[:3] < 1e-3) and gamma[3] > 0.1  # three acoustic modes vanish at Γ
-    assert (out / "phonopy_params.yaml").is_file()
     assert (out / "band_dos.png").read_bytes()[:4] == b"\x89PNG"
-    listed = json.loads((out / "imaginary_modes.json").read_text())
-    assert listed["threshold_THz"] == 0.05 and "imaginary mode(s)" in printed
 
-    # again from the relaxed structure, against the first run's force constants, scanning the
-    # imaginary modes: phonopy's own frequencies of that reference say which modes there are
+    written = phonopy.load(out / "phonopy_params.yaml", log_level=0)
+    analysis = json.loads((out / "imaginary_modes.json").read_text())
+    assert analysis["threshold_THz"] == 22.0 and "imaginary mode(s)" in printed
+    expected = sorted(f for q in analysis["qpoints_checked"] for f in written.get_frequencies(q) if f < -22.0)
+    found = sorted(f for mode in analysis["modes"] for f in [mode["frequency_THz"]] * len(mode["bands"]))
+    assert expected, "premise: this model has modes below -22 THz in diamond Si"
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
+    for index, mode in enumerate(analysis["modes"]):
+        assert mode["double_well"] and mode["follow"]["relaxed_energy_change_eV"] < 0.0
+        assert (out / f"mode_{index}_relaxed.extxyz").is_file()
+    assert (out / "mode_scans.png").read_bytes()[:4] == b"\x89PNG"
+    assert "space group Fd-3m (227) →" in printed
+
     again = tmp_path / "again"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli.main(["phonons", str(out / "relaxed.extxyz"), "--model", str(tmp_path / "model"), "--supercell", "2", "2",
-                  "2", "--reference", str(out / "phonopy_params.yaml"), "--scan-modes", "--imaginary-threshold", "0.02",
-                  "-o", str(again)])
+                  "2", "--reference", str(out / "phonopy_params.yaml"), "-o", str(again)])
     printed = capsys.readouterr().out
     comparison = json.loads((again / "comparison.json").read_text())
     for name in ("band_path", "mesh"):
         assert comparison[name]["mae_THz"] < 1e-6 and comparison[name]["max_abs_error_THz"] < 1e-5
-    assert "vs reference, mesh: MAE 0.000 THz" in printed
+    assert "vs reference, mesh: MAE 0.000 THz" in printed and "rerun with --scan-modes" in printed
     assert (again / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    reference = phonopy.load(out / "phonopy_params.yaml", log_level=0)
-    analysis = json.loads((again / "imaginary_modes.json").read_text())
-    expected = sorted(f for q in analysis["qpoints_checked"] for f in reference.get_frequencies(q) if f < -0.02)
-    found = sorted(f for mode in analysis["modes"] for f in [mode["frequency_THz"]] * len(mode["bands"]))
-    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
-    assert expected, "premise: this model has imaginary modes in diamond Si"
-    for index, mode in enumerate(analysis["modes"]):
-        assert mode["double_well"] and mode["follow"]["relaxed_energy_change_eV"] < 0.0
-        assert (again / f"mode_{index}_relaxed.extxyz").is_file()
-    assert (again / "mode_scans.png").read_bytes()[:4] == b"\x89PNG"
-    assert "space group Fd-3m (227) →" in printed
 
 
 def test_phonons_command_keeps_partial_results_when_relaxation_fails(tmp_path, capsys):

@@ -54,7 +54,12 @@ def _read(path: str, what: str) -> list:
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist")
-    structures = ase.io.read(path, index=":")
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"{what} file {path} is empty")
+    try:
+        structures = ase.io.read(path, index=":")
+    except Exception as error:  # ASE raises many kinds for unreadable files
+        raise ValueError(f"{what} file {path}: cannot read structures ({type(error).__name__}: {error})") from error
     if not structures:
         raise ValueError(f"{what} file {path} holds no structures")
     return structures

@@ -8,6 +8,7 @@ import optax
 
 from equitrain_jax.adapters import leaf_paths, lora_finetune, masked_optimizer, partial_finetune
 from equitrain_jax.models.mace import MACE
+from equitrain_jax.models.io import load_model
 from equitrain_jax.potential import Potential
 from equitrain_jax.train import TrainConfig, fit, labelled_batches, make_train_step
 
@@ -67,3 +68,50 @@ def test_frozen_weights_unchanged_and_stateless(bundle):
     assert sum(np.size(x) for x in state_arrays) == 2 * readout_size
     frozen_state = opt_state.inner_states["trainable"].inner_state[0].mu["node_embedding"]
     assert isinstance(frozen_state, optax.MaskedNode)
+
+
+def test_refit_e0s_recovers_per_element_offsets(bundle):
+    """Labels = the model's energies + known per-element offsets (eV): the refit moves the E0s by
+    exactly those offsets, and leaves the E0 of an element absent from the data alone."""
+    from equitrain_jax.train.e0s import refit_e0s
+
+    cells = emt_cells(6, seed=40)
+    for atoms in cells:
+        atoms.numbers = np.where(atoms.numbers == 28, 29, atoms.numbers)  # no Ni: its E0 is undetermined
+    offsets = {13: 0.37, 28: 5.0, 29: -1.25}
+    model_energies = [o["energy"] for o in Potential(bundle, dtype="float64").evaluate(cells)]
+    labelled = []
+    for atoms, energy in zip(cells, model_energies):
+        copy = atoms.copy()
+        copy.info["energy"] = energy + sum(offsets[int(z)] for z in atoms.numbers)
+        copy.arrays["forces"] = np.zeros((len(atoms), 3))
+        labelled.append(copy)
+    refitted = refit_e0s(bundle, labelled)
+    change = np.subtract(refitted.config.atomic_energies[0], bundle.config.atomic_energies[0])
+    np.testing.assert_allclose(change, [offsets[13], 0.0, offsets[29]], atol=1e-8)
+
+
+def test_multihead_finetune_adds_a_default_head_and_keeps_the_pretrained_one(bundle, tmp_path):
+    """Multi-head replay: the target cells (EMT labels) train a new ``Default`` head while replay
+    cells labelled by the pretrained model itself keep training ``pt_head``.  The new head's
+    held-out force error drops; the pretrained head stays close to its own starting predictions."""
+    from equitrain_jax.train.finetune import finetune
+
+    target, held_out = emt_cells(8, seed=50), emt_cells(2, seed=51)
+    replay = emt_cells(4, seed=52)
+    for atoms, out in zip(replay, Potential(bundle, dtype="float64").evaluate(replay)):
+        atoms.calc = None
+        atoms.info["energy"], atoms.arrays["forces"], atoms.info["stress"] = out["energy"], out["forces"], out["stress"]
+    result = finetune(bundle, target, held_out, tmp_path, strategy="multihead", replay=replay,
+                      train_config=TrainConfig(epochs=8, learning_rate=5e-3), batch_size=4, progress=False)
+    tuned = load_model(tmp_path / "model")
+    assert tuned.config.heads == ("pt_head", "Default")
+    new_head = Potential(tuned, dtype="float64")  # the default head is the new one
+    emt = np.concatenate([a.get_forces() for a in held_out])
+    start = 1e3 * np.abs(np.concatenate([o["forces"] for o in Potential(bundle).evaluate(held_out)]) - emt).mean()
+    after = 1e3 * np.abs(np.concatenate([o["forces"] for o in new_head.evaluate(held_out)]) - emt).mean()
+    np.testing.assert_allclose(result.history[0]["forces_mae_mev_per_a"], start, rtol=1e-6)
+    assert after < start / 2, (start, after)
+    drift = np.abs(np.concatenate([o["forces"] for o in Potential(tuned, head="pt_head").evaluate(replay)])
+                   - np.concatenate([a.arrays["forces"] for a in replay])).mean() * 1e3
+    assert drift < start / 5, (drift, start)
