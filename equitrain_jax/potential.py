@@ -17,7 +17,6 @@ import numpy as np
 
 from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
 from equitrain_jax.models.io import ModelBundle, load_model
-from equitrain_jax.models.mace import MACE
 from equitrain_jax.models.quantities import energy_forces_stress
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -70,12 +69,12 @@ class Potential:
         self.config = self.bundle.config
         self.dtype = DTYPES[dtype]
         self.head = resolve_head(self.config.heads, head)
-        self.module = MACE(self.config, param_dtype=self.dtype)
+        self.module = self.bundle.module(self.dtype)
         self.variables = jax.tree_util.tree_map(
             lambda a: jnp.asarray(a, self.dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a),
             self.bundle.variables,
         )
-        node_energies = functools.partial(self.module.apply, method=MACE.node_energies)
+        node_energies = functools.partial(self.module.apply, method=type(self.module).node_energies)
         self._outputs = jax.jit(functools.partial(energy_forces_stress, node_energies))
         self._compiled: dict[str, Callable] = {}
 

@@ -1,6 +1,8 @@
-"""Architecture and constants of a MACE model: everything the JAX side needs besides the weights.
+"""Architecture and constants of a model (MACE or SevenNet): everything the JAX side needs besides
+the weights.
 
-Stored as ``config.json`` next to the converted weights; human-readable and torch-free.
+Stored as ``config.json`` next to the converted weights, tagged with the family's ``FORMAT``;
+human-readable and torch-free.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ DISTANCE_TRANSFORMS = (None, "Agnesi", "Soft")
 
 @dataclasses.dataclass(frozen=True)
 class MACEConfig:
+    FORMAT = "equitrain-jax/mace"
+
     """MACE hyper-parameters and fixed constants (energies in eV, lengths in Å).
 
     ``atomic_energies`` is ``[n_heads][n_elements]`` (E0 per element and head); ``scale`` and
@@ -94,11 +98,7 @@ class MACEConfig:
 
     @property
     def hidden_irreps_list(self) -> list[tuple[int, str]]:
-        out = []
-        for term in self.hidden_irreps.replace(" ", "").split("+"):
-            mul, ir = term.split("x")
-            out.append((int(mul), ir))
-        return out
+        return irreps_list(self.hidden_irreps)
 
     @property
     def num_channels(self) -> int:
@@ -109,15 +109,11 @@ class MACEConfig:
         return len(self.atomic_numbers)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "MACEConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ValueError(f"unknown MACE config keys: {unknown}")
-        return cls(**{k: _tuples(v) for k, v in data.items()})
+        return _from_json(cls, data, "MACE")
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -125,6 +121,101 @@ class MACEConfig:
     @classmethod
     def load(cls, path: Path) -> "MACEConfig":
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+@dataclasses.dataclass(frozen=True)
+class SevenNetConfig:
+    """SevenNet (NequIP architecture, as built by sevenn) hyper-parameters and fixed constants.
+
+    Energies in eV, lengths in Å.  ``node_irreps[t]`` are the node features entering interaction t
+    (``node_irreps[-1]`` those leaving the last one, scalars only); all irreps are even (SevenNet
+    without parity), and the edge filter is the spherical harmonics l = 0…``lmax`` taken as even.
+    ``conv_denominators`` divide each layer's summed messages (√avg_num_neigh in SevenNet-0).
+    ``scale`` and ``shift`` have one value per element, in the order of ``atomic_numbers``; the atomic
+    energy is scale·readout + shift.
+    """
+
+    FORMAT = "equitrain-jax/sevennet"
+
+    atomic_numbers: tuple[int, ...]
+    node_irreps: tuple[str, ...]
+    conv_denominators: tuple[float, ...]
+    scale: tuple[float, ...]
+    shift: tuple[float, ...]
+    r_max: float = 5.0
+    cutoff_on: float = 4.5
+    num_bessel: int = 8
+    lmax: int = 2
+    radial_mlp: tuple[int, ...] = (64, 64)
+    readout_hidden: int = 64
+    activation_constant: float = 1.6791767923989418
+    heads: tuple[str, ...] = ("Default",)
+
+    def __post_init__(self):
+        problems = []
+        n_elements = len(self.atomic_numbers)
+        if len(self.node_irreps) < 2:
+            problems.append(f"node_irreps {self.node_irreps!r} needs at least two entries")
+        else:
+            parsed = [irreps_list(text) for text in self.node_irreps]
+            if any(not ir.endswith("e") for irreps in parsed for _, ir in irreps):
+                problems.append(f"node_irreps {self.node_irreps!r}: only even irreps (no parity) are supported")
+            if any(ir != "0e" for _, ir in parsed[-1]):
+                problems.append(f"last node_irreps {self.node_irreps[-1]!r} must be scalars (0e) only")
+            if any(int(ir[:-1]) > self.lmax for irreps in parsed for _, ir in irreps):
+                problems.append(f"node_irreps {self.node_irreps!r} go beyond lmax {self.lmax}")
+        if len(self.conv_denominators) != self.num_interactions:
+            problems.append(
+                f"{len(self.conv_denominators)} conv_denominators for {self.num_interactions} interactions"
+            )
+        if len(self.scale) != n_elements or len(self.shift) != n_elements:
+            problems.append(f"scale and shift need one value per element ({n_elements})")
+        if not 0.0 < self.cutoff_on < self.r_max:
+            problems.append(f"cutoff_on {self.cutoff_on} must lie between 0 and r_max {self.r_max}")
+        if self.heads != ("Default",):
+            problems.append(f"heads {self.heads!r}: SevenNet models here have the single head ('Default',)")
+        if problems:
+            raise ValueError("invalid SevenNet configuration: " + "; ".join(problems))
+
+    @property
+    def num_interactions(self) -> int:
+        return len(self.node_irreps) - 1
+
+    @property
+    def num_elements(self) -> int:
+        return len(self.atomic_numbers)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SevenNetConfig":
+        return _from_json(cls, data, "SevenNet")
+
+
+CONFIG_CLASSES = {cls.FORMAT: cls for cls in (MACEConfig, SevenNetConfig)}
+"""Config class of each model-directory format (the ``"format"`` entry of ``config.json``)."""
+
+
+def irreps_list(text: str) -> list[tuple[int, str]]:
+    """``"128x0e+64x1e"`` → ``[(128, "0e"), (64, "1e")]``."""
+    out = []
+    for term in text.replace(" ", "").split("+"):
+        mul, ir = term.split("x")
+        out.append((int(mul), ir))
+    return out
+
+
+def _to_json(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _from_json(cls, data: dict[str, Any], family: str):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"unknown {family} config keys: {unknown}")
+    return cls(**{k: _tuples(v) for k, v in data.items()})
 
 
 def e3nn_parity(ir: str) -> int:

@@ -1,6 +1,8 @@
 """Model directories: ``config.json`` (architecture, human-readable) + ``params/`` (orbax pytree).
 
-Loading never imports torch.
+``config.json`` names its model family in ``"format"`` (``equitrain-jax/mace`` or
+``equitrain-jax/sevennet``); `load_model` reads the matching config class and
+`ModelBundle.module` builds the matching Flax module.  Loading never imports torch.
 """
 
 from __future__ import annotations
@@ -9,31 +11,35 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import jax
 import numpy as np
 
-from equitrain_jax.models.config import MACEConfig
+from equitrain_jax.models.config import CONFIG_CLASSES, MACEConfig, SevenNetConfig
 from equitrain_jax.models.mace import MACE
+from equitrain_jax.models.sevennet import SevenNet
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
-FORMAT = "equitrain-jax/mace"
+MODULES = {MACEConfig: MACE, SevenNetConfig: SevenNet}
+"""Flax module class of each config class."""
+
+ModelConfig = Union[MACEConfig, SevenNetConfig]
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelBundle:
     """A model's architecture, its Flax module and its variables (numpy arrays)."""
 
-    config: MACEConfig
+    config: ModelConfig
     variables: dict[str, Any]
 
-    def module(self, dtype=np.float64) -> MACE:
-        return MACE(self.config, param_dtype=dtype)
+    def module(self, dtype=np.float64) -> Union[MACE, SevenNet]:
+        return MODULES[type(self.config)](self.config, param_dtype=dtype)
 
 
-def save_model(directory: str | Path, config: MACEConfig, variables: dict[str, Any], overwrite: bool = True) -> Path:
+def save_model(directory: str | Path, config: ModelConfig, variables: dict[str, Any], overwrite: bool = True) -> Path:
     """Write ``directory/config.json`` and ``directory/params`` (orbax)."""
     import orbax.checkpoint as ocp
 
@@ -45,7 +51,7 @@ def save_model(directory: str | Path, config: MACEConfig, variables: dict[str, A
             raise FileExistsError(f"{params_dir} exists")
         shutil.rmtree(params_dir)
     (directory / CONFIG_FILE).write_text(
-        json.dumps({"format": FORMAT, **config.to_json()}, indent=2) + "\n"
+        json.dumps({"format": config.FORMAT, **config.to_json()}, indent=2) + "\n"
     )
     arrays = jax.tree_util.tree_map(np.asarray, variables)
     checkpointer = ocp.PyTreeCheckpointer()
@@ -66,9 +72,9 @@ def load_model(directory: str | Path) -> ModelBundle:
         )
     data = json.loads(config_path.read_text())
     fmt = data.pop("format", None)
-    if fmt != FORMAT:
-        raise ValueError(f"{config_path}: format {fmt!r}, expected {FORMAT!r}")
-    config = MACEConfig.from_json(data)
+    if fmt not in CONFIG_CLASSES:
+        raise ValueError(f"{config_path}: format {fmt!r}, expected one of {sorted(CONFIG_CLASSES)}")
+    config = CONFIG_CLASSES[fmt].from_json(data)
     checkpointer = ocp.PyTreeCheckpointer()
     params_dir = (directory / PARAMS_DIR).absolute()
     structure = checkpointer.metadata(params_dir).item_metadata.tree

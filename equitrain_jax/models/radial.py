@@ -71,3 +71,21 @@ def zbl_edge_energy(
     phi = sum(c * jnp.exp(-d * x) for c, d in zip(coefficients, ZBL_EXPONENTS))
     v = COULOMB_EV_ANGSTROM * z_u * z_v / r * phi
     return 0.5 * v * polynomial_cutoff(r, r_max, p)
+
+
+def xplor_cutoff(r: jnp.ndarray, r_on: float, r_max: float) -> jnp.ndarray:
+    """XPLOR switching function: 1 below r_on, a smooth cubic-in-r² switch to 0 at r_max, 0 beyond.
+
+    (r_max² − r²)² (r_max² + 2r² − 3r_on²) / (r_max² − r_on²)³ between r_on and r_max (Å), as in
+    SevenNet and HOOMD-blue.  Shape of r.
+    """
+    r2, on2, max2 = r * r, r_on * r_on, r_max * r_max
+    switch = (max2 - r2) ** 2 * (max2 + 2.0 * r2 - 3.0 * on2) / (max2 - on2) ** 3
+    return jnp.where(r < r_on, 1.0, switch) * (r < r_max)
+
+
+def bessel_basis_frequencies(r: jnp.ndarray, frequencies: jnp.ndarray, r_max: float) -> jnp.ndarray:
+    """(2/r_max)·sin(c_n r)/r with frequencies c_n (1/Å; trainable in NequIP/SevenNet, nπ/r_max
+    at initialisation).  [...] → [..., n_basis]."""
+    r = r[..., None]
+    return (2.0 / r_max) * jnp.sin(frequencies * r) / r

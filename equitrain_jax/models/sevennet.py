@@ -1,0 +1,160 @@
+"""SevenNet (NequIP architecture as built by sevenn) as Flax linen modules: thin shells that own the
+parameters and call `nequip` / `equivariant`.
+
+``SevenNet(config).apply(variables, graph)`` returns the energy of each graph (eV), with the same
+contract as `MACE`: padded neighbour-major graphs, ``variables = {"params", "constants"}``
+(``constants`` is empty: every fixed number lives in the config) and ``node_energies``.  Parameter
+names follow MACE's (``interactions_<t>``, ``readouts_0``) so adapter patterns carry over.
+
+One interaction (sevenn's ``NequIP_interaction_block`` with a linear self-connection)::
+
+    sc = self_connection(x);  x = linear_1(x)
+    x = Σ_neighbours TP(x_j, Y(r_ij); radial_mlp(basis(|r_ij|)·XPLOR(|r_ij|))) / denominator
+    x = gate(linear_2(x) + sc)
+
+with r_ij = r_j − r_i, from the receiving atom i to its neighbour j (sevenn's edge direction).
+"""
+
+from __future__ import annotations
+
+import math
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+
+from equitrain_jax.models import nequip, radial
+from equitrain_jax.models.config import SevenNetConfig, irreps_list
+from equitrain_jax.models.mace import Linear, RadialMLP, edge_vectors
+from equitrain_jax.models.quantities import node_graph_index
+
+
+def _normal(key, shape, dtype):
+    return jax.random.normal(key, shape, dtype)
+
+
+def gate_input(irreps_out: list[tuple[int, str]]) -> dict[str, int]:
+    """Multiplicity of each irrep entering the gate that yields ``irreps_out``: the scalars plus one
+    gate per gated channel in ``0e``, then the gated irreps."""
+    scalars = sum(mul for mul, ir in irreps_out if ir == "0e")
+    gated = {ir: mul for mul, ir in irreps_out if ir != "0e"}
+    return {"0e": scalars + sum(gated.values()), **gated}
+
+
+class Interaction(nn.Module):
+    """One SevenNet interaction block (self-connection, linear, convolution, linear, gate)."""
+
+    config: SevenNetConfig
+    layer: int
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, feats, sh, edge_feats, senders, edge_mask):
+        cfg = self.config
+        irreps_in = {ir: mul for mul, ir in irreps_list(cfg.node_irreps[self.layer])}
+        irreps_out = irreps_list(cfg.node_irreps[self.layer + 1])
+        lmax_out = max(int(ir[:-1]) for _, ir in irreps_out)
+        target = tuple(nequip.even_irrep(l) for l in range(lmax_out + 1))
+        paths = nequip.convolution_paths(tuple(irreps_in), cfg.lmax, target)
+        gate_in = gate_input(irreps_out)
+
+        sc = Linear(
+            tuple((ir, (irreps_in[ir], mul)) for ir, mul in gate_in.items() if ir in irreps_in),
+            self.param_dtype,
+            name="self_connection",
+        )(feats)
+        x = Linear(tuple((ir, (mul, mul)) for ir, mul in irreps_in.items()), self.param_dtype, name="linear_1")(feats)
+        n_weights = sum(irreps_in[p.ir_in] for p in paths)
+        sizes = (cfg.num_bessel,) + tuple(cfg.radial_mlp) + (n_weights,)
+        weights = RadialMLP(sizes, cfg.activation_constant, self.param_dtype, name="radial_mlp")(edge_feats)
+        messages = nequip.convolution_messages(x, senders, sh, weights * edge_mask[:, None], paths)
+        messages = {ir: m / cfg.conv_denominators[self.layer] for ir, m in messages.items()}
+        x = Linear(
+            tuple((ir, (messages[ir].shape[1], mul)) for ir, mul in gate_in.items()),
+            self.param_dtype,
+            name="linear_2",
+        )(messages)
+        x = nequip.add_features(x, sc)
+        return nequip.gate(x, [ir for _, ir in irreps_out if ir != "0e"], cfg.activation_constant)
+
+
+class Readout(nn.Module):
+    """Two linear layers (no activation between) from the last scalars to one number per atom."""
+
+    config: SevenNetConfig
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, feats) -> jnp.ndarray:
+        cfg = self.config
+        c = feats["0e"].shape[1]
+        h = Linear((("0e", (c, cfg.readout_hidden)),), self.param_dtype, name="linear_1")(feats)
+        return Linear((("0e", (cfg.readout_hidden, 1)),), self.param_dtype, name="linear_2")(h)["0e"][:, 0, 0]
+
+
+class SevenNet(nn.Module):
+    """SevenNet energy model on `jraph.GraphsTuple` batches (see `equitrain_jax.data`)."""
+
+    config: SevenNetConfig
+    param_dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        channels = irreps_list(cfg.node_irreps[0])[0][0]
+        self.species_embedding = self.param(
+            "species_embedding", _normal, (cfg.num_elements, channels), self.param_dtype
+        )
+        self.bessel_frequencies = self.param(
+            "bessel_frequencies",
+            lambda key, shape, dtype: jnp.arange(1, shape[0] + 1, dtype=dtype) * (math.pi / cfg.r_max),
+            (cfg.num_bessel,),
+            self.param_dtype,
+        )
+        self.interactions = [
+            Interaction(cfg, t, self.param_dtype, name=f"interactions_{t}") for t in range(cfg.num_interactions)
+        ]
+        self.readout = Readout(cfg, self.param_dtype, name="readouts_0")
+
+    def __call__(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
+        """Total energy of each graph (eV), [n_graph]."""
+        return jax.ops.segment_sum(
+            self.node_energies(graph), node_graph_index(graph), num_segments=graph.n_node.shape[0]
+        )
+
+    def node_energies(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
+        """Energy of each atom (eV), [n_node]; zero on padding nodes."""
+        cfg = self.config
+        positions = graph.nodes["positions"]
+        dtype = positions.dtype
+        species = graph.nodes["species"]
+        if "neighbour_mask" not in graph.nodes:
+            raise ValueError(
+                "the graph is not padded into the neighbour-major layout the model needs; "
+                "build it with equitrain_jax.data.pad_to_bucket (or pad_graph)"
+            )
+        node_graph = node_graph_index(graph)
+        edge_mask = graph.edges["mask"]
+        # sevenn's edge vector points from the receiving atom to its neighbour
+        vectors = jnp.where(edge_mask[:, None], -edge_vectors(graph, node_graph), 2.0 * cfg.r_max)
+        lengths = jnp.linalg.norm(vectors, axis=-1)
+        sh_irreps = "+".join(str(e3nn.Irrep(l, (-1) ** l)) for l in range(cfg.lmax + 1))
+        sh_all = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component").array
+        sh = {l: sh_all[:, l * l : (l + 1) ** 2] for l in range(cfg.lmax + 1)}
+        edge_feats = (
+            radial.bessel_basis_frequencies(lengths, self.bessel_frequencies, cfg.r_max)
+            * (radial.xplor_cutoff(lengths, cfg.cutoff_on, cfg.r_max) * edge_mask)[:, None]
+        )
+
+        feats = {"0e": (self.species_embedding[species] / math.sqrt(cfg.num_elements))[:, :, None]}
+        for interaction in self.interactions:
+            feats = interaction(feats, sh, edge_feats, graph.senders, edge_mask)
+        readout = self.readout(feats)
+
+        scale = jnp.asarray(cfg.scale, dtype)[species]
+        shift = jnp.asarray(cfg.shift, dtype)[species]
+        energies = scale * readout + shift
+        if "mask" in graph.nodes:
+            energies = jnp.where(graph.nodes["mask"], energies, 0.0)
+        return energies
