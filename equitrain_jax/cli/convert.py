@@ -1,4 +1,4 @@
-"""``equitrain-jax convert``: a mace-torch checkpoint (or a named architecture) to a model directory."""
+"""``equitrain-jax convert``: a mace-torch or SevenNet checkpoint (or a named model) to a model directory."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("convert", help="convert a mace-torch .model file to an equitrain-jax model directory")
-    p.add_argument("model", nargs="?", help="mace-torch model file (.model / .pt)")
+    p = sub.add_parser(
+        "convert", help="convert a mace-torch .model file or a SevenNet .pth checkpoint to an equitrain-jax model directory"
+    )
+    p.add_argument("model", nargs="?", help="mace-torch model file (.model / .pt) or SevenNet checkpoint (.pth)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--architecture", help="instead of a file: build this MACE-MP architecture with random weights")
+    p.add_argument(
+        "--pretrained",
+        help="instead of a file: a pretrained model shipped in an installed package (sevennet-0, from sevenn)",
+    )
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -17,17 +23,30 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from equitrain_jax.convert import convert_file, convert_module
-    from equitrain_jax.convert.architectures import build_mace_torch
+    from equitrain_jax.convert import sevennet
 
-    if (args.model is None) == (args.architecture is None):
-        raise SystemExit("convert: give a MODEL file or --architecture NAME (not both)")
-    if args.model is not None:
+    sources = [args.model, args.architecture, args.pretrained]
+    if sum(s is not None for s in sources) != 1:
+        raise SystemExit("convert: give exactly one of a MODEL file, --architecture NAME or --pretrained NAME")
+    if args.pretrained is not None:
+        try:
+            config = sevennet.convert_pretrained(args.pretrained, args.output)
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"convert: {error}") from error
+    elif args.model is not None and sevennet.is_sevennet_checkpoint(args.model):
+        config = sevennet.convert_file(args.model, args.output)
+    elif args.model is not None:
         config = convert_file(args.model, args.output)
     else:
+        from equitrain_jax.convert.architectures import build_mace_torch
+
         module = build_mace_torch(args.architecture, channels=args.channels, seed=args.seed)
         config = convert_module(module, args.output)
+    if isinstance(config, sevennet.SevenNetConfig):
+        description = f"SevenNet {' → '.join(config.node_irreps)}"
+    else:
+        description = f"{config.model_class} {config.hidden_irreps}"
     print(
-        f"wrote {args.output}: {config.model_class} {config.hidden_irreps}, "
-        f"{config.num_interactions} interactions, r_max {config.r_max} Å, "
+        f"wrote {args.output}: {description}, {config.num_interactions} interactions, r_max {config.r_max} Å, "
         f"elements {list(config.atomic_numbers)}, heads {list(config.heads)}"
     )

@@ -1,10 +1,12 @@
-"""Converters from PyTorch checkpoints; the only part of the package that imports torch."""
+"""Converters from PyTorch checkpoints (mace-torch models, SevenNet checkpoints); the only part of
+the package that imports torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from equitrain_jax.convert.mace_torch import ConversionError, convert_model, load_torch_model
+from equitrain_jax.convert.sevennet import convert_pretrained, pretrained_checkpoint
 from equitrain_jax.models.config import MACEConfig
 from equitrain_jax.models.io import save_model
 
@@ -21,4 +23,12 @@ def convert_file(path: str | Path, output: str | Path) -> MACEConfig:
     return convert_module(load_torch_model(path), output)
 
 
-__all__ = ["ConversionError", "convert_file", "convert_model", "convert_module", "load_torch_model"]
+__all__ = [
+    "ConversionError",
+    "convert_file",
+    "convert_model",
+    "convert_module",
+    "convert_pretrained",
+    "load_torch_model",
+    "pretrained_checkpoint",
+]
