@@ -20,6 +20,15 @@ def add_parser(sub) -> None:
     p.add_argument("--fmax", type=float, default=1e-4, help="relaxation force threshold, eV/Å")
     p.add_argument("--relax-steps", type=int, default=500)
     p.add_argument("--head", default=None)
+    p.add_argument("--reference", default=None, metavar="REF.yaml",
+                   help="reference phonopy YAML (with force constants, or with FORCE_CONSTANTS/FORCE_SETS beside it): "
+                        "writes comparison.json and comparison.png")
+    p.add_argument("--imaginary-threshold", type=float, default=0.05,
+                   help="frequencies below minus this (THz) count as imaginary (default 0.05)")
+    p.add_argument("--scan-modes", action="store_true",
+                   help="for each imaginary mode at the supercell's q-points: energy scans and a relaxation along it")
+    p.add_argument("--scan-max-displacement", type=float, default=0.3,
+                   help="largest atomic displacement of the mode scans, Å (default 0.3)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
 
@@ -36,10 +45,13 @@ def run(args: argparse.Namespace) -> None:
     import ase.io
 
     from equitrain_jax.calculator import Calculator
-    from equitrain_jax.phonons import phonopy_from_potential, write_results
+    from equitrain_jax.phonons import load_reference, phonopy_from_potential, write_results
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos
     from equitrain_jax.potential import Potential
 
+    if args.imaginary_threshold < 0:
+        raise ValueError(f"--imaginary-threshold is a positive frequency in THz, got {args.imaginary_threshold}")
+    reference = load_reference(args.reference) if args.reference else None  # bad reference files fail here, first
     atoms = ase.io.read(args.structure)
     if not atoms.pbc.all():
         raise ValueError(f"{args.structure}: a phonon run needs a crystal periodic in 3 directions, got pbc={atoms.pbc.tolist()}")
@@ -62,12 +74,14 @@ def run(args: argparse.Namespace) -> None:
         print(f"relaxation {'converged' if converged else 'did NOT converge'} to fmax {args.fmax} eV/Å; "
               f"space group {before} → {after}; structure in {out / 'relaxed.extxyz'}")
         if not converged:
-            raise ValueError(f"relaxation did not reach fmax={args.fmax} eV/Å in {args.relax_steps} steps; "
-                             f"the last structure is in {out / 'relaxed.extxyz'} (raise --relax-steps)")
+            raise ValueError(f"relaxation did not reach fmax={args.fmax} eV/Å in {args.relax_steps} steps, so no "
+                             f"phonons were computed; partial results kept: the last structure in "
+                             f"{out / 'relaxed.extxyz'}, the optimiser log in {out / 'relax.log'} "
+                             "(raise --relax-steps or --fmax)")
     supercell = args.supercell or supercell_for_min_length(atoms.cell.array, args.min_length)
     print(f"supercell {supercell} of {atoms.get_chemical_formula()} ({len(atoms) * int(np.prod(supercell))} atoms)")
     phonon = phonopy_from_potential(potential, atoms, supercell_matrix=supercell)
-    paths = write_results(phonon, out)
+    paths = write_results(phonon, out, imaginary_tolerance=args.imaginary_threshold)
     plot = plot_band_structure_and_dos(phonon, out / "band_dos.png", title=atoms.get_chemical_formula())
     summary = json.loads(paths["summary"].read_text())
     thermal = summary["thermal"]
@@ -76,3 +90,72 @@ def run(args: argparse.Namespace) -> None:
     print(f"300 K: F {thermal['free_energy_kJ_per_mol']:.3f} kJ/mol, S {thermal['entropy_J_per_K_mol']:.3f} J/K/mol, "
           f"Cv {thermal['heat_capacity_J_per_K_mol']:.3f} J/K/mol ({thermal['per']})")
     print(f"wrote {paths['yaml']}, {paths['summary']}, {plot}")
+    imaginary_mode_analysis(args, phonon, potential, out)
+    if reference is not None:
+        compare_with_reference(phonon, reference, args.reference, out, title=atoms.get_chemical_formula())
+
+
+def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Path) -> None:
+    """List the imaginary modes at the supercell's q-points; with --scan-modes scan and follow each."""
+    import ase.io
+
+    from equitrain_jax.phonons.modes import analyse_imaginary_modes, imaginary_modes
+    from equitrain_jax.phonons.plots import plot_mode_scan_2d, plot_mode_scans
+
+    if args.scan_modes:
+        report, results = analyse_imaginary_modes(
+            phonon, potential, threshold=args.imaginary_threshold, max_displacement=args.scan_max_displacement
+        )
+    else:
+        modes = imaginary_modes(phonon, args.imaginary_threshold)
+        report = {"threshold_THz": args.imaginary_threshold, "n_imaginary_modes": len(modes),
+                  "modes": [mode.to_dict() for mode in modes]}
+        results = []
+    path = out / "imaginary_modes.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(f"{report['n_imaginary_modes']} imaginary mode(s) below -{args.imaginary_threshold} THz at Γ and the "
+          f"supercell's commensurate q-points; details in {path}")
+    for index, record in enumerate(report["modes"]):
+        line = (f"  mode {index}: q = {record['qpoint']}, f = {record['frequency_THz']:.3f} THz, "
+                f"{len(record['bands'])} band(s)")
+        if "follow" in record:
+            follow = record["follow"]
+            line += (f"; scan minimum {1e3 * record['scan_minimum']['energy_eV']:.2f} meV/supercell at "
+                     f"Q = {record['scan_minimum']['amplitude_amu05_A']:.3f} amu^1/2 Å; relaxed "
+                     f"{follow['relaxed_energy_change_meV_per_atom']:.3f} meV/atom, space group "
+                     f"{follow['space_group_before']} → {follow['space_group_after']}"
+                     f"{'' if follow['converged'] else ' (relaxation not converged)'}")
+        print(line)
+    if report["n_imaginary_modes"] and not args.scan_modes:
+        print("  rerun with --scan-modes to scan the energy along them and relax along each")
+    if not results:
+        return
+    plot_mode_scans({f"mode {i}: q={r['mode'].qpoint.tolist()}, {r['mode'].frequency:.2f} THz": r["scan"]
+                     for i, r in enumerate(results)}, out / "mode_scans.png", title="energy along imaginary modes")
+    for index, result in enumerate(results):
+        if result["scan_2d"] is not None:
+            plot_mode_scan_2d(result["scan_2d"], out / f"mode_{index}_scan_2d.png", title=f"mode {index}")
+        if result["relaxed"] is not None:
+            ase.io.write(out / f"mode_{index}_relaxed.extxyz", result["relaxed"])
+    print(f"  wrote {out / 'mode_scans.png'}, 2D scans and relaxed structures (mode_<i>_*.png/.extxyz)")
+
+
+def compare_with_reference(phonon, reference, reference_path: str, out: Path, title: str) -> None:
+    """Frequency and thermal errors against the reference, and an overlay plot."""
+    from equitrain_jax.phonons.compare import THERMAL_KEYS, compare_phonons
+    from equitrain_jax.phonons.plots import plot_band_structure_and_dos
+
+    comparison = {"reference": str(reference_path), **compare_phonons(phonon, reference)}
+    path = out / "comparison.json"
+    path.write_text(json.dumps(comparison, indent=1))
+    plot = plot_band_structure_and_dos({"model": phonon, "reference": reference}, out / "comparison.png", title=title)
+    for name in ("band_path", "mesh"):
+        errors = comparison[name]
+        print(f"vs reference, {name}: MAE {errors['mae_THz']:.3f} THz, RMSE {errors['rmse_THz']:.3f} THz, "
+              f"max |error| {errors['max_abs_error_THz']:.3f} THz, "
+              f"max-frequency error {errors['max_frequency_error_THz']:+.3f} THz")
+    thermal = comparison["thermal"]
+    errors = {key: thermal[key]["error"] for key in THERMAL_KEYS.values()}
+    print(f"vs reference, {thermal['temperature_K']:.0f} K: ΔF {errors['free_energy_kJ_per_mol']:+.3f} kJ/mol, "
+          f"ΔS {errors['entropy_J_per_K_mol']:+.3f} J/K/mol, ΔCv {errors['heat_capacity_J_per_K_mol']:+.3f} J/K/mol")
+    print(f"wrote {path}, {plot}")
