@@ -1,0 +1,26 @@
+"""``equitrain-jax export``: a (fine-tuned) model directory back into its mace-torch ``.model`` file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model directory's weights into the mace-torch .model file it was converted from",
+    )
+    p.add_argument("model", help="equitrain-jax model directory (e.g. fine-tuned; adapters merged)")
+    p.add_argument("--template", required=True, help="the mace-torch .model file the model was converted from")
+    p.add_argument("-o", "--output", required=True, help="mace-torch .model file to write")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from equitrain_jax.convert.to_mace_torch import export_to_mace_torch
+
+    path = export_to_mace_torch(args.model, args.template, args.output)
+    print(
+        f"wrote {path}: {args.template} with the weights, E0s and scale/shift of {args.model} "
+        "(for LAMMPS: python -m mace.cli.create_lammps_model on this file)"
+    )
