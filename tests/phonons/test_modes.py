@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 
 from phonon_models import phonon_potential, quiet, unitcells
@@ -62,6 +64,30 @@ def test_scan_curvature_is_the_phonopy_eigenvalue():
         assert abs(mode.eigenvalue - expected) < 1e-6 * abs(expected)  # phonopy's constants: 2.5e-7 off SI 2018
         curvatures = scan_curvatures(phonon, mode, potential, step=0.02)
         np.testing.assert_allclose(curvatures, expected, rtol=1e-6, err_msg=str(mode.to_dict()))
+
+
+def test_mode_patterns_are_eigenvectors_of_the_supercell():
+    """fcc Cu (EMT, phonopy finite displacements) in a 2×2×2 conventional supercell, whose matrix on
+    the primitive cell is not diagonal: at each of the 32 commensurate q-points, every pattern is an
+    eigenvector of the supercell's mass-weighted force constants M^-½ Φ M^-½ with the eigenvalue of
+    phonopy's frequency (residual below 1e-6·|λ|: phonopy's unit factor is 2.5e-7 off SI), the
+    patterns of a mode are orthonormal, and together they span all 3N directions."""
+    phonon = phonopy_from_calculator(EMT(), bulk("Cu", "fcc", a=3.6, cubic=True), 2)
+    n = len(phonon.supercell)
+    weights = np.repeat(np.asarray(phonon.supercell.masses), 3) ** -0.5
+    dynamical = phonon.force_constants.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) * np.outer(weights, weights)
+    qpoints = commensurate_qpoints(phonon, symmetry_reduce=False)
+    assert len(qpoints) == 32 and len(commensurate_qpoints(phonon)) < 32
+    patterns = []
+    for qpoint in qpoints:
+        for mode in modes_at(phonon, qpoint):
+            flat = mode.patterns.reshape(len(mode.patterns), 3 * n)
+            np.testing.assert_allclose(flat @ flat.T, np.eye(len(flat)), rtol=0, atol=1e-12)
+            expected = eigenvalue_from_frequency(mode.frequency) if abs(mode.frequency) > 1e-6 else 0.0
+            residual = flat @ dynamical - expected * flat
+            assert np.abs(residual).max() < 1e-12 + 1e-6 * abs(expected), (qpoint, mode.bands)
+            patterns.append(flat)
+    assert np.linalg.matrix_rank(np.concatenate(patterns), tol=1e-8) == 3 * n
 
 
 @pytest.fixture(scope="module")
