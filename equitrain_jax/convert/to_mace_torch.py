@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import jax
 import numpy as np
@@ -116,7 +116,7 @@ def with_weights(bundle: ModelBundle, template) -> Any:
 
 
 def export_to_mace_torch(
-    model: Union[str, Path, ModelBundle], template: Union[str, Path, Any], output: Union[str, Path]
+    model: str | Path | ModelBundle, template: str | Path | Any, output: str | Path
 ) -> Path:
     """Write ``output``: the mace-torch model ``template`` with the weights of ``model``.
 

@@ -40,14 +40,14 @@ CASES = {
 ROUND_TRIP = ("mp0a-large", "mp0b3", "two-heads", "mace-soft-float32")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build(case: str):
     """A random-weight mace-torch model, built once per test session; tests only read it."""
     kwargs = {"atomic_numbers": ELEMENTS, **CASES[case]}
     return build_mace_torch(channels=8, seed=11, **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def converted(case: str) -> ModelBundle:
     return ModelBundle(*convert_model(build(case)))
 
