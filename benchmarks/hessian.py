@@ -1,30 +1,39 @@
 """Force constants for phonons: analytic JAX Hessians against mace-torch and finite displacements.
 
-For diamond-Si supercells (64 and 216 atoms; 512 with --large) and one low-symmetry crystal
-(a random triclinic Si4O8 cell, P1, as a 2x1x1 supercell; unit cell only with --quick), the same random-weight MACE-MP-0 medium
-architecture (mace-torch, converted to JAX) gives force constants [N, N, 3, 3] in eV/Å² by
+For one low-symmetry crystal (a random triclinic Si4O8 cell, P1, as a 2x1x1 supercell of 24
+atoms; the 12-atom unit cell with --quick) and diamond-Si supercells of 64, 216 and 512 atoms,
+the same random-weight MACE-MP-0 medium architecture (mace-torch, converted to JAX) gives force
+constants [N, N, 3, 3] in eV/Å² by
 
   (a) jax-full      our forward-over-reverse Hessian, every row           (phonons.force_constants, "full")
   (b) jax-sym       our Hessian rows of the symmetrically distinct atoms  (phonons.force_constants, "symmetry")
   (c) torch-hess    mace-torch's MACECalculator.get_hessian
   (d) torch-fd      phonopy finite displacements (0.01 Å, ± where phonopy needs them) with MACECalculator
 
-Each (structure, method) runs in its own subprocess: wall time of the force-constant step
-(model set-up excluded; for JAX both the first call, with compilation, and a second call) and
-peak memory (resource ru_maxrss of that process, and its increase over the set-up).  Results
-are checked against (a): max |ΔΦ| in eV/Å².
+Each (structure, method) runs in its own subprocess: wall time of the force-constant step (model
+set-up excluded) and peak memory (ru_maxrss of that process, and its increase during the step).
+The first call includes JAX's compilation; further calls are repeated up to --repeats calls or
+--repeat-seconds, and their median is the "warm" time (for torch, which compiles nothing, the
+median of all its calls).  Results are checked against (a): max |ΔΦ| in eV/Å².
 
-    python benchmarks/hessian.py            # 64, 216 atoms and the low-symmetry crystal, 128 channels
-    python benchmarks/hessian.py --large    # also 512 atoms
-    python benchmarks/hessian.py --quick    # < 3 min on 2 CPU cores: Si64 and the 12-atom triclinic cell, 16 channels
+A measurement whose time, extrapolated from the same method's last measurement (warm time per
+Hessian row or force call and atom, times rows and atoms), exceeds --max-seconds is skipped and
+its estimate printed.
+
+    python benchmarks/hessian.py                 # 64, 216, 512 atoms and the low-symmetry crystal
+    python benchmarks/hessian.py --channels 32   # a narrower model of the same architecture
+    python benchmarks/hessian.py --quick         # the smallest run: the 12-atom cell and Si64, 16 channels
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,7 +80,40 @@ def torch_model(channels: int):
     return build_mace_torch("mp0a-medium", atomic_numbers=(14, 8), channels=channels, seed=0)
 
 
-def worker(method: str, structure: str, channels: int, out: str) -> None:
+def timed_calls(step, min_calls: int, max_calls: int, repeat_seconds: float) -> tuple[object, list[float]]:
+    """Call ``step()`` ``min_calls`` times, then again while fewer than ``max_calls`` calls and the
+    calls so far plus one more stay under ``repeat_seconds``; return the last result and every
+    call's wall time (s)."""
+    times: list[float] = []
+    while True:
+        start = time.perf_counter()
+        result = step()
+        times.append(time.perf_counter() - start)
+        if len(times) >= min_calls and (len(times) >= max_calls or sum(times) + times[-1] > repeat_seconds):
+            return result, times
+
+
+def work_units(method: str, structure: str) -> tuple[int, int, int]:
+    """(atoms, Hessian rows or force calls, atoms × rows): what a method's time scales with."""
+    warnings.simplefilter("ignore")
+    from phonopy import Phonopy
+
+    from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy
+
+    unitcell, matrix = unitcell_and_matrix(structure)
+    phonon = Phonopy(ase_to_phonopy(unitcell), supercell_matrix=matrix, primitive_matrix=None)
+    n = len(phonon.supercell)
+    if method == "jax-sym":
+        rows = 3 * len(phonon.symmetry.get_independent_atoms())
+    elif method == "torch-fd":
+        phonon.generate_displacements(distance=0.01)
+        rows = len(phonon.supercells_with_displacements)
+    else:
+        rows = 3 * n
+    return n, rows, n * rows
+
+
+def worker(method: str, structure: str, channels: int, out: str, repeats: int, repeat_seconds: float) -> None:
     """Run one method on one structure; write {seconds, ...} JSON and the force constants."""
     warnings.simplefilter("ignore")
     import torch
@@ -94,30 +136,27 @@ def worker(method: str, structure: str, channels: int, out: str) -> None:
 
         potential = Potential(ModelBundle(*convert_model(module)), dtype="float64")
         kind = "full" if method == "jax-full" else "symmetry"
-        kwargs = dict(method=kind, symmetry=phonon.symmetry)
-        if kind == "full":
-            result["rows"] = 3 * n
-        else:
-            result["rows"] = 3 * len(phonon.symmetry.get_independent_atoms())
+        result["rows"] = 3 * n if kind == "full" else 3 * len(phonon.symmetry.get_independent_atoms())
         base = peak_rss_mb()
-        start = time.perf_counter()
-        fc = force_constants(potential, supercell, **kwargs)
-        result["seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        fc = force_constants(potential, supercell, **kwargs)
-        result["seconds_warm"] = time.perf_counter() - start
+        fc, times = timed_calls(  # the first call compiles: at least one warm call after it
+            lambda: force_constants(potential, supercell, method=kind, symmetry=phonon.symmetry),
+            2, max(repeats, 2), repeat_seconds,
+        )
+        result["seconds"] = times[0]
+        if len(times) > 1:
+            result["seconds_warm"] = statistics.median(times[1:])
     else:
         from mace.calculators import MACECalculator
 
         torch.set_default_dtype(torch.float64)
         calc = MACECalculator(models=module, default_dtype="float64")
         base = peak_rss_mb()
-        start = time.perf_counter()
-        if method == "torch-hess":
+
+        def torch_hessian():
             hess = calc.get_hessian(supercell.copy())  # [3N, N, 3] = ∂²E/∂r∂r
-            fc = np.transpose(np.asarray(hess).reshape(n, 3, n, 3), (0, 2, 1, 3))
-            result["rows"] = 3 * n
-        else:
+            return np.transpose(np.asarray(hess).reshape(n, 3, n, 3), (0, 2, 1, 3))
+
+        def torch_finite_displacements():
             phonon.generate_displacements(distance=0.01)  # phonopy default, ± where needed
             forces = []
             for cell in phonon.supercells_with_displacements:
@@ -126,9 +165,17 @@ def worker(method: str, structure: str, channels: int, out: str) -> None:
                 forces.append(atoms.get_forces())
             phonon.forces = np.array(forces)
             phonon.produce_force_constants()
-            fc = phonon.force_constants
-            result["rows"] = f"{len(forces)} force calls"
-        result["seconds"] = time.perf_counter() - start
+            return phonon.force_constants
+
+        if method == "torch-hess":
+            result["rows"] = 3 * n
+            fc, times = timed_calls(torch_hessian, 1, repeats, repeat_seconds)
+        else:
+            fc, times = timed_calls(torch_finite_displacements, 1, repeats, repeat_seconds)
+            result["rows"] = f"{len(phonon.supercells_with_displacements)} force calls"
+        result["seconds"] = times[0]
+        result["seconds_warm"] = statistics.median(times)
+    result["calls"] = len(times)
     result["peak_rss_mb"] = peak_rss_mb()
     result["delta_rss_mb"] = peak_rss_mb() - base
     np.save(out + ".npy", np.ascontiguousarray(fc))
@@ -136,13 +183,14 @@ def worker(method: str, structure: str, channels: int, out: str) -> None:
         json.dump(result, handle)
 
 
-def run(method: str, structure: str, channels: int, tmp: str, timeout: float) -> dict:
+def run(method: str, structure: str, args, tmp: str) -> dict:
     out = os.path.join(tmp, f"{structure}-{method}")
-    command = [sys.executable, __file__, "--worker", method, structure, "--channels", str(channels), "--out", out]
+    command = [sys.executable, __file__, "--worker", method, structure, "--channels", str(args.channels),
+               "--repeats", str(args.repeats), "--repeat-seconds", str(args.repeat_seconds), "--out", out]
     try:
-        subprocess.run(command, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(command, check=True, timeout=args.timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except subprocess.TimeoutExpired:
-        return dict(method=method, structure=structure, error=f"timed out after {timeout:.0f} s")
+        return dict(method=method, structure=structure, error=f"timed out after {args.timeout:.0f} s")
     except subprocess.CalledProcessError as error:
         return dict(method=method, structure=structure, error=error.stderr.decode()[-300:])
     with open(out + ".json") as handle:
@@ -151,61 +199,116 @@ def run(method: str, structure: str, channels: int, tmp: str, timeout: float) ->
     return result
 
 
+def warm(result: dict) -> float:
+    return result.get("seconds_warm", result["seconds"])
+
+
 def table(results: list[dict]) -> str:
     lines = [
-        f"{'structure':<15}{'N':>5} {'method':<11}{'rows/calls':>16}{'time s':>10}{'warm s':>9}"
-        f"{'x jax-full':>13}{'peak MB':>9}{'+MB':>8}{'max|ΔΦ| eV/Å²':>15}"
+        f"{'structure':<17}{'N':>5} {'method':<11}{'rows/calls':>16}{'first s':>10}{'warm s':>9}{'calls':>6}"
+        f"{'peak MB':>9}{'+MB':>8}{'max|ΔΦ| eV/Å²':>15}"
     ]
     for structure in dict.fromkeys(r["structure"] for r in results):
         group = [r for r in results if r["structure"] == structure]
         ref = next((r for r in group if r["method"] == "jax-full" and "fc" in r), None)
-        full = next((r for r in group if r["method"] == "jax-full" and "seconds" in r), None)
         for r in group:
-            if "error" in r:
-                lines.append(f"{structure:<15}{'':>5} {r['method']:<11}  {r['error'].strip().splitlines()[-1][:90]}")
+            if "error" in r or "skipped" in r:
+                message = r.get("skipped") or r["error"].strip().splitlines()[-1][:90]
+                lines.append(f"{structure:<17}{r.get('atoms', ''):>5} {r['method']:<11}  {message}")
                 continue
-            ratio = r["seconds"] / full["seconds"] if full else float("nan")
             diff = np.abs(r["fc"] - ref["fc"]).max() if ref is not None else float("nan")
-            warm = f"{r['seconds_warm']:9.2f}" if "seconds_warm" in r else f"{'':>9}"
             lines.append(
-                f"{structure:<15}{r['atoms']:>5} {r['method']:<11}{str(r['rows']):>16}{r['seconds']:10.2f}{warm}"
-                f"{ratio:13.1f}{r['peak_rss_mb']:9.0f}{r['delta_rss_mb']:8.0f}{diff:15.2e}"
+                f"{structure:<17}{r['atoms']:>5} {r['method']:<11}{str(r['rows']):>16}{r['seconds']:10.2f}"
+                f"{warm(r):9.2f}{r['calls']:>6}{r['peak_rss_mb']:9.0f}{r['delta_rss_mb']:8.0f}{diff:15.2e}"
             )
     return "\n".join(lines)
 
 
+RATIOS = (("torch-hess", "jax-full"), ("torch-hess", "jax-sym"), ("torch-fd", "jax-sym"), ("torch-fd", "jax-full"))
+
+
+def ratios(results: list[dict]) -> tuple[str, list[dict]]:
+    """Speed-ups (slower method's time / faster one's), warm medians and first calls, per structure."""
+    lines, rows = [f"{'structure':<17}{'speed-up':<24}{'warm':>8}{'first call':>12}"], []
+    for structure in dict.fromkeys(r["structure"] for r in results):
+        measured = {r["method"]: r for r in results if r["structure"] == structure and "seconds" in r}
+        for slow, fast in RATIOS:
+            if slow in measured and fast in measured:
+                row = dict(structure=structure, slow=slow, fast=fast,
+                           warm=warm(measured[slow]) / warm(measured[fast]),
+                           first=measured[slow]["seconds"] / measured[fast]["seconds"])
+                rows.append(row)
+                lines.append(f"{structure:<17}{slow + ' / ' + fast:<24}{row['warm']:8.1f}{row['first']:12.1f}")
+    return "\n".join(lines), rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 atoms + low-symmetry crystal, 16 channels")
-    parser.add_argument("--large", action="store_true", help="also the 512-atom supercell")
+    parser.add_argument("--quick", action="store_true", help="64 atoms + the 12-atom low-symmetry cell, 16 channels")
+    parser.add_argument("--structures", default=None, help="comma-separated subset of Si64,Si216,Si512,SiO-triclinic")
     parser.add_argument("--channels", type=int, default=None, help="model width (default 128; 16 with --quick)")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="calls per measurement at most (median of the warm ones)")
+    parser.add_argument("--repeat-seconds", type=float, default=60.0,
+                        help="no further call once the calls took this long (s)")
+    parser.add_argument("--max-seconds", type=float, default=600.0,
+                        help="skip a measurement whose extrapolated time exceeds this (s)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (structure, method)")
+    parser.add_argument("--save", default=None, help="write the results (without force constants) to this JSON file")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "STRUCTURE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    channels = args.channels or (16 if args.quick else 128)
+    args.channels = args.channels or (16 if args.quick else 128)
     if args.worker:
-        worker(*args.worker, channels=channels, out=args.out)
+        worker(*args.worker, channels=args.channels, out=args.out, repeats=args.repeats,
+               repeat_seconds=args.repeat_seconds)
         return
-    if args.quick:
-        structures = ["Si64", "SiO-triclinic-1"]
+    if args.structures:
+        structures = args.structures.split(",")
+    elif args.quick:
+        structures = ["SiO-triclinic-1", "Si64"]
     else:
-        structures = ["Si64", "Si216"] + (["Si512"] if args.large else []) + ["SiO-triclinic"]
+        structures = ["SiO-triclinic", "Si64", "Si216", "Si512"]  # smallest first: it seeds the time estimates
     methods = args.methods.split(",")
-    print(f"MACE-MP-0 medium architecture, random weights, {channels} channels, float64, "
-          f"{os.cpu_count()} CPU cores; one run each", flush=True)
-    results = []
+    header = (f"MACE-MP-0 medium architecture, random weights, {args.channels} channels, float64; "
+              f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
+              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(header, flush=True)
+    results: list[dict] = []
+    rates: dict[str, float] = {}  # method -> seconds per (atom × row) of its last measurement
     with tempfile.TemporaryDirectory() as tmp:
         for structure in structures:
             for method in methods:
-                results.append(run(method, structure, channels, tmp, args.timeout))
-                r = results[-1]
-                print(f"  {structure} {method}: " + (r.get("error", "").strip()[-200:] or f"{r['seconds']:.2f} s"), flush=True)
+                n, rows, work = work_units(method, structure)
+                estimate = rates.get(method, 0.0) * work
+                if estimate > args.max_seconds:
+                    result = dict(method=method, structure=structure, atoms=n,
+                                  skipped=f"skipped: estimated {estimate:.0f} s > {args.max_seconds:.0f} s "
+                                          f"({rows} rows/calls, extrapolated from a smaller structure)")
+                else:
+                    result = run(method, structure, args, tmp)
+                    if "seconds" in result:
+                        rates[method] = warm(result) / work
+                results.append(result)
+                message = result.get("skipped") or result.get("error", "").strip()[-200:]
+                print(f"  {structure} {method}: " + (message or f"{result['seconds']:.2f} s"), flush=True)
+                if args.save:  # after every measurement, so an interrupted run keeps what it measured
+                    save(args.save, header, args.channels, results)
     print(table(results))
-    print("time s: first call (JAX: with compilation); warm s: second call; x jax-full: time / jax-full time (first calls);\n"
-          "peak MB: ru_maxrss of the process; +MB: increase during the force-constant step;\n"
+    print("first s: first call (JAX: with compilation); warm s: median of the further calls (torch: of all calls);\n"
+          "peak MB: ru_maxrss of the process; +MB: increase during the force-constant calls;\n"
           "max|ΔΦ|: against jax-full (torch-fd carries the O(h²) error of 0.01 Å displacements)")
+    print(ratios(results)[0])
+    if args.save:
+        save(args.save, header, args.channels, results)
+
+
+def save(path: str, header: str, channels: int, results: list[dict]) -> None:
+    """Results without the force constants, and the speed-ups, as JSON."""
+    stored = [{key: value for key, value in r.items() if key != "fc"} for r in results]
+    with open(path, "w") as handle:
+        json.dump(dict(header=header, channels=channels, results=stored, speedups=ratios(results)[1]), handle, indent=1)
 
 
 if __name__ == "__main__":
