@@ -25,6 +25,8 @@ def _readout_names(params: dict) -> list[str]:
 def add_head(config: MACEConfig, variables: dict[str, Any], name: str, copy_from: int = 0) -> tuple[MACEConfig, dict]:
     """A model with one more head, ``name``, copied from head ``copy_from``; the existing heads are
     unchanged.  Returns the new config and variables (numpy arrays)."""
+    if not isinstance(config, MACEConfig):
+        raise ValueError(f"adding a head needs a MACE model (multi-head readouts); this is a {type(config).__name__}")
     n, m = len(config.heads), config.readout_mlp_channels
     if name in config.heads:
         raise ValueError(f"head {name!r} already exists (heads {list(config.heads)})")

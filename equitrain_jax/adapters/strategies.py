@@ -18,8 +18,7 @@ import jraph
 from equitrain_jax.adapters import delta, lora
 from equitrain_jax.adapters.freeze import trainable_labels
 from equitrain_jax.adapters.paths import Patterns
-from equitrain_jax.models.config import MACEConfig
-from equitrain_jax.models.mace import MACE
+from equitrain_jax.models.io import MODULES, ModelConfig
 
 Variables = Mapping[str, Any]
 
@@ -60,14 +59,14 @@ def partial_finetune(variables: Variables, trainable_patterns: Patterns) -> Stra
     )
 
 
-def from_scratch(
-    config: MACEConfig, graph: jraph.GraphsTuple, key: jax.Array, dtype: Any = jnp.float64
-) -> Strategy:
-    """A freshly initialised ``MACE(config)`` (architecture's own U matrices), every weight trained.
+def from_scratch(config: ModelConfig, graph: jraph.GraphsTuple, key: jax.Array, dtype: Any = jnp.float64) -> Strategy:
+    """A freshly initialised model of ``config``'s architecture (MACE: its own U matrices), every
+    weight trained.
 
     ``graph``: any padded graph (see `equitrain_jax.data.pad_to_bucket`), used for shapes.
     """
-    return full_finetune(jax.jit(MACE(config, param_dtype=dtype).init)(key, graph))
+    module = MODULES[type(config)](config, param_dtype=dtype)
+    return full_finetune(jax.jit(module.init)(key, graph))
 
 
 def lora_finetune(

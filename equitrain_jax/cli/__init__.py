@@ -1,4 +1,4 @@
-"""Command line: ``equitrain-jax {convert, evaluate, finetune, phonons, demo}``.
+"""Command line: ``equitrain-jax {convert, export, evaluate, finetune, phonons, demo}``.
 
 Each subcommand lives in its own module with ``add_parser(sub)`` and ``run(args)``; they stay thin,
 the work is in the package.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equitrain_jax.cli import convert, demo, evaluate, finetune, phonons
+from equitrain_jax.cli import convert, demo, evaluate, export, finetune, phonons
 
-SUBCOMMANDS = (convert, evaluate, finetune, phonons, demo)
+SUBCOMMANDS = (convert, export, evaluate, finetune, phonons, demo)
 
 
 def main(argv=None) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from equitrain_jax.convert.mace_torch import ConversionError, convert_model, load_torch_model
 from equitrain_jax.convert.sevennet import convert_pretrained, pretrained_checkpoint
+from equitrain_jax.convert.to_mace_torch import export_to_mace_torch
 from equitrain_jax.models.config import MACEConfig
 from equitrain_jax.models.io import save_model
 
@@ -29,6 +30,7 @@ __all__ = [
     "convert_model",
     "convert_module",
     "convert_pretrained",
+    "export_to_mace_torch",
     "load_torch_model",
     "pretrained_checkpoint",
 ]
