@@ -17,8 +17,9 @@ def add_parser(sub) -> None:
     group.add_argument("--supercell", type=int, nargs=3, metavar=("NA", "NB", "NC"))
     group.add_argument("--min-length", type=float, default=12.0, help="smallest supercell width in Å (default 12)")
     p.add_argument("--relax", action="store_true", help="relax positions and cell first, keeping the symmetry")
-    p.add_argument("--fmax", type=float, default=1e-4, help="relaxation force threshold, eV/Å")
-    p.add_argument("--relax-steps", type=int, default=500)
+    p.add_argument("--fmax", type=float, default=1e-4,
+                   help="force threshold of --relax and of following imaginary modes, eV/Å")
+    p.add_argument("--relax-steps", type=int, default=500, help="most optimiser steps of each relaxation")
     p.add_argument("--head", default=None)
     p.add_argument("--reference", default=None, metavar="REF.yaml",
                    help="reference phonopy YAML (with force constants, or with FORCE_CONSTANTS/FORCE_SETS beside it): "
@@ -29,6 +30,8 @@ def add_parser(sub) -> None:
                    help="for each imaginary mode at the supercell's q-points: energy scans and a relaxation along it")
     p.add_argument("--scan-max-displacement", type=float, default=0.3,
                    help="largest atomic displacement of the mode scans, Å (default 0.3)")
+    p.add_argument("--follow-relax-cell", action="store_true",
+                   help="when following an imaginary mode, relax the supercell's cell as well as the positions")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run)
 
@@ -104,7 +107,8 @@ def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Pa
 
     if args.scan_modes:
         report, results = analyse_imaginary_modes(
-            phonon, potential, threshold=args.imaginary_threshold, max_displacement=args.scan_max_displacement
+            phonon, potential, threshold=args.imaginary_threshold, max_displacement=args.scan_max_displacement,
+            relax_cell=args.follow_relax_cell, fmax=args.fmax, steps=args.relax_steps,
         )
     else:
         modes = imaginary_modes(phonon, args.imaginary_threshold)

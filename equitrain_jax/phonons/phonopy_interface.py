@@ -271,7 +271,8 @@ def band_structure(phonon: Phonopy, npoints: int = 51) -> dict[str, Any]:
     """Frequencies (THz) along phonopy's automatic (seekpath) band path of the primitive cell.
 
     Returns a dict with ``qpoints`` (list of [Q, 3] reduced), ``distances`` (list of [Q]),
-    ``frequencies`` (list of [Q, 3·n_prim] THz, imaginary as negative) and ``labels``.
+    ``frequencies`` (list of [Q, 3·n_prim] THz, imaginary as negative), ``labels`` (the path's
+    end points) and ``path_connections`` (per segment: whether the next one starts where it ends).
     """
     phonon.auto_band_structure(npoints=npoints)
     bands = phonon.get_band_structure_dict()
@@ -281,6 +282,7 @@ def band_structure(phonon: Phonopy, npoints: int = 51) -> dict[str, Any]:
         distances=[np.asarray(d) for d in bands["distances"]],
         frequencies=[np.asarray(f) for f in bands["frequencies"]],
         labels=list(labels) if labels is not None else None,
+        path_connections=list(phonon.band_structure.path_connections),
     )
 
 

@@ -22,8 +22,14 @@ def _pyplot():
     return plt
 
 
-def _tick_label(label: str) -> str:
-    return r"$\Gamma$" if label in ("G", "GAMMA", "Γ") else label
+def _tick_labels(labels: Sequence[str], connections: Sequence[bool]) -> list[str]:
+    """One label per segment boundary; where the path jumps, "end|start" (phonopy's band.yaml style)."""
+    remaining = iter(labels)
+    ticks = [next(remaining)]
+    for index, connected in enumerate(connections):
+        end = next(remaining)
+        ticks.append(end if connected or index == len(connections) - 1 else f"{end}|{next(remaining)}")
+    return ticks
 
 
 def plot_band_structure_and_dos(
@@ -58,8 +64,9 @@ def plot_band_structure_and_dos(
         colour = colours[index % len(colours)]
         transformation = primitive_transformation(first, phonon)
         frequencies = np.split(frequencies_at(phonon, qpoints @ transformation.T), np.cumsum(sizes)[:-1])
-        for segment, (distances, values) in enumerate(zip(bands["distances"], frequencies)):
-            ax_bands.plot(distances, values, color=colour, lw=1.2, label=label if segment == 0 and label else None)
+        for distances, values in zip(bands["distances"], frequencies):
+            lines = ax_bands.plot(distances, values, color=colour, lw=1.2)
+        lines[0].set_label(label)
         dos = total_dos(phonon, mesh=mesh)
         ax_dos.plot(dos["total_dos"], dos["frequency_points"], color=colour, lw=1.2)
         dos_max = max(dos_max, float(np.max(dos["total_dos"])))
@@ -67,18 +74,16 @@ def plot_band_structure_and_dos(
     ax_bands.axhline(0.0, color="0.5", lw=0.6)
     for tick in ticks:
         ax_bands.axvline(tick, color="0.8", lw=0.6)
-    labels = bands["labels"]
-    if labels and len(labels) == len(ticks):
+    if bands["labels"]:
         ax_bands.set_xticks(ticks)
-        ax_bands.set_xticklabels([_tick_label(label) for label in labels])
+        ax_bands.set_xticklabels(_tick_labels(bands["labels"], bands["path_connections"]))
     else:
         ax_bands.set_xticks([])
     ax_bands.set_xlim(ticks[0], ticks[-1])
     ax_bands.set_ylabel("frequency (THz)")
     ax_bands.set_title(title)
     if len(phonons) > 1:
-        handles, names = ax_bands.get_legend_handles_labels()
-        ax_bands.legend(handles, names, loc="best", fontsize=8)
+        ax_bands.legend(loc="best", fontsize=8)
     ax_dos.set_xlabel("DOS (1/THz)")
     ax_dos.set_xlim(0, dos_max * 1.05)
     figure.savefig(path, dpi=150, bbox_inches="tight")
