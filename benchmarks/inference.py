@@ -1,8 +1,14 @@
-"""Energy+forces time of mace-torch vs equitrain-jax on the same weights, in one run.
+"""Energy+forces time of the torch models vs equitrain-jax on the same weights, in one run.
 
-MACE-MP-0 medium architecture (128x0e+128x1o, 89 elements, random weights), diamond-Si
-supercells.  Two levels:
-  model       the model alone on a prebuilt graph (mace-torch: its batch dict; JAX: padded graph on
+Two models, on diamond-Si supercells:
+  mace-mp0-medium  MACE-MP-0 medium architecture (128x0e+128x1o, 89 elements, random weights)
+                   in mace-torch vs its conversion;
+  sevennet-0       the pretrained SevenNet-0 checkpoint in sevenn vs its conversion, float32 only
+                   (as sevenn runs); sevenn's side runs in its own environment (--sevenn-python,
+                   see benchmarks/sevennet_torch.py).  Its model level includes the stress on both
+                   sides, because the sevenn model always computes it.
+Two levels:
+  model       the model alone on a prebuilt graph (torch: its own graph data; JAX: padded graph on
               device), energy and forces, median of --repeats calls after warm-up;
   calculator  each ASE calculator's get_forces() on a fresh structure (neighbour list, data
               handling and host-device traffic included).
@@ -10,6 +16,7 @@ Compile time (first JAX call) is reported separately.  Prints a table and the ra
 torch time / JAX time (above 1: JAX is faster).
 
     python benchmarks/inference.py --sizes 64 512 --dtypes float32 float64
+    python benchmarks/inference.py --models sevennet-0 --sizes 64 512 --dtypes float32
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ import functools
 import json
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import mace  # noqa: F401  (before e3nn)
 import torch
@@ -31,9 +41,13 @@ import jax.numpy as jnp
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.convert import convert_model
 from equitrain_jax.convert.architectures import build_mace_torch
+from equitrain_jax.convert.sevennet import convert_pretrained
 from equitrain_jax.models.io import ModelBundle
-from equitrain_jax.models.mace import MACE
+from equitrain_jax.models.quantities import energy_forces_stress
 from equitrain_jax.potential import Potential, enable_float64
+
+MODELS = ("mace-mp0-medium", "sevennet-0")
+SEVENN_PYTHON = "/work/envs/sevenn/bin/python"
 
 REPS = {64: (2, 2, 2), 216: (3, 3, 3), 512: (4, 4, 4), 1000: (5, 5, 5), 4096: (8, 8, 8)}
 
@@ -70,9 +84,9 @@ def torch_model_level(module, atoms, dtype, repeats):
     return median_time(run, repeats), calc
 
 
-def jax_model_level(potential, atoms, repeats):
+def jax_model_level(potential, atoms, repeats, stress=False):
     graph = potential.to_device(potential.graph(atoms))
-    apply = functools.partial(potential.module.apply, method=MACE.node_energies)
+    apply = functools.partial(potential.module.apply, method=type(potential.module).node_energies)
 
     def energy_forces(variables, graph):
         def total(positions):
@@ -82,7 +96,7 @@ def jax_model_level(potential, atoms, repeats):
         energy, grad = jax.value_and_grad(total)(graph.nodes["positions"])
         return energy, -grad
 
-    fn = jax.jit(energy_forces)
+    fn = jax.jit(functools.partial(energy_forces_stress, apply) if stress else energy_forces)
     start = time.perf_counter()
     jax.block_until_ready(fn(potential.variables, graph))
     compile_time = time.perf_counter() - start
@@ -105,18 +119,46 @@ def calculator_level(calc, atoms, repeats):
     return median_time(run, repeats)
 
 
-def measure(dtype: str, n: int, repeats: int, channels: int, memory_gb: float) -> dict:
-    """One (dtype, size) row, run in a child process under an address-space limit so that an
-    out-of-memory side is reported instead of taking the machine down."""
+def sevenn_side(atoms, repeats: int, sevenn_python: str) -> dict:
+    """sevenn's model and calculator times, measured by benchmarks/sevennet_torch.py in its env."""
+    with tempfile.TemporaryDirectory() as tmp:
+        structure = Path(tmp) / "structure.xyz"
+        atoms.write(structure)
+        runner = Path(__file__).with_name("sevennet_torch.py")
+        done = subprocess.run([sevenn_python, str(runner), str(structure), "--repeats", str(repeats)],
+                              capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_sevennet(dtype: str, n: int, repeats: int, sevenn_python: str) -> dict:
+    """One SevenNet-0 row: sevenn (torch, its own environment) and the converted model."""
+    atoms = silicon(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        convert_pretrained("sevennet-0", Path(tmp) / "model")
+        potential = Potential(Path(tmp) / "model", dtype=dtype)
+    row = dict(model="sevennet-0", dtype=dtype, atoms=n)
+    row["jax_model_s"], row["jax_compile_s"] = jax_model_level(potential, atoms, repeats, stress=True)
+    row["jax_calc_s"] = calculator_level(Calculator(potential), atoms, repeats)
+    torch_side = sevenn_side(atoms, repeats, sevenn_python)
+    row["torch_model_s"], row["torch_calc_s"] = torch_side["model_s"], torch_side["calc_s"]
+    row["sevenn"] = torch_side["sevenn"]
+    return row
+
+
+def measure(model: str, dtype: str, n: int, repeats: int, channels: int, memory_gb: float, sevenn_python: str) -> dict:
+    """One (model, dtype, size) row, run in a child process under an address-space limit so that
+    an out-of-memory side is reported instead of taking the machine down."""
     import resource
 
     limit = int(memory_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     enable_float64()
+    if model == "sevennet-0":
+        return measure_sevennet(dtype, n, repeats, sevenn_python)
     module = build_mace_torch("mp0a-medium", atomic_numbers=tuple(range(1, 90)), channels=channels, dtype=dtype)
     potential = Potential(ModelBundle(*convert_model(module)), dtype=dtype)
     atoms = silicon(n)
-    row = dict(dtype=dtype, atoms=n)
+    row = dict(model=model, dtype=dtype, atoms=n)
     for side, run in (("torch", lambda: torch_model_level(module, atoms, dtype, repeats)),
                       ("jax", lambda: jax_model_level(potential, atoms, repeats))):
         try:
@@ -149,36 +191,43 @@ def main():
     import multiprocessing
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 512, 4096], choices=sorted(REPS))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--memory-gb", type=float, default=20.0, help="address-space limit per measurement")
+    parser.add_argument("--sevenn-python", default=SEVENN_PYTHON, help="python of an environment with sevenn")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
 
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
           f"{jax.devices()[0].device_kind}, torch {torch.__version__}, jax {jax.__version__}, "
           f"torch threads {torch.get_num_threads()}; times are medians in ms; x = torch / jax")
-    print(f"{'dtype':8s} {'atoms':>5s} | {'torch model':>11s} {'jax model':>9s} {'x':>5s} {'compile s':>9s} | "
+    print(f"{'model':15s} {'dtype':8s} {'atoms':>5s} | {'torch model':>11s} {'jax model':>9s} {'x':>5s} {'compile s':>9s} | "
           f"{'torch calc':>10s} {'jax calc':>9s} {'x':>5s}")
     context = multiprocessing.get_context("spawn")
     rows = []
-    for dtype in args.dtypes:
-        for n in args.sizes:
-            queue = context.Queue()
-            child = context.Process(target=_child, args=(queue, dtype, n, args.repeats, args.channels, args.memory_gb))
-            child.start()
-            child.join()
-            if child.exitcode != 0:
-                print(f"{dtype:8s} {n:5d} | measurement process died (exit code {child.exitcode})", flush=True)
-                continue
-            row = queue.get()
-            rows.append(row)
-            print(f"{dtype:8s} {n:5d} | {fmt(row['torch_model_s']):>11s} {fmt(row['jax_model_s'])} "
-                  f"{ratio(row['torch_model_s'], row['jax_model_s'])} {row.get('jax_compile_s') or 0:9.1f} | "
-                  f"{fmt(row['torch_calc_s']):>10s} {fmt(row['jax_calc_s'])} {ratio(row['torch_calc_s'], row['jax_calc_s'])}",
-                  flush=True)
+    for model, dtype, n in ((m, d, n) for m in args.models for d in args.dtypes for n in args.sizes):
+        if model == "sevennet-0" and dtype != "float32":
+            print(f"{model:15s} {dtype:8s} {n:5d} | skipped: sevenn runs float32 only", flush=True)
+            continue
+        queue = context.Queue()
+        child = context.Process(
+            target=_child,
+            args=(queue, model, dtype, n, args.repeats, args.channels, args.memory_gb, args.sevenn_python),
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            print(f"{model:15s} {dtype:8s} {n:5d} | measurement process died (exit code {child.exitcode})", flush=True)
+            continue
+        row = queue.get()
+        rows.append(row)
+        print(f"{model:15s} {dtype:8s} {n:5d} | {fmt(row['torch_model_s']):>11s} {fmt(row['jax_model_s'])} "
+              f"{ratio(row['torch_model_s'], row['jax_model_s'])} {row.get('jax_compile_s') or 0:9.1f} | "
+              f"{fmt(row['torch_calc_s']):>10s} {fmt(row['jax_calc_s'])} {ratio(row['torch_calc_s'], row['jax_calc_s'])}",
+              flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
