@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
                    help="for each imaginary mode at the supercell's q-points: energy scans and a relaxation along it")
     p.add_argument("--scan-max-displacement", type=float, default=0.3,
                    help="largest atomic displacement of the mode scans, Å (default 0.3)")
+    p.add_argument("--scan-max-modes", type=int, default=10,
+                   help="scan and follow at most this many of the most unstable modes (default 10)")
     p.add_argument("--follow-relax-cell", action="store_true",
                    help="when following an imaginary mode, relax the supercell's cell as well as the positions")
     p.add_argument("-o", "--output", required=True)
@@ -108,7 +110,7 @@ def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Pa
     if args.scan_modes:
         report, results = analyse_imaginary_modes(
             phonon, potential, threshold=args.imaginary_threshold, max_displacement=args.scan_max_displacement,
-            relax_cell=args.follow_relax_cell, fmax=args.fmax, steps=args.relax_steps,
+            max_modes=args.scan_max_modes, relax_cell=args.follow_relax_cell, fmax=args.fmax, steps=args.relax_steps,
         )
     else:
         modes = imaginary_modes(phonon, args.imaginary_threshold)
@@ -132,6 +134,8 @@ def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Pa
         print(line)
     if report["n_imaginary_modes"] and not args.scan_modes:
         print("  rerun with --scan-modes to scan the energy along them and relax along each")
+    elif len(results) < report["n_imaginary_modes"]:
+        print(f"  the {len(results)} most unstable were scanned (--scan-max-modes)")
     if not results:
         return
     plot_mode_scans({f"mode {i}: q={r['mode'].qpoint.tolist()}, {r['mode'].frequency:.2f} THz": r["scan"]

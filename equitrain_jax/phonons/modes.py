@@ -344,6 +344,7 @@ def analyse_imaginary_modes(
     max_displacement: float = 0.3,
     npoints: int = 21,
     npoints_2d: int = 11,
+    max_modes: Optional[int] = None,
     follow: bool = True,
     relax_cell: bool = False,
     fmax: float = 1e-3,
@@ -352,14 +353,16 @@ def analyse_imaginary_modes(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Find the imaginary modes (`imaginary_modes`), scan each (`scan_mode` on ``npoints`` amplitudes;
     `scan_mode_2d` on ``npoints_2d``² for a mode spanned by two or more patterns) and, with
-    ``follow``, relax from the deepest point of its first 1D scan (`follow_mode`).
+    ``follow``, relax from the deepest point of its first 1D scan (`follow_mode`).  With
+    ``max_modes``, only that many of the most unstable modes are scanned; all are listed.
 
-    Returns a JSON-ready summary and, per mode, the raw results: ``mode``, ``scan``, ``scan_2d``
-    (or None) and ``relaxed`` (the relaxed supercell, or None).
+    Returns a JSON-ready summary and, per scanned mode, the raw results: ``mode``, ``scan``,
+    ``scan_2d`` (or None) and ``relaxed`` (the relaxed supercell, or None).
     """
     modes = imaginary_modes(phonon, threshold)
+    scanned = modes if max_modes is None else modes[:max_modes]
     records, results = [], []
-    for mode in modes:
+    for mode in scanned:
         scan = scan_mode(phonon, mode, model, max_displacement=max_displacement, npoints=npoints)
         scan_2d = None
         if len(mode.patterns) >= 2:
@@ -384,6 +387,6 @@ def analyse_imaginary_modes(
         "threshold_THz": threshold,
         "qpoints_checked": commensurate_qpoints(phonon).tolist(),
         "n_imaginary_modes": len(modes),
-        "modes": records,
+        "modes": records + [mode.to_dict() for mode in modes[len(scanned):]],
     }
     return summary, results

@@ -145,7 +145,8 @@ def test_wrong_reference_raises_a_clear_error(model_and_reference):
     silicon = quiet(Phonopy, ase_to_phonopy(unitcells()["Si-diamond"]), supercell_matrix=np.eye(3, dtype=int))
     with pytest.raises(ValueError, match=r"different crystal.*is Si2 .*\[14, 14\].*is ClNa .*\[11, 17\]"):
         compare_phonons(model, silicon)
-    stretched = quiet(Phonopy, ase_to_phonopy(bulk("NaCl", "rocksalt", a=5.64 * 1.15)), supercell_matrix=np.eye(3, dtype=int))
+    stretched = bulk("NaCl", "rocksalt", a=5.64 * 1.15)
+    stretched = quiet(Phonopy, ase_to_phonopy(stretched), supercell_matrix=np.eye(3, dtype=int))
     with pytest.raises(ValueError, match="primitive lattice is not the model's"):
         compare_phonons(model, stretched)
 

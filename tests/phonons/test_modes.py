@@ -13,6 +13,7 @@ from ase.calculators.lj import LennardJones
 from phonon_models import phonon_potential, quiet, unitcells
 
 from equitrain_jax.phonons import (
+    analyse_imaginary_modes,
     commensurate_qpoints,
     follow_mode,
     imaginary_modes,
@@ -127,8 +128,9 @@ def test_lennard_jones_double_well_and_following_the_mode(lennard_jones, tmp_pat
     """Along each unstable mode: curvature at Q = 0 equals phonopy's (2πf)² (1e-5 relative; measured
     1e-6, the error of the ±1e-3 Å finite-displacement force constants), E(Q) = E(−Q) (a lattice
     translation maps one onto the other), and a double well: E falls from Q = 0 to a minimum inside
-    the range, then rises again (shearing planes by a full lattice vector gives back sc).  Relaxing from that minimum (BFGS) ends below
-    the undistorted energy with a lower space group than Pm-3m (221)."""
+    the range, then rises again (shearing planes by a full lattice vector gives back sc).  Relaxing
+    from that minimum (BFGS) ends below the undistorted energy with a lower space group than
+    Pm-3m (221)."""
     calculator, phonon = lennard_jones
     scans = {}
     for mode in imaginary_modes(phonon):
@@ -174,6 +176,21 @@ def test_two_dimensional_scan_of_the_degenerate_pair(lennard_jones, tmp_path):
     single = next(mode for mode in imaginary_modes(phonon) if len(mode.patterns) == 1)
     with pytest.raises(ValueError, match="two patterns"):
         scan_mode_2d(phonon, single, calculator)
+
+
+def test_analysis_scans_the_most_unstable_modes_and_lists_all(lennard_jones):
+    """analyse_imaginary_modes with max_modes=1: the M mode (−0.34 THz, below the X pair) is scanned
+    and followed, the X pair only listed; the summary is JSON-ready."""
+    import json
+
+    calculator, phonon = lennard_jones
+    report, results = analyse_imaginary_modes(phonon, calculator, max_displacement=LATTICE / 3, max_modes=1, fmax=1e-4)
+    assert report["n_imaginary_modes"] == 2 and len(results) == 1 and results[0]["scan_2d"] is None
+    first, second = report["modes"]
+    assert first["frequency_THz"] < second["frequency_THz"] < -0.05
+    assert first["double_well"] and first["follow"]["relaxed_energy_change_eV"] < first["scan_minimum"]["energy_eV"]
+    assert "scan_minimum" not in second and second["n_patterns"] == 2
+    json.dumps(report)
 
 
 @pytest.mark.slow
