@@ -104,9 +104,12 @@ def float64_calculator(float32_calculator):
         def calculate(self, atoms=None, properties=None, system_changes=all_changes):
             Calculator.calculate(self, atoms, properties, system_changes)
             graph = unlabeled_atoms_to_graph(atoms, self.cutoff)
+            # copied first: from_numpy_dict casts the dict's own entries to float32 in place
+            exact = {key: torch.tensor(np.asarray(graph[key]), dtype=torch.float64)
+                     for key in (KEY.POS, KEY.EDGE_VEC, KEY.CELL_VOLUME)}
             data = AtomGraphData.from_numpy_dict(graph)
-            for key in (KEY.POS, KEY.EDGE_VEC, KEY.CELL_VOLUME):
-                data[key] = torch.as_tensor(np.asarray(graph[key]), dtype=torch.float64)
+            for key, value in exact.items():
+                data[key] = value
             self.results = self.output_to_results(self.model(data))
 
     state = float32_calculator.model.state_dict()
