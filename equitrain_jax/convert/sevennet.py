@@ -169,17 +169,13 @@ class _StateDict:
             raise ConversionError(f"checkpoint tensors not mapped to JAX: {left}")
 
 
-def _option(cfg: dict, key: str, default=None):
-    return cfg.get(key, default)
-
-
 def _check_options(cfg: dict) -> None:
     for key, allowed in SUPPORTED_OPTIONS.items():
-        value = _option(cfg, key, allowed[0])
+        value = cfg.get(key, allowed[0])
         if value not in allowed:
             raise ConversionError(f"SevenNet option {key}={value!r} is not supported (only {allowed})")
     for key in ("act_scalar", "act_gate"):
-        if _option(cfg, key, {}).get("e") != "silu":
+        if cfg.get(key, {}).get("e") != "silu":
             raise ConversionError(f"SevenNet option {key}={cfg.get(key)!r} is not supported (even activation must be silu)")
     basis = cfg["radial_basis"]
     if basis.get("radial_basis_name") != "bessel":
@@ -187,11 +183,11 @@ def _check_options(cfg: dict) -> None:
     cutoff = cfg["cutoff_function"]
     if cutoff.get("cutoff_function_name") != "XPLOR":
         raise ConversionError(f"SevenNet cutoff_function {cutoff!r} is not supported (only XPLOR)")
-    if _option(cfg, "lmax_edge", -1) not in (-1, cfg["lmax"]) or _option(cfg, "lmax_node", -1) not in (-1, cfg["lmax"]):
+    if cfg.get("lmax_edge", -1) not in (-1, cfg["lmax"]) or cfg.get("lmax_node", -1) not in (-1, cfg["lmax"]):
         raise ConversionError(f"SevenNet lmax_edge/lmax_node different from lmax={cfg['lmax']} are not supported")
-    if not _option(cfg, "irreps_manual", False):
+    if not cfg.get("irreps_manual", False):
         raise ConversionError("SevenNet checkpoints without irreps_manual are not supported")
-    if _option(cfg, "cuequivariance_config", {}).get("use", False):
+    if cfg.get("cuequivariance_config", {}).get("use", False):
         raise ConversionError("SevenNet checkpoints trained in cuEquivariance layout are not supported")
 
 
