@@ -46,7 +46,7 @@ from ase.calculators.calculator import kptdensity2monkhorstpack
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.eos import EquationOfState
 from ase.io import read, write
-from ase.units import GPa
+from ase.units import GPa, Ha
 
 HERE = Path(__file__).resolve().parent
 
@@ -243,9 +243,46 @@ class Material:
                    "eos": SETTINGS["eos_form"], "volumes_angstrom3": volumes.tolist(),
                    "free_energies_eV": energies.tolist(),
                    "wall_s": round(sum(p["wall_s"] for p in points), 1)}
+        lattice.update(self.pulay_stress())
         write_json(self.dir / "lattice.json", lattice)
         log(f"{self.name} PBE lattice a={lattice['a_angstrom']:.4f} Å, "
-            f"B={lattice['bulk_modulus_GPa']:.1f} GPa")
+            f"B={lattice['bulk_modulus_GPa']:.1f} GPa, Pulay correction of the stress at V0 "
+            f"{lattice['pulay_correction_GPa_at_v0']:.2f} GPa")
+
+    def pulay_stress(self) -> dict:
+        """Correction making GPAW's analytic stress the derivative of the fixed-cutoff energy.
+
+        GPAW computes the stress at a fixed set of plane waves, the E(V) points at a fixed cutoff;
+        the two differ by the Pulay stress c/V (isotropic), large where the energy is far from
+        converged in the cutoff (O at 500 eV: +16 GPa in BaTiO3).  ``c`` (eV) is fitted to the
+        E(V) points as the mean of (σ_ii − dE/dV)·V, dE/dV from the Birch–Murnaghan fit; the
+        labels' ``stress`` is σ − (c/V)·1, zero at the E(V) minimum like the energies say.
+        GPAW's own atomic estimate (old GPAW's ``PW(dedecut='estimate')``, not in GPAW 26's new
+        code) is recorded for comparison.
+        """
+        from gpaw.setup import create_setup
+        from gpaw.utilities.ekin import dekindecut, ekin
+        from gpaw.xc import XC
+
+        points = [json.loads(path.read_text()) for _, path in self.eos_points()]
+        volumes = np.array([p["volume"] for p in points])
+        stress = np.array([np.mean(p["stress"][:3]) for p in points])
+        eos = EquationOfState(volumes, np.array([p["free_energy"] for p in points]),
+                              eos=SETTINGS["eos_form"])
+        v0 = eos.fit()[0]
+        step = 1e-4 * v0
+        slope = (eos.func(volumes + step, *eos.eos_parameters)
+                 - eos.func(volumes - step, *eos.eos_parameters)) / (2 * step)
+        constant = float(np.mean((stress - slope) * volumes))
+        ecut = SETTINGS["plane_wave_cutoff_eV"]
+        xc = XC(SETTINGS["xc"])
+        dedecut = sum(-dekindecut(*ekin(create_setup(symbol, xc))[:2], ecut / Ha)
+                      for symbol in self.spec["build"](self.spec["a_guess"]).get_chemical_symbols())
+        return {"pulay_stress_eV": constant,
+                "stress_minus_dEdV_GPa": ((stress - slope) / GPa).tolist(),
+                "pulay_correction_GPa_at_v0": -constant / v0 / GPa,
+                "gpaw_atomic_estimate_of_pulay_correction_GPa_at_v0":
+                    float(2 / 3 * ecut * dedecut / v0 / GPa)}
 
     def primitive(self) -> Atoms:
         lattice = json.loads((self.dir / "lattice.json").read_text())
@@ -364,6 +401,17 @@ class Material:
     def frame_indices(self, n_frames: int) -> list[int]:
         return sorted({round(f * (n_frames - 1)) for f in FRAME_FRACTIONS})
 
+    @staticmethod
+    def corrected(atoms: Atoms, pulay: float) -> Atoms:
+        """``atoms`` with its stress label less the Pulay stress ``pulay``/V (eV/Å³); GPAW's
+        analytic stress kept in ``info['stress_uncorrected']`` (Voigt, eV/Å³)."""
+        results = atoms.calc.results
+        stress = results["stress"] - np.array([1, 1, 1, 0, 0, 0]) * pulay / atoms.get_volume()
+        atoms.info["stress_uncorrected"] = np.array(results["stress"])
+        atoms.calc = SinglePointCalculator(atoms, energy=results["energy"],
+                                           forces=results["forces"], stress=stress)
+        return atoms
+
     def run_train(self, dry_run: bool) -> None:
         if not (self.dir / "lattice.json").exists():
             log(f"{self.name} training: {N_TRAJECTORIES} relaxations and "
@@ -404,9 +452,11 @@ class Material:
         paths = [p for index in range(N_TRAJECTORIES) for p in labelled.get(index, [])]
         if dry_run or len(labelled) < N_TRAJECTORIES or not all(p.exists() for p in paths):
             return
+        pulay = self.pulay_stress()["pulay_stress_eV"]
         for split, wanted in (("train", lambda i: i in TRAIN_TRAJECTORIES),
                               ("valid", lambda i: i not in TRAIN_TRAJECTORIES)):
-            images = [read(p) for index, ps in labelled.items() if wanted(index) for p in ps]
+            images = [self.corrected(read(p), pulay)
+                      for index, ps in labelled.items() if wanted(index) for p in ps]
             write_extxyz(self.dir / f"{split}.extxyz", images)
             log(f"{self.name} {split}.extxyz: {len(images)} structures")
 
