@@ -11,7 +11,7 @@ envelope is smooth, so edges at the cutoff contribute nothing to the first and s
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import ase
 import jax
@@ -20,18 +20,19 @@ import jraph
 import numpy as np
 
 from equitrain_jax.models.mace import MACE
+from equitrain_jax.models.sevennet import SevenNet
 from equitrain_jax.potential import Potential
 
 EnergyFn = Callable[[jnp.ndarray], jnp.ndarray]  # positions [N, 3] Å -> energy eV (scalar)
 
 
 def positions_energy(
-    module: MACE, variables: Any, graph: jraph.GraphsTuple, positions: jnp.ndarray
+    module: Union[MACE, SevenNet], variables: Any, graph: jraph.GraphsTuple, positions: jnp.ndarray
 ) -> jnp.ndarray:
     """Total energy (eV) of the first (real) structure of a padded ``graph`` at ``positions``.
 
     Args:
-        module: the Flax MACE module (code only; no arrays).
+        module: the Flax model module, MACE or SevenNet (code only; no arrays).
         variables: the model's variables (``params`` and ``constants``).
         graph: a padded device graph of ONE structure (``Potential.to_device``); its neighbour
             list and periodic shifts are kept, its positions replaced.
@@ -43,7 +44,7 @@ def positions_energy(
     padded = graph.nodes["positions"]
     positions = padded.at[: positions.shape[0]].set(positions.astype(padded.dtype))
     graph = graph._replace(nodes={**graph.nodes, "positions": positions})
-    node_energy = module.apply(variables, graph, method=MACE.node_energies)
+    node_energy = module.apply(variables, graph, method=type(module).node_energies)
     return jnp.sum(node_energy)
 
 
