@@ -1,0 +1,83 @@
+"""Fine-tuning and phonons on the second model family: a small SevenNet-architecture model with
+fresh weights goes through LoRA fine-tuning (EMT as the reference) and the analytic-Hessian phonon
+path (phonopy finite displacements of the same model as the reference), unchanged code paths."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from equitrain_jax.adapters import lora_finetune
+from equitrain_jax.calculator import Calculator
+from equitrain_jax.data import atoms_to_graph, pad_to_bucket
+from equitrain_jax.models.config import SevenNetConfig
+from equitrain_jax.models.io import ModelBundle
+from equitrain_jax.phonons import phonopy_from_potential
+from equitrain_jax.phonons.phonopy_interface import phonopy_from_calculator
+from equitrain_jax.potential import Potential
+from equitrain_jax.train import TrainConfig, fit, labelled_batches, to_device
+
+ELEMENTS = (13, 28, 29)
+
+
+@pytest.fixture(scope="module")
+def sevennet():
+    """Two interactions, 8 scalar / 4 vector / 2 rank-2 channels, random weights (float64)."""
+    config = SevenNetConfig(
+        atomic_numbers=ELEMENTS, node_irreps=("8x0e", "8x0e+4x1e+2x2e", "8x0e"), conv_denominators=(4.0, 4.0),
+        scale=(0.5, 0.6, 0.7), shift=(-3.0, -4.5, -3.5), r_max=4.5, cutoff_on=4.0, radial_mlp=(16, 16), readout_hidden=4,
+    )
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True)
+    graph = to_device(pad_to_bucket(atoms_to_graph(cell, config.r_max, ELEMENTS)))
+    module = ModelBundle(config, {}).module(np.float64)
+    return ModelBundle(config, jax.tree_util.tree_map(np.asarray, module.init(jax.random.PRNGKey(0), graph)))
+
+
+def emt_cells(count, seed):
+    rng = np.random.default_rng(seed)
+    cells = []
+    for _ in range(count):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.numbers = rng.choice(ELEMENTS, size=len(atoms))
+        atoms.rattle(0.1, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        atoms.get_forces(), atoms.get_stress()
+        cells.append(atoms)
+    return cells
+
+
+def test_lora_finetune_of_sevennet_lowers_held_out_force_error(sevennet):
+    train, held_out = emt_cells(8, seed=1), emt_cells(4, seed=2)
+    batches = [labelled_batches(s, sevennet.config.r_max, ELEMENTS, batch_size=4) for s in (train, held_out)]
+    strategy = lora_finetune(sevennet.variables, rank=4, key=jax.random.PRNGKey(1))
+    result = fit(sevennet.module(np.float64), strategy, *batches, TrainConfig(epochs=20, learning_rate=3e-2))
+    merged = ModelBundle(sevennet.config, strategy.merge(result.trainable, strategy.frozen))
+    emt = np.concatenate([a.get_forces() for a in held_out])
+
+    def mae(bundle):
+        return 1e3 * np.abs(np.concatenate([o["forces"] for o in Potential(bundle).evaluate(held_out)]) - emt).mean()
+
+    before, after = mae(sevennet), mae(merged)
+    np.testing.assert_allclose(result.history[0]["forces_mae_mev_per_a"], before, rtol=1e-8)
+    assert after < before / 2, (before, after)
+
+
+def test_sevennet_force_constants_match_phonopy_finite_displacements(sevennet):
+    potential = Potential(sevennet, dtype="float64")
+    unitcell = bulk("Al", "fcc", a=4.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = phonopy_from_potential(potential, unitcell, 3, symmetrize=False)
+        reference = phonopy_from_calculator(Calculator(potential), unitcell, 3, distance=1e-3, plusminus=True,
+                                            symmetrize=False)
+    scale = np.abs(reference.force_constants).max()
+    assert scale > 0.01
+    np.testing.assert_allclose(ours.force_constants, reference.force_constants, rtol=0, atol=1e-5 * scale)
+    ours.run_mesh((6, 6, 6), is_gamma_center=True)
+    reference.run_mesh((6, 6, 6), is_gamma_center=True)
+    np.testing.assert_allclose(ours.get_mesh_dict()["frequencies"], reference.get_mesh_dict()["frequencies"], atol=1e-3)
