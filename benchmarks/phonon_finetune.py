@@ -1,0 +1,263 @@
+"""Does fine-tuning on a few DFT structures fix a foundation model's phonons?  The paper's
+experiment, offline, on the GPAW PBE data in ``benchmarks/data``.
+
+    python benchmarks/phonon_finetune.py                      # SevenNet-0, every material with data
+    python benchmarks/phonon_finetune.py --model models/mp0-medium --materials Si Al --sizes 1 10
+
+Per material and per strategy (LoRA, L2-SP delta, freezing, full, multi-head replay, from
+scratch) and training-set size (1, 5, 10, all), it fine-tunes the model on the DFT-labelled
+structures (E0s refitted: GPAW's energy zero is not the foundation model's), computes phonons
+from the analytic Hessian on the reference's own supercell, and compares them with the DFT
+finite-displacement reference: frequency MAE on the band path and a q-mesh, errors of F, S and Cv
+at 300 K, validation force MAE, training time.  The pretrained model is the first row.
+
+Writes into ``--output`` (default ``benchmarks/results/phonon_finetune``): ``results.json``,
+``table.md``, per-material band-structure overlays (DFT vs pretrained vs fine-tuned),
+``learning_curves.png`` and, for materials whose DFT reference has an imaginary mode, the 1D
+energy scan along it (DFT harmonic ½λQ² from its force constants vs the models' energies).
+Finished runs are kept (``runs/…/model``) and skipped when the command is repeated.
+
+Multi-head replay needs pretraining-like data; there is none offline, so the replay set is the
+other materials' training structures labelled by the pretrained model itself (it keeps the
+pretrained head on its own predictions elsewhere in chemical space).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+STRATEGIES = ("lora", "delta", "freeze", "full", "multihead", "scratch")
+
+
+def pretrained_model(output: Path) -> Path:
+    """SevenNet-0 converted from the installed ``sevenn`` package (once)."""
+    from equitrain_jax.convert.sevennet import convert_pretrained
+
+    target = output / "sevennet-0"
+    if not (target / "config.json").is_file():
+        convert_pretrained("sevennet-0", target)
+    return target
+
+
+def materials_with_data(names) -> list[str]:
+    found = []
+    for directory in sorted(DATA.iterdir()):
+        ready = all((directory / f).is_file() for f in ("phonopy_params.yaml", "train.extxyz", "valid.extxyz"))
+        if directory.is_dir() and ready and (not names or directory.name in names):
+            found.append(directory.name)
+    missing = set(names or ()) - set(found)
+    if missing:
+        print(f"no complete data (phonopy_params.yaml, train.extxyz, valid.extxyz) for {sorted(missing)}; skipped")
+    return found
+
+
+def force_mae(potential, structures) -> float:
+    """Force MAE (meV/Å, per component) of ``potential`` against the structures' labels."""
+    outputs = potential.evaluate(structures)
+    return 1e3 * float(np.mean(np.concatenate([np.abs(o["forces"] - a.get_forces()).ravel() for o, a in zip(outputs, structures)])))
+
+
+def phonons_of(potential, reference):
+    from equitrain_jax.phonons import phonopy_from_potential
+    from equitrain_jax.phonons.phonopy_interface import phonopy_to_ase
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small DFT supercells: the size warning is known
+        return phonopy_from_potential(potential, phonopy_to_ase(reference.unitcell), reference.supercell_matrix,
+                                      primitive_matrix=reference.primitive_matrix)
+
+
+def evaluate_model(model_dir, reference, valid) -> tuple[dict, object]:
+    from equitrain_jax.phonons.compare import compare_phonons
+    from equitrain_jax.potential import Potential
+
+    potential = Potential(model_dir, dtype="float64")
+    phonon = phonons_of(potential, reference)
+    comparison = compare_phonons(phonon, reference)
+    row = {
+        "band_mae_THz": comparison["band_path"]["mae_THz"],
+        "mesh_mae_THz": comparison["mesh"]["mae_THz"],
+        "max_frequency_error_THz": comparison["mesh"]["max_frequency_error_THz"],
+        **{f"{key.split('_')[0]}_error": value["error"] for key, value in comparison["thermal"].items() if isinstance(value, dict)},
+        "valid_force_mae_meV_per_A": force_mae(potential, valid),
+    }
+    return row, phonon
+
+
+def replay_set(model_dir, material: str, materials: list[str], count: int = 8) -> list:
+    """Other materials' training structures labelled by the pretrained model."""
+    from equitrain_jax.potential import Potential
+
+    potential = Potential(model_dir, dtype="float64")
+    others = [a for m in materials if m != material for a in ase.io.read(DATA / m / "train.extxyz", ":")]
+    if not others:  # a single material: its own structures, pretrained labels
+        others = ase.io.read(DATA / material / "train.extxyz", ":")
+    others = [a for a in others if set(a.numbers) <= set(potential.config.atomic_numbers)][:count]
+    replay = []
+    for atoms, out in zip(others, potential.evaluate(others)):
+        atoms = atoms.copy()
+        atoms.calc = None
+        atoms.info = {"energy": out["energy"], "stress": out["stress"]}
+        atoms.arrays = {k: v for k, v in atoms.arrays.items() if k in ("numbers", "positions")}
+        atoms.arrays["forces"] = out["forces"]
+        replay.append(atoms)
+    return replay
+
+
+def imaginary_scan(reference, models: dict, path: Path, title: str) -> dict | None:
+    """Energies along the reference's most unstable mode: DFT harmonic ½λQ² vs each model."""
+    from equitrain_jax.phonons.modes import default_amplitudes, imaginary_modes, scan_mode
+    from equitrain_jax.potential import Potential
+
+    modes = imaginary_modes(reference)
+    if not modes:
+        return None
+    mode = modes[0]
+    amplitudes = default_amplitudes(mode, max_displacement=0.15, npoints=15)
+    curves = {"DFT (harmonic, ½λQ²)": 0.5 * mode.eigenvalue * amplitudes**2}
+    for name, model_dir in models.items():
+        curves[name] = scan_mode(reference, mode, Potential(model_dir, dtype="float64"), amplitudes)["energies"][0]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, energies in curves.items():
+        ax.plot(amplitudes, 1e3 * np.asarray(energies), "--" if name.startswith("DFT") else "-o", ms=3, label=name)
+    ax.set_xlabel("Q (amu$^{1/2}$ Å)")
+    ax.set_ylabel("E − E(0) (meV per supercell)")
+    ax.set_title(f"{title}: mode at q={np.round(mode.qpoint, 3).tolist()}, DFT f = {mode.frequency:.2f} THz")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return {"frequency_THz": mode.frequency, "amplitudes": amplitudes.tolist(),
+            "energies_eV": {k: np.asarray(v).tolist() for k, v in curves.items()}}
+
+
+def plot_learning_curves(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    materials = sorted({r["material"] for r in results})
+    fig, axes = plt.subplots(1, len(materials), figsize=(4 * len(materials), 3.4), squeeze=False)
+    for ax, material in zip(axes[0], materials):
+        rows = [r for r in results if r["material"] == material]
+        pretrained = [r for r in rows if r["strategy"] == "pretrained"]
+        if pretrained:
+            ax.axhline(pretrained[0]["mesh_mae_THz"], color="k", ls="--", label="pretrained")
+        for strategy in STRATEGIES:
+            points = sorted((r["n_train"], r["mesh_mae_THz"]) for r in rows if r["strategy"] == strategy)
+            if points:
+                ax.plot(*zip(*points), "-o", ms=3, label=strategy)
+        ax.set_xscale("log")
+        ax.set_xlabel("training structures")
+        ax.set_ylabel("phonon MAE on q-mesh (THz)")
+        ax.set_title(material)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def write_table(results: list[dict], path: Path) -> None:
+    columns = [("material", "{}"), ("strategy", "{}"), ("n_train", "{}"), ("band_mae_THz", "{:.3f}"),
+               ("mesh_mae_THz", "{:.3f}"), ("max_frequency_error_THz", "{:+.3f}"), ("free_error", "{:+.3f}"),
+               ("entropy_error", "{:+.3f}"), ("heat_error", "{:+.3f}"), ("valid_force_mae_meV_per_A", "{:.1f}"),
+               ("train_seconds", "{:.0f}")]
+    header = ["material", "strategy", "N", "band MAE (THz)", "mesh MAE (THz)", "Δf_max (THz)",
+              "ΔF 300 K (kJ/mol)", "ΔS (J/K/mol)", "ΔCv (J/K/mol)", "valid F MAE (meV/Å)", "train (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        lines.append("| " + " | ".join(fmt.format(r[key]) if r.get(key) is not None else "–" for key, fmt in columns) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="converted model directory (default: SevenNet-0 from the sevenn package)")
+    parser.add_argument("--materials", nargs="+", help="default: every material in benchmarks/data with complete data")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"], help="training-set sizes ('all' = every structure)")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("-o", "--output", default=str(Path(__file__).parent / "results" / "phonon_finetune"))
+    args = parser.parse_args()
+
+    from equitrain_jax.phonons.compare import load_reference
+    from equitrain_jax.phonons.plots import plot_band_structure_and_dos
+    from equitrain_jax.train import TrainConfig
+    from equitrain_jax.train.finetune import finetune
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model_dir = Path(args.model) if args.model else pretrained_model(output)
+    materials = materials_with_data(args.materials)
+    if not materials:
+        raise SystemExit("no material has complete data in benchmarks/data (run benchmarks/data/generate.py)")
+    started = time.perf_counter()
+    results, scans = [], {}
+    for material in materials:
+        reference = load_reference(DATA / material / "phonopy_params.yaml")
+        train_all = ase.io.read(DATA / material / "train.extxyz", ":")
+        valid = ase.io.read(DATA / material / "valid.extxyz", ":")
+        row, pretrained_phonon = evaluate_model(model_dir, reference, valid)
+        results.append({"material": material, "strategy": "pretrained", "n_train": 0, **row})
+        print(f"{material}: pretrained mesh MAE {row['mesh_mae_THz']:.3f} THz", flush=True)
+        phonons = {"DFT (PBE)": reference, "pretrained": pretrained_phonon}
+        replay = replay_set(model_dir, material, materials) if "multihead" in args.strategies else []
+        tuned_for_scan = {"pretrained": model_dir}
+        for strategy in args.strategies:
+            for size in args.sizes:
+                n = len(train_all) if size == "all" else min(int(size), len(train_all))
+                run = output / "runs" / material / f"{strategy}_{n}"
+                record = run / "result.json"
+                if record.is_file():
+                    results.append(json.loads(record.read_text()))
+                    continue
+                start = time.perf_counter()
+                finetune(
+                    model_dir, train_all[:n], valid, run, strategy=strategy, e0s="refit",
+                    train_config=TrainConfig(epochs=args.epochs, learning_rate=args.lr, schedule="plateau",
+                                             ema_decay=0.99, early_stopping_patience=15),
+                    batch_size=min(4, n), dtype="float32", replay=replay if strategy == "multihead" else (),
+                    progress=False,
+                )
+                seconds = time.perf_counter() - start
+                row, phonon = evaluate_model(run / "model", reference, valid)
+                entry = {"material": material, "strategy": strategy, "n_train": n, "train_seconds": seconds, **row}
+                record.write_text(json.dumps(entry, indent=1) + "\n")
+                results.append(entry)
+                print(f"{material} {strategy:9s} N={n:2d}: mesh MAE {row['mesh_mae_THz']:.3f} THz, "
+                      f"valid F MAE {row['valid_force_mae_meV_per_A']:.1f} meV/Å ({seconds:.0f} s)", flush=True)
+                if size == args.sizes[-1]:
+                    phonons[f"{strategy} (N={n})"] = phonon
+                    tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
+        overlay = {k: v for k, v in phonons.items() if k in ("DFT (PBE)", "pretrained") or k.startswith(("lora", "full"))}
+        plot_band_structure_and_dos(overlay, output / f"bands_{material}.png", title=f"{material}: DFT vs models")
+        scan = imaginary_scan(reference, tuned_for_scan, output / f"imaginary_scan_{material}.png", material)
+        if scan is not None:
+            scans[material] = scan
+    elapsed = time.perf_counter() - started
+    (output / "results.json").write_text(json.dumps(
+        {"model": str(model_dir), "epochs": args.epochs, "learning_rate": args.lr, "rows": results,
+         "imaginary_scans": scans, "wall_seconds": elapsed}, indent=1) + "\n")
+    write_table(results, output / "table.md")
+    plot_learning_curves(results, output / "learning_curves.png")
+    print((output / "table.md").read_text())
+    print(f"wrote {output} in {elapsed / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
