@@ -108,3 +108,37 @@ def converted_bundle(architecture: str, atomic_numbers, seed: int, channels: int
     enable_float64()
     module = build_mace_torch(architecture, atomic_numbers=atomic_numbers, channels=channels, seed=seed, **kwargs)
     return ModelBundle(*convert_model(module))
+
+
+# ----------------------------------------------------------------------------- symmetry checks
+
+SYMMETRY_RTOL = 1e-9  # relative to the largest |value| of the compared quantity
+
+
+def random_rotation(seed: int, proper: bool = True) -> np.ndarray:
+    """Haar-random orthogonal 3x3 matrix with det +1 (proper) or −1 (with a reflection)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q = -q
+    if not proper:
+        q = q @ np.diag([1.0, 1.0, -1.0])  # a reflection; not a rotation
+    assert np.allclose(q @ q.T, np.eye(3), atol=1e-14)
+    assert np.isclose(np.linalg.det(q), 1.0 if proper else -1.0)
+    return q
+
+
+def rotated(atoms: Atoms, rotation: np.ndarray) -> Atoms:
+    """Positions and cell (rows) mapped r → R r."""
+    atoms = atoms.copy()
+    atoms.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
+    atoms.positions = atoms.positions @ rotation.T
+    return atoms
+
+
+def assert_close(actual, expected, name, rtol=SYMMETRY_RTOL):
+    """Largest |actual − expected| within ``rtol`` of the largest |expected|."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(np.abs(expected).max(), 1e-12)
+    error = np.abs(actual - expected).max()
+    assert error <= rtol * scale, f"{name}: max error {error:.3g} > {rtol:g} x {scale:.3g}"

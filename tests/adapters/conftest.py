@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from ase.build import bulk
 from conftest import converted_bundle
@@ -26,12 +25,6 @@ def alloy():
     atoms.set_cell(atoms.cell.array + [[0.0, 0.2, 0.1], [0.3, 0.0, 0.0], [0.0, -0.2, 0.0]], scale_atoms=True)
     atoms.rattle(0.1, seed=4)
     return atoms
-
-
-def random_rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
 
 
 @pytest.fixture(scope="session")

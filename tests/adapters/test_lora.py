@@ -5,10 +5,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from conftest import random_rotation
 
 from equitrain_jax.adapters import LoRAWeight, leaf_paths, lora
 
-from .conftest import evaluate, random_rotation
+from .conftest import evaluate
 
 
 def randomise(adapters, seed, scale=0.3):

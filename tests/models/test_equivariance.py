@@ -16,8 +16,15 @@ import functools
 
 import numpy as np
 import pytest
-
-from conftest import ELEMENTS, ethanol, triclinic_crystal
+from conftest import (
+    ELEMENTS,
+    SYMMETRY_RTOL,
+    assert_close,
+    ethanol,
+    random_rotation,
+    rotated,
+    triclinic_crystal,
+)
 
 pytest.importorskip("torch")
 pytest.importorskip("mace")
@@ -28,7 +35,6 @@ from equitrain_jax.models.io import ModelBundle  # noqa: E402
 from equitrain_jax.potential import Potential  # noqa: E402
 
 ARCHITECTURES = ["mp0b3", "mp0a-large"]
-RTOL = 1e-9  # relative to the largest |value| of the compared quantity
 FD_STEP = 1e-4  # Å, and dimensionless strain
 FD_FORCE_TOL = 1e-8  # eV/Å (the stencil error is ~1e-10 here; ~1e-6 would hide small bugs)
 FD_STRESS_TOL = 1e-9  # eV/Å³ (stencil error ~1e-11)
@@ -56,32 +62,10 @@ def arch(request):
     return request.param
 
 
-def random_rotation(seed: int, proper: bool) -> np.ndarray:
-    """Haar-random orthogonal 3x3 matrix with det +1 (proper) or −1 (with a reflection)."""
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q = -q
-    if not proper:
-        q = q @ np.diag([1.0, 1.0, -1.0])  # a reflection; not a rotation
-    assert np.allclose(q @ q.T, np.eye(3), atol=1e-14)
-    assert np.isclose(np.linalg.det(q), 1.0 if proper else -1.0)
-    return q
 
 
-def rotated(atoms, rotation: np.ndarray):
-    """Positions and cell (rows) mapped r → R r."""
-    atoms = atoms.copy()
-    atoms.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
-    atoms.positions = atoms.positions @ rotation.T
-    return atoms
 
 
-def assert_close(actual, expected, name, rtol=RTOL):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = max(np.abs(expected).max(), 1e-12)
-    error = np.abs(actual - expected).max()
-    assert error <= rtol * scale, f"{name}: max error {error:.3g} > {rtol:g} x {scale:.3g}"
 
 
 def test_outputs_are_nontrivial(arch):
@@ -100,7 +84,7 @@ def test_rotation(arch, proper):
     crystal, molecule = triclinic_crystal(), ethanol()
     outputs = evaluate(arch, rotated(crystal, rotation), rotated(molecule, rotation))
     for name, out, ref in zip(("crystal", "molecule"), outputs, reference(arch)):
-        assert abs(out["energy"] - ref["energy"]) <= RTOL * abs(ref["energy"]), name
+        assert abs(out["energy"] - ref["energy"]) <= SYMMETRY_RTOL * abs(ref["energy"]), name
         assert_close(out["energies"], ref["energies"], f"{name} per-atom energies")
         assert_close(out["forces"], ref["forces"] @ rotation.T, f"{name} forces")
         assert_close(out["virial"], rotation @ ref["virial"] @ rotation.T, f"{name} virial")
@@ -117,7 +101,7 @@ def test_translation(arch):
     molecule.translate(rng.uniform(-7.0, 7.0, size=3))
     outputs = evaluate(arch, crystal, molecule)
     for name, out, ref in zip(("crystal", "molecule"), outputs, reference(arch)):
-        assert abs(out["energy"] - ref["energy"]) <= RTOL * abs(ref["energy"]), name
+        assert abs(out["energy"] - ref["energy"]) <= SYMMETRY_RTOL * abs(ref["energy"]), name
         assert_close(out["energies"], ref["energies"], f"{name} per-atom energies")
         assert_close(out["forces"], ref["forces"], f"{name} forces")
         assert_close(out["virial"], ref["virial"], f"{name} virial")
@@ -131,7 +115,7 @@ def test_permutation(arch):
     assert all(np.any(p != np.arange(len(p))) for p in perms)
     outputs = evaluate(arch, crystal[perms[0]], molecule[perms[1]])
     for name, out, ref, perm in zip(("crystal", "molecule"), outputs, reference(arch), perms):
-        assert abs(out["energy"] - ref["energy"]) <= RTOL * abs(ref["energy"]), name
+        assert abs(out["energy"] - ref["energy"]) <= SYMMETRY_RTOL * abs(ref["energy"]), name
         assert_close(out["energies"], ref["energies"][perm], f"{name} per-atom energies")
         assert_close(out["forces"], ref["forces"][perm], f"{name} forces")
         assert_close(out["virial"], ref["virial"], f"{name} virial")

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
+from conftest import SYMMETRY_RTOL, assert_close, random_rotation, rotated
 
 pytest.importorskip("torch")
 if importlib.util.find_spec("sevenn") is None:
@@ -43,7 +44,6 @@ TOLERANCES = {
     "float32": {"energy_rtol": 1e-5, "forces": 1e-4, "stress": 1e-6},
     "float64": {"energy_rtol": 1e-12, "forces": 1e-10, "stress": 1e-10},
 }
-RTOL = 1e-9  # symmetry checks, relative to the largest |value|
 FD_STEP = 1e-4  # Å
 FD_STRAIN_STEP = 1e-5  # the XPLOR switch's second derivative jumps at r_on: a smaller step keeps
 # the stencil error of pairs near 4.5 Å (a few in the crystal) below the tolerance
@@ -129,24 +129,10 @@ def reference(potentials):
     return evaluate(potentials, *crystal_and_molecule())
 
 
-def random_rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
 
 
-def rotated(atoms: Atoms, rotation: np.ndarray) -> Atoms:
-    atoms = atoms.copy()
-    atoms.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
-    atoms.positions = atoms.positions @ rotation.T
-    return atoms
 
 
-def assert_close(actual, expected, name, rtol=RTOL):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = max(np.abs(expected).max(), 1e-12)
-    error = np.abs(actual - expected).max()
-    assert error <= rtol * scale, f"{name}: max error {error:.3g} > {rtol:g} x {scale:.3g}"
 
 
 @pytest.mark.slow
@@ -164,7 +150,7 @@ def test_rotation(potentials, reference):
     crystal, molecule = crystal_and_molecule()
     outputs = evaluate(potentials, rotated(crystal, rotation), rotated(molecule, rotation))
     for name, out, ref in zip(("crystal", "molecule"), outputs, reference):
-        assert abs(out["energy"] - ref["energy"]) <= RTOL * abs(ref["energy"]), name
+        assert abs(out["energy"] - ref["energy"]) <= SYMMETRY_RTOL * abs(ref["energy"]), name
         assert_close(out["energies"], ref["energies"], f"{name} per-atom energies")
         assert_close(out["forces"], ref["forces"] @ rotation.T, f"{name} forces")
         assert_close(out["virial"], rotation @ ref["virial"] @ rotation.T, f"{name} virial")
@@ -179,7 +165,7 @@ def test_translation_and_wrapping(potentials, reference):
     molecule.translate(rng.uniform(-7.0, 7.0, size=3))
     outputs = evaluate(potentials, crystal, molecule)
     for name, out, ref in zip(("crystal", "molecule"), outputs, reference):
-        assert abs(out["energy"] - ref["energy"]) <= RTOL * abs(ref["energy"]), name
+        assert abs(out["energy"] - ref["energy"]) <= SYMMETRY_RTOL * abs(ref["energy"]), name
         assert_close(out["forces"], ref["forces"], f"{name} forces")
         assert_close(out["virial"], ref["virial"], f"{name} virial")
 
@@ -191,7 +177,7 @@ def test_permutation(potentials, reference):
     perms = [rng.permutation(len(crystal)), rng.permutation(len(molecule))]
     outputs = evaluate(potentials, crystal[perms[0]], molecule[perms[1]])
     for name, out, ref, perm in zip(("crystal", "molecule"), outputs, reference, perms):
-        assert abs(out["energy"] - ref["energy"]) <= RTOL * abs(ref["energy"]), name
+        assert abs(out["energy"] - ref["energy"]) <= SYMMETRY_RTOL * abs(ref["energy"]), name
         assert_close(out["energies"], ref["energies"][perm], f"{name} per-atom energies")
         assert_close(out["forces"], ref["forces"][perm], f"{name} forces")
 
