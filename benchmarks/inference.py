@@ -25,7 +25,6 @@ import argparse
 import functools
 import json
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
@@ -45,6 +44,7 @@ from equitrain_jax.convert.sevennet import convert_pretrained
 from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.models.quantities import energy_forces_stress
 from equitrain_jax.potential import Potential, enable_float64
+from timing import median_time  # benchmarks/timing.py, beside this script
 
 MODELS = ("mace-mp0-medium", "sevennet-0")
 SEVENN_PYTHON = "/work/envs/sevenn/bin/python"
@@ -57,14 +57,6 @@ def silicon(n_atoms: int):
     atoms.rattle(0.02, seed=0)
     return atoms
 
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def torch_model_level(module, atoms, dtype, repeats):

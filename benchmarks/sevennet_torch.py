@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import warnings
 
 import ase.io
 import torch
+from timing import median_time  # benchmarks/timing.py, beside this script
 
 WARMUP = 3  # TorchScript/e3nn code optimises itself over the first calls
 
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
