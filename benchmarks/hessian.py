@@ -119,7 +119,7 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
     import torch
     from phonopy import Phonopy
 
-    from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy, phonopy_to_ase
+    from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy, finite_displacement_force_constants, phonopy_to_ase
 
     torch.set_num_threads(os.cpu_count() or 1)
     module = torch_model(channels)
@@ -157,15 +157,7 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
             return np.transpose(np.asarray(hess).reshape(n, 3, n, 3), (0, 2, 1, 3))
 
         def torch_finite_displacements():
-            phonon.generate_displacements(distance=0.01)  # phonopy default, ± where needed
-            forces = []
-            for cell in phonon.supercells_with_displacements:
-                atoms = phonopy_to_ase(cell)
-                atoms.calc = calc
-                forces.append(atoms.get_forces())
-            phonon.forces = np.array(forces)
-            phonon.produce_force_constants()
-            return phonon.force_constants
+            return finite_displacement_force_constants(phonon, calc)  # phonopy default 0.01 Å, ± where needed
 
         if method == "torch-hess":
             result["rows"] = 3 * n

@@ -223,6 +223,22 @@ def phonopy_from_potential(
     return phonon
 
 
+def finite_displacement_force_constants(
+    phonon: Phonopy, calculator: Any, distance: float = 0.01, plusminus: Union[bool, Literal["auto"]] = "auto"
+) -> np.ndarray:
+    """Fill ``phonon``'s force constants (eV/Å²) by phonopy's finite displacements (``distance`` Å,
+    ``plusminus`` as phonopy's), forces from the ASE ``calculator``; returns them."""
+    phonon.generate_displacements(distance=distance, is_plusminus=plusminus)
+    forces = []
+    for cell in phonon.supercells_with_displacements:
+        atoms = phonopy_to_ase(cell)
+        atoms.calc = calculator
+        forces.append(atoms.get_forces())
+    phonon.forces = np.array(forces)
+    phonon.produce_force_constants()
+    return phonon.force_constants
+
+
 def phonopy_from_calculator(
     calculator: Any,
     unitcell: ase.Atoms,
@@ -245,14 +261,7 @@ def phonopy_from_calculator(
         primitive_matrix=primitive_matrix,
         symprec=symprec,
     )
-    phonon.generate_displacements(distance=distance, is_plusminus=plusminus)
-    forces = []
-    for cell in phonon.supercells_with_displacements:
-        atoms = phonopy_to_ase(cell)
-        atoms.calc = calculator
-        forces.append(atoms.get_forces())
-    phonon.forces = np.array(forces)
-    phonon.produce_force_constants()
+    finite_displacement_force_constants(phonon, calculator, distance, plusminus)
     if symmetrize:
         phonon.symmetrize_force_constants(show_drift=False)
     return phonon
