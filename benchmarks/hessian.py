@@ -7,6 +7,8 @@ constants [N, N, 3, 3] in eV/Å² by
 
   (a) jax-full      our forward-over-reverse Hessian, every row           (phonons.force_constants, "full")
   (b) jax-sym       our Hessian rows of the symmetrically distinct atoms  (phonons.force_constants, "symmetry")
+  (b') jax-disp     one Hessian-vector product per phonopy displacement, phonopy's solver
+                    (phonons.force_constants, "displacements"; the default of phonopy_from_potential)
   (c) torch-hess    mace-torch's MACECalculator.get_hessian
   (d) torch-fd      phonopy finite displacements (0.01 Å, ± where phonopy needs them) with MACECalculator
 
@@ -42,7 +44,8 @@ import warnings
 
 import numpy as np
 
-METHODS = ("jax-full", "jax-sym", "torch-hess", "torch-fd")
+METHODS = ("jax-full", "jax-sym", "jax-disp", "torch-hess", "torch-fd")
+JAX_KINDS = {"jax-full": "full", "jax-sym": "symmetry", "jax-disp": "displacements"}
 
 
 def peak_rss_mb() -> float:
@@ -97,6 +100,7 @@ def work_units(method: str, structure: str) -> tuple[int, int, int]:
     """(atoms, Hessian rows or force calls, atoms × rows): what a method's time scales with."""
     warnings.simplefilter("ignore")
     from phonopy import Phonopy
+    from phonopy.harmonic.displacement import get_least_displacements
 
     from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy
 
@@ -105,6 +109,8 @@ def work_units(method: str, structure: str) -> tuple[int, int, int]:
     n = len(phonon.supercell)
     if method == "jax-sym":
         rows = 3 * len(phonon.symmetry.get_independent_atoms())
+    elif method == "jax-disp":
+        rows = len(get_least_displacements(phonon.symmetry, is_plusminus=False))
     elif method == "torch-fd":
         phonon.generate_displacements(distance=0.01)
         rows = len(phonon.supercells_with_displacements)
@@ -135,11 +141,12 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
         from equitrain_jax.potential import Potential
 
         potential = Potential(ModelBundle(*convert_model(module)), dtype="float64")
-        kind = "full" if method == "jax-full" else "symmetry"
-        result["rows"] = 3 * n if kind == "full" else 3 * len(phonon.symmetry.get_independent_atoms())
+        kind = JAX_KINDS[method]
+        result["rows"] = work_units(method, structure)[1]
         base = peak_rss_mb()
         fc, times = timed_calls(  # the first call compiles: at least one warm call after it
-            lambda: force_constants(potential, supercell, method=kind, symmetry=phonon.symmetry),
+            lambda: force_constants(potential, supercell, method=kind, symmetry=phonon.symmetry,
+                                    primitive=phonon.primitive),
             2, max(repeats, 2), repeat_seconds,
         )
         result["seconds"] = times[0]
@@ -216,7 +223,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-RATIOS = (("torch-hess", "jax-full"), ("torch-hess", "jax-sym"), ("torch-fd", "jax-sym"), ("torch-fd", "jax-full"))
+RATIOS = (("torch-hess", "jax-full"), ("torch-hess", "jax-sym"), ("torch-hess", "jax-disp"),
+          ("torch-fd", "jax-disp"), ("torch-fd", "jax-sym"), ("torch-fd", "jax-full"))
 
 
 def ratios(results: list[dict]) -> tuple[str, list[dict]]:

@@ -67,30 +67,25 @@ def energy_of_positions(potential: Potential, atoms: ase.Atoms) -> tuple[EnergyF
     return fn, graph.nodes["positions"][: len(atoms)]
 
 
-def _hvp_rows(
-    module: MACE,
+def _hvp(
+    module: Union[MACE, SevenNet],
     variables: Any,
     graph: jraph.GraphsTuple,
     positions: jnp.ndarray,
-    rows: jnp.ndarray,
+    tangents: jnp.ndarray,
 ) -> jnp.ndarray:
-    """Hessian rows H[r, :] for flat coordinate indices ``rows`` [k] (r = 3·atom + axis): [k, N, 3] eV/Å².
+    """Hessian-vector products H·v for tangents [k, N, 3] (Å): [k, N, 3] eV/Å², forward over reverse.
 
-    Each row is the Hessian-vector product with the unit vector e_r, forward over reverse.
+    The primal (energy and its reverse pass) is shared by the k tangents: ``jax.vmap`` batches
+    only the tangent computation.
     """
     grad = jax.grad(functools.partial(positions_energy, module, variables, graph))
-    n = positions.shape[0]
-
-    def row(index):
-        tangent = jax.nn.one_hot(index, 3 * n, dtype=positions.dtype).reshape(n, 3)
-        return jax.jvp(grad, (positions,), (tangent,))[1]
-
-    return jax.vmap(row)(rows)
+    return jax.vmap(lambda tangent: jax.jvp(grad, (positions,), (tangent,))[1])(tangents)
 
 
-def _compiled_rows(potential: Potential) -> Callable:
-    """The jit-compiled `_hvp_rows` of this potential's module, built once per potential."""
-    return potential.compiled("hessian_rows", lambda: jax.jit(functools.partial(_hvp_rows, potential.module)))
+def _compiled_hvp(potential: Potential) -> Callable:
+    """The jit-compiled `_hvp` of this potential's module, built once per potential."""
+    return potential.compiled("hessian_vector_products", lambda: jax.jit(functools.partial(_hvp, potential.module)))
 
 
 def default_chunk_size(n_atoms: int) -> int:
@@ -102,6 +97,42 @@ def default_chunk_size(n_atoms: int) -> int:
     +2.1 GB with 24 rows per call, +0.85 GB with 3).  Pass ``chunk_size`` to trade memory for speed.
     """
     return int(min(24, max(3, 3 * (256 // max(int(n_atoms), 1)))))
+
+
+def hessian_vector_products(
+    potential: Potential,
+    atoms: ase.Atoms,
+    vectors: np.ndarray,
+    chunk_size: Optional[int] = None,
+) -> np.ndarray:
+    """Hessian-vector products Σ_jb ∂²E/∂r_ia ∂r_jb · v_jb for vectors [K, N, 3]: [K, N, 3] eV/Å² (per Å of v).
+
+    Args:
+        potential: the model.
+        atoms: structure (Å); the neighbour list is built once here.
+        vectors: K displacement patterns of the N atoms (any length; the product is linear in v).
+        chunk_size: products per compiled call; the last chunk is padded (with zero vectors) so
+            every call has the same shape and the function compiles once per structure size.
+            Default `default_chunk_size`.
+    """
+    n = len(atoms)
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 3 or vectors.shape[1:] != (n, 3):
+        raise ValueError(f"vectors must have shape [K, {n}, 3] for {n} atoms, got {list(vectors.shape)}")
+    chunk = int(chunk_size or default_chunk_size(n))
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be a positive number of products, got {chunk_size}")
+    chunk = min(chunk, max(len(vectors), 1))
+    fn, positions = energy_of_positions(potential, atoms)
+    _, variables, graph = fn.args
+    compiled = _compiled_hvp(potential)
+    blocks = []
+    for start in range(0, len(vectors), chunk):
+        part = vectors[start : start + chunk]
+        padded = np.concatenate([part, np.zeros((chunk - len(part), n, 3))]) if len(part) < chunk else part
+        out = compiled(variables, graph, positions, jnp.asarray(padded, dtype=positions.dtype))
+        blocks.append(np.asarray(out)[: len(part)])
+    return np.concatenate(blocks).astype(np.float64) if blocks else np.zeros((0, n, 3))
 
 
 def hessian_rows(
@@ -116,29 +147,17 @@ def hessian_rows(
         potential: the model.
         atoms: structure (Å); the neighbour list is built once here.
         atom_indices: M atom indices whose rows are wanted.
-        chunk_size: Hessian rows (of 3M) per compiled call; the last chunk is padded so every
-            call has the same shape and the function compiles once per structure size.
+        chunk_size: Hessian rows (of 3M) per compiled call (see `hessian_vector_products`).
     """
     atom_indices = np.asarray(atom_indices, dtype=np.int64).reshape(-1)
     n = len(atoms)
     if atom_indices.size and (atom_indices.min() < 0 or atom_indices.max() >= n):
         raise ValueError(f"atom indices {atom_indices.tolist()} out of range for {n} atoms")
-    fn, positions = energy_of_positions(potential, atoms)
-    _, variables, graph = fn.args
     rows = (3 * atom_indices[:, None] + np.arange(3)[None, :]).reshape(-1)
-    chunk = int(chunk_size or default_chunk_size(n))
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
-    chunk = min(chunk, max(len(rows), 1))
-    compiled = _compiled_rows(potential)
-    blocks = []
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
-        padded = np.concatenate([part, np.full(chunk - len(part), part[-1])]).astype(np.int32)
-        out = compiled(variables, graph, positions, jnp.asarray(padded))
-        blocks.append(np.asarray(out)[: len(part)])
-    result = np.concatenate(blocks) if blocks else np.zeros((0, n, 3))
-    return result.reshape(len(atom_indices), 3, n, 3).astype(np.float64)
+    unit = np.zeros((len(rows), 3 * n))
+    unit[np.arange(len(rows)), rows] = 1.0
+    products = hessian_vector_products(potential, atoms, unit.reshape(len(rows), n, 3), chunk_size=chunk_size)
+    return products.reshape(len(atom_indices), 3, n, 3)
 
 
 def hessian(potential: Potential, atoms: ase.Atoms, chunk_size: Optional[int] = None) -> np.ndarray:

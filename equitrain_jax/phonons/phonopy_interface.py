@@ -18,18 +18,21 @@ from typing import Any, Literal, Optional, Sequence, Union
 import ase
 import numpy as np
 from phonopy import Phonopy
+from phonopy.harmonic.displacement import directions_to_displacement_dataset, get_least_displacements
 from phonopy.harmonic.force_constants import (
     distribute_force_constants,
     distribute_force_constants_by_translations,
 )
 from phonopy.structure.atoms import PhonopyAtoms
 from phonopy.structure.cells import Primitive
+from phonopy.interface.fc_calculator import get_fc2
 from phonopy.structure.symmetry import Symmetry
 
-from equitrain_jax.phonons.hessian import hessian, hessian_rows
+from equitrain_jax.phonons.hessian import hessian, hessian_rows, hessian_vector_products
 from equitrain_jax.potential import Potential
 
-Method = Literal["full", "symmetry"]
+Method = Literal["full", "symmetry", "displacements"]
+METHODS = ("full", "symmetry", "displacements")
 IMAGINARY_TOLERANCE_THZ = 0.05
 """Frequencies below −this (THz) count as imaginary; acoustic modes at Γ are ±~1e-3 THz from rounding."""
 CUTOFF_FREQUENCY_THZ = 0.01
@@ -141,6 +144,30 @@ def distribute_rows(
     return fc
 
 
+def displacement_dataset(potential: Potential, supercell_atoms: ase.Atoms, symmetry: Symmetry,
+                         chunk_size: Optional[int] = None, distance: float = 0.01) -> dict[str, Any]:
+    """Phonopy's displacement data set of the supercell with EXACT harmonic forces from the Hessian.
+
+    Phonopy's own least set of displacements (``get_least_displacements``, without ± pairs: the
+    site symmetry alone must span the three directions) is taken; for each displacement u of
+    length ``distance`` (Å) the force is the harmonic one, F = −H·u, one Hessian-vector product
+    per displacement.  Phonopy's solver (which fits Φ to u and F with the site symmetry, as after
+    a DFT run) then returns the model's exact force constants: no finite-difference error, since
+    the forces are exactly linear in u.  For diamond Si or fcc metals that is ONE product
+    instead of the 3 rows of `hessian_rows`; for P1 crystals 3 per atom, as the rows.
+    """
+    cell = ase_to_phonopy(supercell_atoms)
+    directions = get_least_displacements(symmetry, is_plusminus=False)
+    dataset = directions_to_displacement_dataset(directions, distance, cell)
+    vectors = np.zeros((len(dataset["first_atoms"]), len(cell), 3))
+    for k, first in enumerate(dataset["first_atoms"]):
+        vectors[k, first["number"]] = first["displacement"]
+    products = hessian_vector_products(potential, supercell_atoms, vectors, chunk_size=chunk_size)
+    for first, product in zip(dataset["first_atoms"], products):
+        first["forces"] = -product
+    return dataset
+
+
 def force_constants(
     potential: Potential,
     supercell_atoms: ase.Atoms,
@@ -155,21 +182,36 @@ def force_constants(
     Args:
         potential: the model.
         supercell_atoms: the supercell (Å), in the atom order the force constants should have.
-        method: ``"full"``: every Hessian row (3N Hessian-vector products); ``"symmetry"``: only
-            the rows of the symmetrically distinct atoms (3M products), the rest rotated into place
-            by phonopy (`distribute_rows`); equal to ``"full"`` to rounding for a symmetric cell.
+        method: how many Hessian-vector products, and which:
+
+            - ``"full"``: every Hessian row (3N products); no symmetry used.
+            - ``"symmetry"``: the 3 rows of each symmetrically distinct atom (3M products),
+              rotated onto the other atoms by phonopy (`distribute_rows`).
+            - ``"displacements"``: one product along each of phonopy's least displacements
+              (1 for diamond or fcc; at most 3M), fitted by phonopy's solver
+              (`displacement_dataset`).
+
+            All three are exact and equal to rounding for a symmetric cell.
         symprec: symmetry tolerance in Å (phonopy's), used when ``symmetry`` is not given.
-        chunk_size: Hessian rows per compiled call (memory bound; see `hessian_rows`).
+        chunk_size: Hessian-vector products per compiled call (memory bound; see `hessian_rows`).
         symmetry, primitive: phonopy's objects for this supercell (``Phonopy.symmetry``,
             ``Phonopy.primitive``), to reuse them.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if method == "full":
         return hessian_to_force_constants(hessian(potential, supercell_atoms, chunk_size=chunk_size))
-    if method != "symmetry":
-        raise ValueError(f"method must be 'full' or 'symmetry', got {method!r}")
     cell = ase_to_phonopy(supercell_atoms)
     if symmetry is None:
         symmetry = Symmetry(cell, symprec=symprec)
+    if method == "displacements":
+        dataset = displacement_dataset(potential, supercell_atoms, symmetry, chunk_size=chunk_size)
+        if primitive is None:  # phonopy's solver wants one; the supercell itself serves
+            primitive = Primitive(cell, np.eye(3), symprec=symprec)
+        return np.asarray(
+            get_fc2(cell, dataset, primitive=primitive, symmetry=symmetry, is_compact_fc=False, log_level=0),
+            dtype=np.double, order="C",
+        )
     done = np.asarray(symmetry.get_independent_atoms(), dtype=np.int64)
     rows = hessian_rows(potential, supercell_atoms, done, chunk_size=chunk_size)
     return distribute_rows(hessian_to_force_constants(rows), done, cell, symmetry, primitive)
@@ -180,7 +222,7 @@ def phonopy_from_potential(
     unitcell: ase.Atoms,
     supercell_matrix: Union[int, Sequence[int], Sequence[Sequence[int]], np.ndarray],
     primitive_matrix: Any = "auto",
-    method: Method = "symmetry",
+    method: Method = "displacements",
     symmetrize: bool = True,
     symprec: float = 1e-5,
     chunk_size: Optional[int] = None,
@@ -193,7 +235,8 @@ def phonopy_from_potential(
         unitcell: the unit cell (Å; masses in amu from ASE).
         supercell_matrix: phonopy's supercell matrix (an int, 3 ints or a 3×3 matrix).
         primitive_matrix: phonopy's primitive matrix (``"auto"``, ``None``, ``"F"``, a 3×3 matrix…).
-        method: ``"symmetry"`` (rows of distinct atoms only) or ``"full"``; see `force_constants`.
+        method: ``"displacements"`` (one Hessian-vector product per phonopy displacement, the
+            fewest), ``"symmetry"`` (rows of distinct atoms) or ``"full"``; see `force_constants`.
         symmetrize: apply phonopy's ``symmetrize_force_constants()`` (translational invariance
             and index permutation symmetry), as after a finite-displacement calculation.
         symprec: symmetry tolerance in Å.

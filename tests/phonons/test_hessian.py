@@ -9,7 +9,7 @@ import pytest
 from phonon_models import hessian_potential, rattled_sic
 
 from equitrain_jax.calculator import Calculator
-from equitrain_jax.phonons.hessian import energy_of_positions, hessian, hessian_rows
+from equitrain_jax.phonons.hessian import energy_of_positions, hessian, hessian_rows, hessian_vector_products
 
 STEP = 2e-3  # Å
 STENCIL = {-2: 1.0 / 12, -1: -8.0 / 12, 1: 8.0 / 12, 2: -1.0 / 12}  # 4th-order first derivative
@@ -91,3 +91,16 @@ def test_energy_of_positions_gives_model_energy_and_forces(system):
     energy, gradient = jax.jit(jax.value_and_grad(fn))(positions)
     assert abs(float(energy) - expected["energy"]) < 1e-9
     np.testing.assert_allclose(-np.asarray(gradient), expected["forces"], rtol=0, atol=1e-10)
+
+
+def test_hessian_vector_products_along_arbitrary_patterns(system):
+    """H·v for dense random patterns (5 of them in chunks of 2, so the last chunk is padded)
+    against the finite-difference Hessian contracted with v, and bad shapes named."""
+    potential, atoms, _, reference = system
+    n = len(atoms)
+    vectors = np.random.default_rng(3).normal(size=(5, n, 3))
+    products = hessian_vector_products(potential, atoms, vectors, chunk_size=2)
+    expected = np.einsum("kj,vj->vk", reference, vectors.reshape(5, 3 * n)).reshape(5, n, 3)
+    np.testing.assert_allclose(products, expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    with pytest.raises(ValueError, match=r"shape \[K, 16, 3\]"):
+        hessian_vector_products(potential, atoms, vectors[:, :4])

@@ -8,8 +8,10 @@ import warnings
 import numpy as np
 import phonopy
 import pytest
+from ase import Atoms
 from ase.build import bulk
 from phonopy import Phonopy
+from phonopy.harmonic.displacement import get_least_displacements
 from phonopy.structure.symmetry import Symmetry
 
 from phonon_models import phonon_potential, quiet, unitcells
@@ -87,6 +89,41 @@ def test_symmetry_reduced_force_constants_equal_full(crystal):
     np.testing.assert_allclose(via_phonopy.force_constants, full, rtol=0, atol=1e-10 * scale)
 
 
+def test_displacement_force_constants_equal_full(crystal):
+    """One Hessian-vector product per phonopy least displacement (1 for diamond, 2 for rocksalt),
+    fitted by phonopy's solver, equals every row computed (1e-10 relative), with and without
+    phonopy's primitive cell, and is phonopy_from_potential's default."""
+    name, potential, unitcell, ours, _ = crystal
+    full = ours.force_constants
+    supercell = phonopy_to_ase(ours.supercell)
+    symmetry = Symmetry(ase_to_phonopy(supercell))
+    expected_products = {"Si-diamond": 1, "NaCl-rocksalt": 2}[name]
+    assert len(get_least_displacements(symmetry, is_plusminus=False)) == expected_products
+    scale = np.abs(full).max()
+    for primitive in (None, ours.primitive):
+        fc = force_constants(potential, supercell, method="displacements", symmetry=symmetry, primitive=primitive)
+        np.testing.assert_allclose(fc, full, rtol=0, atol=1e-10 * scale)
+    default = quiet(phonopy_from_potential, potential, unitcell, SUPERCELL, symmetrize=False)
+    np.testing.assert_allclose(default.force_constants, full, rtol=0, atol=1e-10 * scale)
+
+
+def test_displacement_force_constants_low_symmetry():
+    """A triclinic (P1) cell: phonopy asks for 3 displacements per atom, and the fit of the exact
+    harmonic forces gives the full Hessian's force constants (1e-10 relative)."""
+    potential = phonon_potential()
+    cell = Atoms("NaClSiNa", scaled_positions=[[0, 0, 0], [0.3, 0.1, 0.45], [0.6, 0.55, 0.2], [0.1, 0.7, 0.8]],
+                 cell=[[4.1, 0, 0], [0.6, 4.3, 0], [0.4, -0.5, 4.6]], pbc=True)
+    phonon = Phonopy(ase_to_phonopy(cell), supercell_matrix=np.diag([2, 1, 1]), primitive_matrix="P")
+    supercell = phonopy_to_ase(phonon.supercell)
+    assert len(get_least_displacements(phonon.symmetry, is_plusminus=False)) == 3 * len(cell)
+    full = force_constants(potential, supercell, method="full")
+    fc = force_constants(potential, supercell, method="displacements", symmetry=phonon.symmetry,
+                         primitive=phonon.primitive)
+    np.testing.assert_allclose(fc, full, rtol=0, atol=1e-10 * np.abs(full).max())
+    with pytest.raises(ValueError, match="method must be one of"):
+        force_constants(potential, supercell, method="rows")
+
+
 def test_raw_force_constants_obey_sum_rule_and_symmetry(crystal):
     """Unsymmetrised analytic fc: Σ_j Φ[i, j] = 0 and Φ[i, j] = Φ[j, i]ᵀ to ~1e-8 eV/Å²
     (the FD ones of the same model only to their ~1e-6 error)."""
@@ -97,7 +134,7 @@ def test_raw_force_constants_obey_sum_rule_and_symmetry(crystal):
 
 
 def test_thermal_properties_match_phonopy_finite_displacements():
-    """F, S, Cv (symmetrised fc, default symmetry-reduced path) against phonopy's own thermal
+    """F, S, Cv (symmetrised fc, default path: phonopy displacements with exact Hessian-vector forces) against phonopy's own thermal
     properties of its finite-displacement fc (same mesh and cutoff frequency), Cv → 3·n·R (the harmonic
     high-T limit) and a total DOS that integrates to 3·n."""
     potential = phonon_potential()
