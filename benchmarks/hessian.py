@@ -160,10 +160,12 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
         base = peak_rss_mb()
 
         def torch_hessian():
+            calc.reset()
             hess = calc.get_hessian(supercell.copy())  # [3N, N, 3] = ∂²E/∂r∂r
             return np.transpose(np.asarray(hess).reshape(n, 3, n, 3), (0, 2, 1, 3))
 
         def torch_finite_displacements():
+            calc.reset()  # an ASE calculator returns its stored forces for an unchanged structure: no cache hits
             return finite_displacement_force_constants(phonon, calc)  # phonopy default 0.01 Å, ± where needed
 
         if method == "torch-hess":

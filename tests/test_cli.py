@@ -98,7 +98,8 @@ def test_finetune_command_lowers_validation_force_error(tmp_path, capsys):
 def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
     """Relax, phonons, and a scan along each imaginary mode (this random model makes relaxed diamond
     Si unstable at q = (0, ½, 0)); phonopy's own frequencies of the written force constants say which
-    modes there are.  Then the relaxed structure against that run's force constants as the reference: no error."""
+    modes there are.  Then the relaxed structure, with every Hessian row (--hessian full), against that run's
+    force constants (one Hessian-vector product per phonopy displacement) as the reference: no error."""
     import json
     import warnings
 
@@ -138,7 +139,7 @@ def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli.main(["phonons", str(out / "relaxed.extxyz"), "--model", str(tmp_path / "model"), "--supercell", "2", "2",
-                  "2", "--reference", str(out / "phonopy_params.yaml"), "-o", str(again)])
+                  "2", "--hessian", "full", "--reference", str(out / "phonopy_params.yaml"), "-o", str(again)])
     printed = capsys.readouterr().out
     comparison = json.loads((again / "comparison.json").read_text())
     for name in ("band_path", "mesh"):

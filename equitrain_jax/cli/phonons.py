@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
                    help="force threshold of --relax and of following imaginary modes, eV/Å")
     p.add_argument("--relax-steps", type=int, default=500, help="most optimiser steps of each relaxation")
     p.add_argument("--head", default=None)
+    p.add_argument("--hessian", choices=("displacements", "symmetry", "full"), default="displacements",
+                   help="how the force constants are computed, all exact: one Hessian-vector product per phonopy "
+                        "displacement (default, the fewest), the rows of the distinct atoms, or every row")
     p.add_argument("--reference", default=None, metavar="REF.yaml",
                    help="reference phonopy YAML (with force constants, or with FORCE_CONSTANTS/FORCE_SETS beside it): "
                         "writes comparison.json and comparison.png")
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
                              "(raise --relax-steps or --fmax)")
     supercell = args.supercell or supercell_for_min_length(atoms.cell.array, args.min_length)
     print(f"supercell {supercell} of {atoms.get_chemical_formula()} ({len(atoms) * int(np.prod(supercell))} atoms)")
-    phonon = phonopy_from_potential(potential, atoms, supercell_matrix=supercell)
+    phonon = phonopy_from_potential(potential, atoms, supercell_matrix=supercell, method=args.hessian)
     paths = write_results(phonon, out, imaginary_tolerance=args.imaginary_threshold)
     plot = plot_band_structure_and_dos(phonon, out / "band_dos.png", title=atoms.get_chemical_formula())
     summary = json.loads(paths["summary"].read_text())

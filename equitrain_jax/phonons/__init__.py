@@ -2,7 +2,13 @@
 analysis and comparison with a reference."""
 
 from equitrain_jax.phonons.compare import compare_phonons, load_reference
-from equitrain_jax.phonons.hessian import energy_of_positions, hessian, hessian_rows, positions_energy
+from equitrain_jax.phonons.hessian import (
+    energy_of_positions,
+    hessian,
+    hessian_rows,
+    hessian_vector_products,
+    positions_energy,
+)
 from equitrain_jax.phonons.modes import (
     PhononMode,
     analyse_imaginary_modes,
@@ -41,6 +47,7 @@ __all__ = [
     "gamma_frequencies",
     "hessian",
     "hessian_rows",
+    "hessian_vector_products",
     "imaginary_modes",
     "load_reference",
     "modes_at",
