@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, molecule, surface
 
 ELEMENTS = (1, 6, 8, 14)
+
+# The command line keeps compiled programs on disk (equitrain_jax.cli.enable_compilation_cache);
+# the tests that call it in-process stay hermetic and write nothing to the user's cache.
+os.environ.setdefault("EQUITRAIN_JAX_CACHE_DIR", "")
 
 
 def triclinic_crystal() -> Atoms:

@@ -183,3 +183,32 @@ def test_phonons_command_rejects_a_molecule(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["phonons", str(tmp_path / "mol.xyz"), "--model", str(tmp_path / "model"), "-o", str(tmp_path / "out")])
     assert "periodic in 3 directions" in capsys.readouterr().err
+
+
+def test_compilation_cache_is_kept_on_disk_between_processes(tmp_path):
+    """Two fresh processes compile the same program with the cache directory set: the first writes
+    it, and the second finds it there (JAX's own cache-hit counter), so the command line does not
+    recompile; an empty EQUITRAIN_JAX_CACHE_DIR turns the cache off."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, jax.numpy as jnp\n"
+        "from jax._src import monitoring\n"
+        "hits = []\n"
+        "monitoring.register_event_listener(lambda name, **kw: hits.append(name) if 'cache_hits' in name else None)\n"
+        "from equitrain_jax.cli import enable_compilation_cache\n"
+        "print('dir', enable_compilation_cache())\n"
+        "jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()\n"
+        "print('hits', len(hits))\n"
+    )
+    env = {**os.environ, "EQUITRAIN_JAX_CACHE_DIR": str(tmp_path / "xla"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert f"dir {tmp_path / 'xla'}" in runs[0]
+    assert "hits 0" in runs[0] and "hits 0" not in runs[1], runs
+    assert any((tmp_path / "xla").iterdir())
+    env["EQUITRAIN_JAX_CACHE_DIR"] = ""
+    off = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert "dir None" in off
