@@ -14,7 +14,8 @@ at 300 K, validation force MAE, training time.  The pretrained model is the firs
 Writes into ``--output`` (default ``benchmarks/results/phonon_finetune``): ``results.json``,
 ``table.md``, per-material band-structure overlays (DFT vs pretrained vs fine-tuned),
 ``learning_curves.png`` and, for materials whose DFT reference has an imaginary mode, the 1D
-energy scan along it (DFT harmonic ½λQ² from its force constants vs the models' energies).
+energy scan along it: DFT energies along the soft mode (``data/<material>/mode_scan.json``) and
+DFT's harmonic ½λQ² against the pretrained and fine-tuned models on the same structures.
 Finished runs are kept (``runs/…/model``) and skipped when the command is repeated.
 
 Multi-head replay needs pretraining-like data; there is none offline, so the replay set is the
@@ -92,6 +93,14 @@ def evaluate_model(model_dir, reference, valid) -> tuple[dict, object]:
     return row, phonon
 
 
+def multihead_possible(model_dir) -> bool:
+    """Whether the model can take a second head (MACE's multi-head readouts; SevenNet has none)."""
+    from equitrain_jax.models.config import MACEConfig
+    from equitrain_jax.models.io import load_model
+
+    return isinstance(load_model(model_dir).config, MACEConfig)
+
+
 def replay_set(model_dir, material: str, materials: list[str], count: int = 8) -> list:
     """Other materials' training structures labelled by the pretrained model."""
     from equitrain_jax.potential import Potential
@@ -112,35 +121,73 @@ def replay_set(model_dir, material: str, materials: list[str], count: int = 8) -
     return replay
 
 
-def imaginary_scan(reference, models: dict, path: Path, title: str) -> dict | None:
-    """Energies along the reference's most unstable mode: DFT harmonic ½λQ² vs each model."""
-    from equitrain_jax.phonons.modes import default_amplitudes, imaginary_modes, scan_mode
+def imaginary_scan(reference, models: dict, path: Path, title: str, dft_scan: dict | None = None) -> dict | None:
+    """Energies along the reference's most unstable mode, DFT vs each model, plotted to ``path``.
+
+    With ``dft_scan`` (``benchmarks/data/<material>/mode_scan.json``: DFT energies along the soft
+    Γ mode, made by ``generate.py``), the models are evaluated on the same displaced structures
+    (±Q) and compared with the DFT points and DFT's harmonic ½λQ²; without it, along the
+    reference's mode with the harmonic curve as the only DFT information.  Returns the curves and,
+    per curve, the double well's depth (meV per cell) and its Q (amu^½ Å).
+    """
+    from ase import Atoms
+
     from equitrain_jax.potential import Potential
 
-    modes = imaginary_modes(reference)
-    if not modes:
-        return None
-    mode = modes[0]
-    amplitudes = default_amplitudes(mode, max_displacement=0.15, npoints=15)
-    curves = {"DFT (harmonic, ½λQ²)": 0.5 * mode.eigenvalue * amplitudes**2}
-    for name, model_dir in models.items():
-        curves[name] = scan_mode(reference, mode, Potential(model_dir, dtype="float64"), amplitudes)["energies"][0]
+    curves, markers = {}, {}
+    if dft_scan is not None:
+        q_half = np.asarray(dft_scan["Q_amu_half_angstrom"])
+        amplitudes = np.concatenate([-q_half[:0:-1], q_half])
+        mirror = lambda values: np.concatenate([np.asarray(values)[:0:-1], values])  # noqa: E731
+        pattern = np.asarray(dft_scan["pattern_angstrom_per_Q"])
+        base = Atoms(numbers=dft_scan["numbers"], positions=dft_scan["positions"], cell=dft_scan["cell"], pbc=True)
+        structures = []
+        for q in amplitudes:
+            moved = base.copy()
+            moved.positions = base.positions + q * pattern
+            structures.append(moved)
+        frequency, qpoint = dft_scan["frequency_THz"], dft_scan["qpoint"]
+        curves["DFT (PBE)"] = mirror(dft_scan["energy_eV"])
+        curves["DFT harmonic ½λQ²"] = mirror(dft_scan["harmonic_energy_eV"])
+        markers["DFT (PBE)"] = "s"
+        for name, model_dir in models.items():
+            energies = np.array([o["energy"] for o in Potential(model_dir, dtype="float64").evaluate(structures)])
+            curves[name] = energies - energies[len(q_half) - 1]
+    else:
+        from equitrain_jax.phonons.modes import default_amplitudes, imaginary_modes, scan_mode
+
+        modes = imaginary_modes(reference)
+        if not modes:
+            return None
+        mode = modes[0]
+        frequency, qpoint = mode.frequency, mode.qpoint
+        amplitudes = default_amplitudes(mode, max_displacement=0.15, npoints=15)
+        curves["DFT harmonic ½λQ²"] = 0.5 * mode.eigenvalue * amplitudes**2
+        for name, model_dir in models.items():
+            curves[name] = scan_mode(reference, mode, Potential(model_dir, dtype="float64"), amplitudes)["energies"][0]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
     for name, energies in curves.items():
-        ax.plot(amplitudes, 1e3 * np.asarray(energies), "--" if name.startswith("DFT") else "-o", ms=3, label=name)
+        style = "k--" if "harmonic" in name else ("ks" if name in markers else "-o")
+        ax.plot(amplitudes, 1e3 * np.asarray(energies), style, ms=3 if style == "-o" else 5, label=name)
+    dft = curves.get("DFT (PBE)")
+    if dft is not None:
+        ax.set_ylim(1e3 * min(np.min(dft), *(np.min(c) for c in curves.values())) - 10, 1e3 * np.max(dft) + 40)
+    ax.axhline(0, color="0.7", lw=0.5)
     ax.set_xlabel("Q (amu$^{1/2}$ Å)")
-    ax.set_ylabel("E − E(0) (meV per supercell)")
-    ax.set_title(f"{title}: mode at q={np.round(mode.qpoint, 3).tolist()}, DFT f = {mode.frequency:.2f} THz")
+    ax.set_ylabel("E − E(0) (meV per cell)")
+    ax.set_title(f"{title}: soft mode at q={np.round(qpoint, 3).tolist()}, DFT f = {frequency:.2f} THz", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
-    return {"frequency_THz": mode.frequency, "amplitudes": amplitudes.tolist(),
+    wells = {name: {"depth_meV": float(1e3 * np.min(c)), "Q_min": float(abs(amplitudes[int(np.argmin(c))]))}
+             for name, c in curves.items()}
+    return {"frequency_THz": frequency, "amplitudes": amplitudes.tolist(), "wells": wells,
             "energies_eV": {k: np.asarray(v).tolist() for k, v in curves.items()}}
 
 
@@ -216,11 +263,15 @@ def main() -> None:
         results.append({"material": material, "strategy": "pretrained", "n_train": 0, **row})
         print(f"{material}: pretrained mesh MAE {row['mesh_mae_THz']:.3f} THz", flush=True)
         phonons = {"DFT (PBE)": reference, "pretrained": pretrained_phonon}
-        replay = replay_set(model_dir, material, materials) if "multihead" in args.strategies else []
+        strategies = list(args.strategies)
+        if "multihead" in strategies and not multihead_possible(model_dir):
+            strategies.remove("multihead")
+            print(f"{material}: multihead skipped: this model has no multi-head readouts (MACE models only)")
+        replay = replay_set(model_dir, material, materials) if "multihead" in strategies else []
         tuned_for_scan = {"pretrained": model_dir}
-        for strategy in args.strategies:
-            for size in args.sizes:
-                n = len(train_all) if size == "all" else min(int(size), len(train_all))
+        for strategy in strategies:
+            sizes = sorted({len(train_all) if size == "all" else min(int(size), len(train_all)) for size in args.sizes})
+            for n in sizes:
                 run = output / "runs" / material / f"{strategy}_{n}"
                 record = run / "result.json"
                 if record.is_file():
@@ -241,12 +292,14 @@ def main() -> None:
                 results.append(entry)
                 print(f"{material} {strategy:9s} N={n:2d}: mesh MAE {row['mesh_mae_THz']:.3f} THz, "
                       f"valid F MAE {row['valid_force_mae_meV_per_A']:.1f} meV/Å ({seconds:.0f} s)", flush=True)
-                if size == args.sizes[-1]:
+                if n == sizes[-1]:
                     phonons[f"{strategy} (N={n})"] = phonon
                     tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
         overlay = {k: v for k, v in phonons.items() if k in ("DFT (PBE)", "pretrained") or k.startswith(("lora", "full"))}
         plot_band_structure_and_dos(overlay, output / f"bands_{material}.png", title=f"{material}: DFT vs models")
-        scan = imaginary_scan(reference, tuned_for_scan, output / f"imaginary_scan_{material}.png", material)
+        scan_file = DATA / material / "mode_scan.json"
+        dft_scan = json.loads(scan_file.read_text()) if scan_file.is_file() else None
+        scan = imaginary_scan(reference, tuned_for_scan, output / f"imaginary_scan_{material}.png", material, dft_scan)
         if scan is not None:
             scans[material] = scan
     elapsed = time.perf_counter() - started

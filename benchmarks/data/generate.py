@@ -12,7 +12,12 @@ Per material, in this order (each step needs the one before):
 2. ``phonon``: phonopy finite displacements (``PHONON_DISPLACEMENT`` Å, symmetry-reduced) in the
    material's supercell of the fitted primitive cell → ``<material>/phonopy_params.yaml`` with the
    DFT forces, and ``<material>/phonon_summary.json`` (frequencies at Γ and on a mesh, THz).
-3. ``train``: the fine-tuning protocol scaled down: ``N_TRAJECTORIES`` supercells, each strained by a
+3. ``scan``: only where the phonon reference has an imaginary mode at Γ: DFT energies along it,
+   the energy surface the paper uses to judge a model's phase-transition behaviour.  The
+   pattern is the soft Γ mode polarised along z (the degenerate subspace's projection of one z
+   displacement of its most displaced atom), in mass-weighted amplitude Q (amu^½·Å), at the
+   largest atomic displacements ``SCAN_MAX_DISPLACEMENTS`` → ``<material>/mode_scan.json``.
+4. ``train``: the fine-tuning protocol scaled down: ``N_TRAJECTORIES`` supercells, each strained by a
    random symmetric strain (components uniform in ±``STRAIN``) and rattled (Gaussian, σ =
    ``RATTLE_STDDEV`` Å), relaxed at fixed cell by the pretrained SevenNet-0 (trajectory kept in
    ``<material>/trajectories/``); DFT labels on frames at ``FRAME_FRACTIONS`` of each trajectory
@@ -92,6 +97,9 @@ TRAIN_TRAJECTORIES = SETTINGS["train_trajectories"]
 STRAIN = SETTINGS["strain_max"]
 RATTLE_STDDEV = SETTINGS["rattle_stddev_angstrom"]
 FRAME_FRACTIONS = SETTINGS["frame_fractions"]
+# Energy scan along a Γ instability (materials whose phonon reference has one): largest atomic
+# displacement of each point (Å); E(Q) = E(−Q) by inversion, so only Q ≥ 0 is computed.
+SCAN_MAX_DISPLACEMENTS = [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2]
 
 
 def _perovskite(a: float) -> Atoms:
@@ -115,6 +123,14 @@ MATERIALS = {
     "C": dict(build=lambda a: bulk("C", "diamond", a=a), a_guess=3.57, supercell=(2, 2, 2),
               bonding="covalent (diamond)"),
 }
+
+
+def harmonic_curvature(frequency_thz: float) -> float:
+    """d²E/dQ² (eV per amu·Å²) of a mode of ``frequency_thz`` (negative = imaginary): ±(2πf)²."""
+    from ase.units import _amu, _e
+
+    omega = 2 * np.pi * frequency_thz * 1e12  # rad/s
+    return float(np.sign(frequency_thz) * omega**2 * _amu * 1e-20 / _e)
 
 
 def log(message: str) -> None:
@@ -357,6 +373,81 @@ class Material:
         log(f"{self.name} phonons: Γ {np.round(gamma, 2).tolist()} THz, mesh min "
             f"{summary['mesh_min']:.2f} THz")
 
+    # ---- energy along a Γ instability ---------------------------------------------------------
+    def soft_mode(self):
+        """(phonopy supercell, frequency THz, pattern [N, 3] Å per unit Q) of the soft Γ mode, or
+        None without one.  u_i = Q e_i / √m_i (e: the mass-weighted eigenvector, tiled over the
+        supercell's copies of the primitive cell and normalised over the supercell)."""
+        import phonopy
+
+        path = self.dir / "phonopy_params.yaml"
+        if not path.exists():
+            return None
+        phonon = phonopy.load(str(path), log_level=0)  # symmetrized force constants
+        frequencies, vectors = phonon.get_frequencies_with_eigenvectors([0, 0, 0])
+        if frequencies[0] > -0.05:
+            return None
+        subspace = vectors[:, np.abs(frequencies - frequencies[0]) < 1e-3].real
+        projector = subspace @ subspace.T
+        n_prim = len(phonon.primitive)
+        weight = np.linalg.norm(subspace.reshape(n_prim, 3, -1), axis=(1, 2))
+        trial = np.zeros((n_prim, 3))
+        trial[int(np.argmax(weight)), 2] = 1.0
+        mode = (projector @ trial.ravel()).reshape(n_prim, 3)
+        supercell = phonon.supercell
+        primitive = phonon.primitive
+        tiled = mode[[primitive.p2p_map[j] for j in primitive.s2p_map]]
+        tiled /= np.linalg.norm(tiled)
+        pattern = tiled / np.sqrt(np.asarray(supercell.masses))[:, None]
+        return supercell, float(frequencies[0]), pattern
+
+    def run_scan(self, dry_run: bool) -> None:
+        found = self.soft_mode()
+        if found is None:
+            return
+        supercell, frequency, pattern = found
+        grid = kpoint_grid(Atoms(supercell.symbols, cell=supercell.cell, pbc=True,
+                                 scaled_positions=supercell.scaled_positions))
+        points = []
+        for index, displacement in enumerate(SCAN_MAX_DISPLACEMENTS):
+            q = displacement / np.abs(pattern).max()
+            atoms = Atoms(supercell.symbols, cell=supercell.cell, pbc=True,
+                          positions=supercell.positions + q * pattern)
+            path = self.dir / "scan" / f"point_{index:02d}.json"
+            if not path.exists():
+                log(f"{self.name} mode scan point {index + 1}/{len(SCAN_MAX_DISPLACEMENTS)} "
+                    f"(Q = {q:.3f} amu^½ Å, largest displacement {displacement:.3f} Å)"
+                    + (" [dry run]" if dry_run else " …"))
+                if dry_run or not claim(path):
+                    continue
+                result = dft(atoms, grid, self.log_dir / "scan" / f"{path.stem}.txt")
+                result.update(positions=atoms.positions.tolist(), Q=q)
+                write_json(path, result)
+                release(path)
+                log(f"{self.name} mode scan point {index + 1} done in {result['wall_s']} s")
+            if path.exists():
+                points.append(json.loads(path.read_text()))
+        if len(points) < len(SCAN_MAX_DISPLACEMENTS):
+            return
+        energies = [p["free_energy"] - points[0]["free_energy"] for p in points]
+        write_json(self.dir / "mode_scan.json", {
+            "description": "DFT (PBE) energy along the soft Γ mode, polarised along z; positions = "
+                           "positions + Q·pattern; E(−Q) = E(Q) by inversion",
+            "frequency_THz": frequency, "qpoint": [0.0, 0.0, 0.0],
+            "numbers": list(map(int, supercell.numbers)), "cell": np.asarray(supercell.cell).tolist(),
+            "positions": np.asarray(supercell.positions).tolist(),
+            "pattern_angstrom_per_Q": pattern.tolist(),
+            "max_displacement_angstrom": SCAN_MAX_DISPLACEMENTS,
+            "Q_amu_half_angstrom": [p["Q"] for p in points],
+            "energy_eV": energies,
+            "harmonic_energy_eV": [0.5 * harmonic_curvature(frequency) * p["Q"] ** 2 for p in points],
+            "force_drift_max": max(float(np.abs(p["force_drift"]).max()) for p in points),
+            "wall_s": round(sum(p["wall_s"] for p in points), 1),
+        })
+        well = int(np.argmin(energies))
+        log(f"{self.name} mode scan: minimum {1e3 * energies[well]:.1f} meV at Q = "
+            f"{points[well]['Q']:.3f} amu^½ Å")
+
     # ---- training / validation structures ---------------------------------------------------
     def start_structure(self, trajectory: int) -> Atoms:
         """Perfect supercell under a random symmetric strain (±STRAIN), then rattled."""
@@ -537,8 +628,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--materials", nargs="+", default=list(MATERIALS), metavar="NAME",
                         help=f"materials to generate, in order (default: all: {' '.join(MATERIALS)})")
-    parser.add_argument("--steps", nargs="+", default=["eos", "phonon", "train"],
-                        choices=["eos", "phonon", "train"], help="steps to run (default: all)")
+    parser.add_argument("--steps", nargs="+", default=["eos", "phonon", "scan", "train"],
+                        choices=["eos", "phonon", "scan", "train"], help="steps to run (default: all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the calculations that would run, run none")
     parser.add_argument("--report", action="store_true",
@@ -560,6 +651,8 @@ def main(argv=None) -> None:
             material.run_eos(args.dry_run)
         if "phonon" in args.steps:
             material.run_phonon(args.dry_run)
+        if "scan" in args.steps:
+            material.run_scan(args.dry_run)
         if "train" in args.steps:
             material.run_train(args.dry_run)
         if args.dry_run:
