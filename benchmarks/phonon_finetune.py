@@ -93,14 +93,6 @@ def evaluate_model(model_dir, reference, valid) -> tuple[dict, object]:
     return row, phonon
 
 
-def multihead_possible(model_dir) -> bool:
-    """Whether the model can take a second head (MACE's multi-head readouts; SevenNet has none)."""
-    from equitrain_jax.models.config import MACEConfig
-    from equitrain_jax.models.io import load_model
-
-    return isinstance(load_model(model_dir).config, MACEConfig)
-
-
 def replay_set(model_dir, material: str, materials: list[str], count: int = 8) -> list:
     """Other materials' training structures labelled by the pretrained model."""
     from equitrain_jax.potential import Potential
@@ -264,9 +256,6 @@ def main() -> None:
         print(f"{material}: pretrained mesh MAE {row['mesh_mae_THz']:.3f} THz", flush=True)
         phonons = {"DFT (PBE)": reference, "pretrained": pretrained_phonon}
         strategies = list(args.strategies)
-        if "multihead" in strategies and not multihead_possible(model_dir):
-            strategies.remove("multihead")
-            print(f"{material}: multihead skipped: this model has no multi-head readouts (MACE models only)")
         replay = replay_set(model_dir, material, materials) if "multihead" in strategies else []
         tuned_for_scan = {"pretrained": model_dir}
         for strategy in strategies:

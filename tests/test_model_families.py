@@ -1,9 +1,10 @@
 """Fine-tuning and phonons on the second model family: a small SevenNet-architecture model with
-fresh weights goes through LoRA fine-tuning (EMT as the reference) and the analytic-Hessian phonon
-path (phonopy finite displacements of the same model as the reference), unchanged code paths."""
+fresh weights goes through LoRA and multi-head fine-tuning (EMT as the reference) and the
+analytic-Hessian phonon path (phonopy finite displacements of the same model as the reference)."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import jax
@@ -13,10 +14,11 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from equitrain_jax.adapters import lora_finetune
+from equitrain_jax.adapters.heads import add_head
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.data import atoms_to_graph, pad_to_bucket
 from equitrain_jax.models.config import SevenNetConfig
-from equitrain_jax.models.io import ModelBundle
+from equitrain_jax.models.io import ModelBundle, load_model
 from equitrain_jax.phonons import phonopy_from_potential
 from equitrain_jax.phonons.phonopy_interface import phonopy_from_calculator
 from equitrain_jax.potential import Potential
@@ -81,3 +83,54 @@ def test_sevennet_force_constants_match_phonopy_finite_displacements(sevennet):
     ours.run_mesh((6, 6, 6), is_gamma_center=True)
     reference.run_mesh((6, 6, 6), is_gamma_center=True)
     np.testing.assert_allclose(ours.get_mesh_dict()["frequencies"], reference.get_mesh_dict()["frequencies"], atol=1e-3)
+
+
+def test_sevennet_new_head_copies_the_old_one_and_selects_its_own_shift(sevennet):
+    """add_head on SevenNet: the copy predicts exactly what the old head predicts, which is
+    unchanged.  Moving the new head's per-element shift by Δ_Z moves its energies by Σ_atoms Δ_Z
+    and leaves its forces alone, while the old head keeps its values (each structure uses its own
+    head's readout and shift).  A config whose shift does not match its heads is refused."""
+    cells = emt_cells(3, seed=7)
+    before = Potential(sevennet).evaluate(cells)
+    config, variables = add_head(sevennet.config, sevennet.variables, "new")
+    assert config.heads == ("Default", "new") and "readouts_1" in variables["params"]
+    two = ModelBundle(config, variables)
+    for head in (0, 1):
+        for out, ref in zip(Potential(two, head=head).evaluate(cells), before):
+            np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-13)
+            np.testing.assert_allclose(out["forces"], ref["forces"], atol=1e-12)
+    delta = np.array([0.25, -0.5, 1.0])
+    scale, shift = config.head_scale_shift()
+    shift[1] += delta
+    moved = ModelBundle(config.with_head_scale_shift(scale, shift), variables)
+    for atoms, out, ref in zip(cells, Potential(moved, head="new").evaluate(cells), before):
+        expected = ref["energy"] + sum(delta[ELEMENTS.index(z)] for z in atoms.numbers)
+        np.testing.assert_allclose(out["energy"], expected, rtol=1e-13)
+        np.testing.assert_allclose(out["forces"], ref["forces"], atol=1e-12)
+    for out, ref in zip(Potential(moved, head="Default").evaluate(cells), before):
+        np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-13)
+    with pytest.raises(ValueError, match=r"shift has shape \[3\]; it needs one value per element \(3\) for each of the 2 heads"):
+        dataclasses.replace(config, shift=sevennet.config.shift)
+
+
+def test_multihead_finetune_of_sevennet(sevennet, tmp_path):
+    """Multi-head replay on SevenNet: EMT targets train the new ``Default`` head (held-out force
+    error at least halved) while replay cells labelled by the pretrained model keep ``pt_head``
+    close to its own predictions; the saved two-head model loads back."""
+    from equitrain_jax.train.finetune import finetune
+
+    target, held_out, replay = emt_cells(8, seed=60), emt_cells(3, seed=61), emt_cells(4, seed=62)
+    for atoms, out in zip(replay, Potential(sevennet).evaluate(replay)):
+        atoms.calc = None
+        atoms.info["energy"], atoms.arrays["forces"], atoms.info["stress"] = out["energy"], out["forces"], out["stress"]
+    finetune(sevennet, target, held_out, tmp_path, strategy="multihead", replay=replay,
+             train_config=TrainConfig(epochs=20, learning_rate=3e-2), batch_size=4, dtype="float64", progress=False)
+    tuned = load_model(tmp_path / "model")
+    assert tuned.config.heads == ("pt_head", "Default")
+    emt = np.concatenate([a.get_forces() for a in held_out])
+    start = 1e3 * np.abs(np.concatenate([o["forces"] for o in Potential(sevennet).evaluate(held_out)]) - emt).mean()
+    after = 1e3 * np.abs(np.concatenate([o["forces"] for o in Potential(tuned).evaluate(held_out)]) - emt).mean()
+    assert after < start / 2, (start, after)
+    drift = 1e3 * np.abs(np.concatenate([o["forces"] for o in Potential(tuned, head="pt_head").evaluate(replay)])
+                         - np.concatenate([a.arrays["forces"] for a in replay])).mean()
+    assert drift < start / 5, (drift, start)

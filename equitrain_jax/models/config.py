@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 INTERACTION_BLOCKS = (
     "RealAgnosticInteractionBlock",
     "RealAgnosticResidualInteractionBlock",
@@ -132,7 +134,8 @@ class SevenNetConfig:
     without parity), and the edge filter is the spherical harmonics l = 0…``lmax`` taken as even.
     ``conv_denominators`` divide each layer's summed messages (√avg_num_neigh in SevenNet-0).
     ``scale`` and ``shift`` have one value per element, in the order of ``atomic_numbers``; the atomic
-    energy is scale·readout + shift.
+    energy is scale·readout + shift.  A model with several ``heads`` (multi-head fine-tuning) has one
+    readout per head (``readouts_<h>``) and ``scale``/``shift`` as [n_heads][n_elements].
     """
 
     FORMAT = "equitrain-jax/sevennet"
@@ -168,12 +171,19 @@ class SevenNetConfig:
             problems.append(
                 f"{len(self.conv_denominators)} conv_denominators for {self.num_interactions} interactions"
             )
-        if len(self.scale) != n_elements or len(self.shift) != n_elements:
-            problems.append(f"scale and shift need one value per element ({n_elements})")
+        n_heads = len(self.heads)
+        if n_heads == 0 or len(set(self.heads)) != n_heads:
+            problems.append(f"heads {self.heads!r} must be distinct names, at least one")
+        expected = (n_elements,) if n_heads == 1 else (n_heads, n_elements)
+        for name in ("scale", "shift"):
+            shape = np.shape(getattr(self, name))
+            if shape != expected:
+                problems.append(
+                    f"{name} has shape {list(shape)}; it needs one value per element ({n_elements})"
+                    + ("" if n_heads == 1 else f" for each of the {n_heads} heads")
+                )
         if not 0.0 < self.cutoff_on < self.r_max:
             problems.append(f"cutoff_on {self.cutoff_on} must lie between 0 and r_max {self.r_max}")
-        if self.heads != ("Default",):
-            problems.append(f"heads {self.heads!r}: SevenNet models here have the single head ('Default',)")
         if problems:
             raise ValueError("invalid SevenNet configuration: " + "; ".join(problems))
 
@@ -184,6 +194,20 @@ class SevenNetConfig:
     @property
     def num_elements(self) -> int:
         return len(self.atomic_numbers)
+
+    def head_scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """``scale`` and ``shift`` as [n_heads, n_elements] arrays, whatever the number of heads."""
+        shape = (len(self.heads), self.num_elements)
+        return np.reshape(self.scale, shape), np.reshape(self.shift, shape)
+
+    def with_head_scale_shift(self, scale: Any, shift: Any) -> "SevenNetConfig":
+        """This config with [n_heads, n_elements] ``scale`` and ``shift`` (stored flat for one head)."""
+        def stored(values):
+            values = np.asarray(values, dtype=float)
+            rows = tuple(tuple(float(v) for v in row) for row in values)
+            return rows[0] if len(self.heads) == 1 else rows
+
+        return dataclasses.replace(self, scale=stored(scale), shift=stored(shift))
 
     def to_json(self) -> dict[str, Any]:
         return _to_json(self)

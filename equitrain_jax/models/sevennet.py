@@ -4,7 +4,8 @@ parameters and call `nequip` / `equivariant`.
 ``SevenNet(config).apply(variables, graph)`` returns the energy of each graph (eV), with the same
 contract as `MACE`: padded neighbour-major graphs, ``variables = {"params", "constants"}``
 (``constants`` is empty: every fixed number lives in the config) and ``node_energies``.  Parameter
-names follow MACE's (``interactions_<t>``, ``readouts_0``) so adapter patterns carry over.
+names follow MACE's (``interactions_<t>``, ``readouts_<h>``, one readout per head) so adapter
+patterns carry over.
 
 One interaction (sevenn's ``NequIP_interaction_block`` with a linear self-connection)::
 
@@ -115,7 +116,7 @@ class SevenNet(nn.Module):
         self.interactions = [
             Interaction(cfg, t, self.param_dtype, name=f"interactions_{t}") for t in range(cfg.num_interactions)
         ]
-        self.readout = Readout(cfg, self.param_dtype, name="readouts_0")
+        self.readouts = [Readout(cfg, self.param_dtype, name=f"readouts_{h}") for h in range(len(cfg.heads))]
 
     def __call__(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
         """Total energy of each graph (eV), [n_graph]."""
@@ -150,10 +151,17 @@ class SevenNet(nn.Module):
         feats = {"0e": (self.species_embedding[species] / math.sqrt(cfg.num_elements))[:, :, None]}
         for interaction in self.interactions:
             feats = interaction(feats, sh, edge_feats, graph.senders, edge_mask)
-        readout = self.readout(feats)
+        head_scale, head_shift = cfg.head_scale_shift()
+        if len(self.readouts) == 1:
+            node_heads = jnp.zeros_like(species)
+            readout = self.readouts[0](feats)
+        else:  # one readout per head; each atom takes its structure's head
+            node_heads = graph.globals["head"][node_graph]
+            per_head = jnp.stack([readout(feats) for readout in self.readouts], axis=1)
+            readout = jnp.take_along_axis(per_head, node_heads[:, None], axis=1)[:, 0]
 
-        scale = jnp.asarray(cfg.scale, dtype)[species]
-        shift = jnp.asarray(cfg.shift, dtype)[species]
+        scale = jnp.asarray(head_scale, dtype)[node_heads, species]
+        shift = jnp.asarray(head_shift, dtype)[node_heads, species]
         energies = scale * readout + shift
         if "mask" in graph.nodes:
             energies = jnp.where(graph.nodes["mask"], energies, 0.0)

@@ -16,7 +16,7 @@ from equitrain_jax.train.data import LabelKeys, labelled_graph
 def refit_e0s(bundle: ModelBundle, structures: Sequence[ase.Atoms], keys: LabelKeys = LabelKeys(), head: int = 0) -> ModelBundle:
     """``bundle`` with head ``head``'s E0s (eV) shifted so the model's energies fit the labelled
     ``structures`` best in the least-squares sense (for SevenNet, whose per-element ``shift`` is
-    the per-atom energy offset, that shift).
+    the per-atom energy offset, that head's shift).
 
     Energies are linear in the E0s (E = Σ_atoms E0[Z] + rest), so the change ΔE0 solves
     ``counts · ΔE0 = E_label − E_model``; when the compositions do not determine every E0 (one
@@ -39,8 +39,10 @@ def refit_e0s(bundle: ModelBundle, structures: Sequence[ase.Atoms], keys: LabelK
             counts[row, index[int(z)]] += 1
     change, *_ = np.linalg.lstsq(counts, labels - predicted, rcond=None)
     if not is_mace:
-        shift = tuple(float(old + delta) for old, delta in zip(config.shift, change))
-        return ModelBundle(dataclasses.replace(config, shift=shift), bundle.variables)
+        scale, shift = config.head_scale_shift()
+        shift = shift.copy()
+        shift[head] += change
+        return ModelBundle(config.with_head_scale_shift(scale, shift), bundle.variables)
     e0 = [list(row) for row in config.atomic_energies]
     e0[head] = [float(old + delta) for old, delta in zip(e0[head], change)]
     return ModelBundle(dataclasses.replace(config, atomic_energies=tuple(tuple(row) for row in e0)), bundle.variables)

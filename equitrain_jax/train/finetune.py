@@ -35,7 +35,6 @@ from equitrain_jax.adapters import (
 )
 from equitrain_jax.adapters.heads import add_head, rename_head
 from equitrain_jax.adapters.paths import dotted_path
-from equitrain_jax.models.config import MACEConfig
 from equitrain_jax.models.io import ModelBundle, load_model, save_model
 from equitrain_jax.potential import DTYPES, resolve_head
 from equitrain_jax.train.data import LabelKeys, labelled_batches, sharded_batches
@@ -70,8 +69,6 @@ def with_new_head(bundle: ModelBundle, name: str, copy_from: int) -> ModelBundle
     """``bundle`` with a head ``name`` copied from head ``copy_from``; an existing head of that name
     (the pretrained ``Default``) is renamed ``pt_head``, so the new head is the default one."""
     config = bundle.config
-    if not isinstance(config, MACEConfig):
-        raise ValueError(f"multi-head fine-tuning needs a MACE model (multi-head readouts); this is a {type(config).__name__}")
     if name in config.heads:
         config = rename_head(config, name, PRETRAINED_HEAD)
     return ModelBundle(*add_head(config, bundle.variables, name, copy_from))
