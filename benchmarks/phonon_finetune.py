@@ -247,6 +247,7 @@ def main() -> None:
 
     from equitrain_jax.phonons.compare import load_reference
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos
+    from equitrain_jax.potential import Potential
     from equitrain_jax.train import TrainConfig
     from equitrain_jax.train.finetune import finetune
 
@@ -279,12 +280,15 @@ def main() -> None:
             for n in sizes:
                 run = output / "runs" / material / f"{strategy}_{n}"
                 record = run / "result.json"
-                if record.is_file():
+                if record.is_file():  # finished before: its record (and, for the largest size, its phonons)
                     entry = json.loads(record.read_text())
                     if "gamma_mae_THz" not in entry:  # a run from before that column: evaluate its model again
                         entry.update(evaluate_model(run / "model", reference, valid)[0])
                         record.write_text(json.dumps(entry, indent=1) + "\n")
                     results.append(entry)
+                    if n == sizes[-1]:
+                        phonons[f"{strategy} (N={n})"] = phonons_of(Potential(run / "model", dtype="float64"), reference)
+                        tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
                     continue
                 start = time.perf_counter()
                 finetune(
@@ -304,7 +308,7 @@ def main() -> None:
                 if n == sizes[-1]:
                     phonons[f"{strategy} (N={n})"] = phonon
                     tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
-        overlay = {k: v for k, v in phonons.items() if k in ("DFT (PBE)", "pretrained") or k.startswith(("lora", "full"))}
+        overlay = {k: v for k, v in phonons.items() if k in ("DFT (PBE)", "pretrained") or k.startswith(("lora", "full", "multihead"))}
         plot_band_structure_and_dos(overlay, output / f"bands_{material}.png", title=f"{material}: DFT vs models")
         scan_file = DATA / material / "mode_scan.json"
         dft_scan = json.loads(scan_file.read_text()) if scan_file.is_file() else None
