@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import ase.io
@@ -66,24 +65,13 @@ def force_mae(potential, structures) -> float:
     return 1e3 * float(np.mean(np.concatenate([np.abs(o["forces"] - a.get_forces()).ravel() for o, a in zip(outputs, structures)])))
 
 
-def phonons_of(potential, reference):
-    from equitrain_jax.phonons import phonopy_from_potential
-    from equitrain_jax.phonons.phonopy_interface import phonopy_to_ase
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # small DFT supercells: the size warning is known
-        return phonopy_from_potential(potential, phonopy_to_ase(reference.unitcell), reference.supercell_matrix,
-                                      primitive_matrix=reference.primitive_matrix)
-
-
 def evaluate_model(model_dir, reference, valid) -> tuple[dict, object]:
-    from equitrain_jax.phonons.compare import compare_phonons
+    from equitrain_jax.phonons.compare import compare_phonons, phonopy_like_reference
+    from equitrain_jax.phonons.phonopy_interface import gamma_frequencies
     from equitrain_jax.potential import Potential
 
-    from equitrain_jax.phonons.phonopy_interface import gamma_frequencies
-
     potential = Potential(model_dir, dtype="float64")
-    phonon = phonons_of(potential, reference)
+    phonon = phonopy_like_reference(potential, reference)
     comparison = compare_phonons(phonon, reference)
     gamma, gamma_dft = gamma_frequencies(phonon), gamma_frequencies(reference)
     row = {
@@ -245,7 +233,8 @@ def main() -> None:
     parser.add_argument("-o", "--output", default=str(Path(__file__).parent / "results" / "phonon_finetune"))
     args = parser.parse_args()
 
-    from equitrain_jax.phonons.compare import load_reference
+    from equitrain_jax.phonons.compare import load_reference, phonopy_like_reference
+    from equitrain_jax.phonons.phonopy_interface import gamma_frequencies
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos
     from equitrain_jax.potential import Potential
     from equitrain_jax.train import TrainConfig
@@ -264,7 +253,7 @@ def main() -> None:
         train_all = ase.io.read(DATA / material / "train.extxyz", ":")
         valid = ase.io.read(DATA / material / "valid.extxyz", ":")
         row, pretrained_phonon = evaluate_model(model_dir, reference, valid)
-        gamma_dft = np.sort(np.asarray(reference.get_frequencies([0.0, 0.0, 0.0])))
+        gamma_dft = gamma_frequencies(reference)
         results.append({"material": material, "strategy": "DFT reference", "n_train": None,
                         "gamma_lowest_THz": float(gamma_dft[0])})
         results.append({"material": material, "strategy": "pretrained", "n_train": 0, **row})
@@ -287,7 +276,7 @@ def main() -> None:
                         record.write_text(json.dumps(entry, indent=1) + "\n")
                     results.append(entry)
                     if n == sizes[-1]:
-                        phonons[f"{strategy} (N={n})"] = phonons_of(Potential(run / "model", dtype="float64"), reference)
+                        phonons[f"{strategy} (N={n})"] = phonopy_like_reference(Potential(run / "model", dtype="float64"), reference)
                         tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
                     continue
                 start = time.perf_counter()

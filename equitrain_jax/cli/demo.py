@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +42,7 @@ def finetune_phonons(args: argparse.Namespace) -> None:
     import ase.io
 
     from equitrain_jax.convert.sevennet import convert_pretrained
-    from equitrain_jax.phonons import phonopy_from_potential
-    from equitrain_jax.phonons.compare import compare_phonons, load_reference
+    from equitrain_jax.phonons.compare import compare_phonons, load_reference, phonopy_like_reference
     from equitrain_jax.phonons.phonopy_interface import phonopy_to_ase
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos
     from equitrain_jax.potential import Potential
@@ -70,10 +68,7 @@ def finetune_phonons(args: argparse.Namespace) -> None:
 
     def phonons(model_dir):
         potential = Potential(model_dir, dtype="float64")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the DFT supercell is small; the size warning is known
-            phonon = phonopy_from_potential(potential, unitcell, reference.supercell_matrix,
-                                            primitive_matrix=reference.primitive_matrix)
+        phonon = phonopy_like_reference(potential, reference)
         forces = np.concatenate([o["forces"] for o in potential.evaluate(valid)])
         force_mae = 1e3 * np.abs(forces - np.concatenate([a.get_forces() for a in valid])).mean()
         return phonon, compare_phonons(phonon, reference), force_mae

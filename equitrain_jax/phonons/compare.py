@@ -18,7 +18,13 @@ import phonopy
 from ase.formula import Formula
 from phonopy import Phonopy
 
-from equitrain_jax.phonons.phonopy_interface import CUTOFF_FREQUENCY_THZ, band_structure, thermal_properties
+from equitrain_jax.phonons.phonopy_interface import (
+    CUTOFF_FREQUENCY_THZ,
+    band_structure,
+    phonopy_from_potential,
+    phonopy_to_ase,
+    thermal_properties,
+)
 
 THERMAL_KEYS = {
     "free_energy": "free_energy_kJ_per_mol",
@@ -64,6 +70,18 @@ def load_reference(
             f"displacements with forces, and there is no FORCE_CONSTANTS or FORCE_SETS beside it"
         )
     return reference
+
+
+def phonopy_like_reference(potential: Any, reference: Phonopy) -> Phonopy:
+    """The model's phonons on the reference's own unit cell, supercell and primitive matrices (the
+    like-for-like comparison with a DFT finite-displacement reference); a supercell narrower than
+    2·r_max, usual for DFT references, is not warned about here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return phonopy_from_potential(potential, phonopy_to_ase(reference.unitcell), reference.supercell_matrix,
+                                      primitive_matrix=reference.primitive_matrix)
 
 
 def primitive_transformation(model: Phonopy, reference: Phonopy, lattice_tolerance: float = 0.05) -> np.ndarray:
