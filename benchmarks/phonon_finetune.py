@@ -59,6 +59,15 @@ def materials_with_data(names) -> list[str]:
     return found
 
 
+def training_indices(total: int, n: int, seed: int) -> list[int]:
+    """Which of the ``total`` training structures a run with ``n`` of them uses: the first ``n``
+    for seed 0 (the runs of the README's tables), a random draw for the other seeds, so that the
+    spread over seeds includes the choice of structures as well as the initialisation and batch order."""
+    if seed == 0 or n >= total:
+        return list(range(n))
+    return sorted(int(i) for i in np.random.default_rng([seed, n]).choice(total, n, replace=False))
+
+
 def force_mae(potential, structures) -> float:
     """Force MAE (meV/Å, per component) of ``potential`` against the structures' labels."""
     outputs = potential.evaluate(structures)
@@ -162,8 +171,9 @@ def imaginary_scan(reference, models: dict, path: Path, title: str, dft_scan: di
         style = "k--" if "harmonic" in name else ("ks" if name in markers else "-o")
         ax.plot(amplitudes, 1e3 * np.asarray(energies), style, ms=3 if style == "-o" else 5, label=name)
     dft = curves.get("DFT (PBE)")
-    if dft is not None:
-        ax.set_ylim(1e3 * min(np.min(dft), *(np.min(c) for c in curves.values())) - 10, 1e3 * np.max(dft) + 40)
+    if dft is not None:  # scaled to the double wells; DFT's harmonic parabola may leave the plot
+        lowest = min(np.min(c) for name, c in curves.items() if "harmonic" not in name)
+        ax.set_ylim(1e3 * lowest - 10, 1e3 * np.max(dft) + 40)
     ax.axhline(0, color="0.7", lw=0.5)
     ax.set_xlabel("Q (amu$^{1/2}$ Å)")
     ax.set_ylabel("E − E(0) (meV per cell)")
@@ -195,9 +205,10 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
         if pretrained:
             ax.axhline(pretrained[0][metric], color="k", ls="--", label="pretrained")
         for strategy in STRATEGIES:
-            points = sorted((r["n_train"], r[metric]) for r in rows if r["strategy"] == strategy)
+            points = [(s["n_train"], s[metric], s.get(metric + "_std", 0.0)) for s in summarize(rows) if s["strategy"] == strategy]
             if points:
-                ax.plot(*zip(*points), "-o", ms=3, label=strategy)
+                n, mean, std = map(np.array, zip(*sorted(points)))
+                ax.errorbar(n, mean, yerr=std if np.any(std > 0) else None, fmt="-o", ms=3, capsize=2, label=strategy)
         ax.set_xscale("log")
         ax.set_xlabel("training structures")
         ax.set_ylabel("phonon MAE at Γ (THz)" if metric == "gamma_mae_THz" else "phonon MAE on q-mesh (THz)")
@@ -208,6 +219,29 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
     plt.close(fig)
 
 
+SUMMARY_METRICS = ("gamma_mae_THz", "gamma_lowest_THz", "band_mae_THz", "mesh_mae_THz", "max_frequency_error_THz",
+                   "free_error", "entropy_error", "heat_error", "valid_force_mae_meV_per_A", "train_seconds")
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """One row per (material, strategy, N): the mean over its seeds, with ``<metric>_std`` (the
+    sample standard deviation) and ``seeds`` (how many); rows without a seed (DFT, pretrained) as
+    they are."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["material"], r["strategy"], r["n_train"]), []).append(r)
+    summary = []
+    for (material, strategy, n), rows in groups.items():
+        entry = {"material": material, "strategy": strategy, "n_train": n, "seeds": len(rows)}
+        for key in SUMMARY_METRICS:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if values:
+                entry[key] = float(np.mean(values))
+                entry[key + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        summary.append(entry)
+    return summary
+
+
 def write_table(results: list[dict], path: Path) -> None:
     columns = [("material", "{}"), ("strategy", "{}"), ("n_train", "{}"), ("gamma_mae_THz", "{:.3f}"),
                ("gamma_lowest_THz", "{:+.2f}"), ("band_mae_THz", "{:.3f}"),
@@ -216,10 +250,27 @@ def write_table(results: list[dict], path: Path) -> None:
                ("train_seconds", "{:.0f}")]
     header = ["material", "strategy", "N", "Γ MAE (THz)", "lowest Γ (THz)", "band MAE (THz)", "mesh MAE (THz)", "Δf_max (THz)",
               "ΔF 300 K (kJ/mol)", "ΔS (J/K/mol)", "ΔCv (J/K/mol)", "valid F MAE (meV/Å)", "train (s)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in results:
-        lines.append("| " + " | ".join(fmt.format(r[key]) if r.get(key) is not None else "–" for key, fmt in columns) + " |")
-    path.write_text("\n".join(lines) + "\n")
+    if any(r.get("seed") for r in results):  # several seeds: every run, then mean ± std per (material, strategy, N)
+        columns.insert(3, ("seed", "{}"))
+        header.insert(3, "seed")
+
+    def markdown(rows, cell):
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cell(r, key, fmt) for key, fmt in columns) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+
+    text = markdown(results, lambda r, key, fmt: fmt.format(r[key]) if r.get(key) is not None else "–")
+    if "seed" in header:
+        columns[3], header[3] = ("seeds", "{}"), "seeds"
+
+        def mean_std(r, key, fmt):
+            if r.get(key) is None:
+                return "–"
+            spread = r.get(key + "_std")
+            return fmt.format(r[key]) + (" ± " + fmt.format(spread).lstrip("+") if spread else "")
+
+        text += "\nMean ± standard deviation over seeds:\n\n" + markdown(summarize(results), mean_std)
+    path.write_text(text)
 
 
 def main() -> None:
@@ -230,9 +281,13 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"], help="training-set sizes ('all' = every structure)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="runs per strategy and size, seeds 0 … SEEDS−1 (initialisation, batch order and, "
+                             "for seeds > 0, which structures); the table then also gives mean ± std")
     parser.add_argument("-o", "--output", default=str(Path(__file__).parent / "results" / "phonon_finetune"))
     args = parser.parse_args()
 
+    from equitrain_jax.cli import enable_compilation_cache
     from equitrain_jax.phonons.compare import load_reference, phonopy_like_reference
     from equitrain_jax.phonons.phonopy_interface import gamma_frequencies
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos
@@ -240,6 +295,7 @@ def main() -> None:
     from equitrain_jax.train import TrainConfig
     from equitrain_jax.train.finetune import finetune
 
+    enable_compilation_cache()  # every run of a material compiles the same phonon programs
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     model_dir = Path(args.model) if args.model else pretrained_model(output)
@@ -266,35 +322,40 @@ def main() -> None:
         tuned_for_scan = {"pretrained": model_dir}
         for strategy in strategies:
             sizes = sorted({len(train_all) if size == "all" else min(int(size), len(train_all)) for size in args.sizes})
-            for n in sizes:
-                run = output / "runs" / material / f"{strategy}_{n}"
+            for n, seed in ((n, seed) for n in sizes for seed in range(args.seeds)):
+                run = output / "runs" / material / (f"{strategy}_{n}" + (f"_seed{seed}" if seed else ""))
                 record = run / "result.json"
-                if record.is_file():  # finished before: its record (and, for the largest size, its phonons)
+                keep = seed == 0 and n == sizes[-1]  # the runs drawn in the band and scan plots
+                if record.is_file():  # finished before: its record (and, for the plotted runs, its phonons)
                     entry = json.loads(record.read_text())
                     if "gamma_mae_THz" not in entry:  # a run from before that column: evaluate its model again
                         entry.update(evaluate_model(run / "model", reference, valid)[0])
                         record.write_text(json.dumps(entry, indent=1) + "\n")
-                    results.append(entry)
-                    if n == sizes[-1]:
+                    results.append({"seed": seed, **entry})
+                    if keep:
                         phonons[f"{strategy} (N={n})"] = phonopy_like_reference(Potential(run / "model", dtype="float64"), reference)
                         tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
                     continue
+                train = [train_all[i] for i in training_indices(len(train_all), n, seed)]
                 start = time.perf_counter()
                 finetune(
-                    model_dir, train_all[:n], valid, run, strategy=strategy, e0s="refit",
+                    model_dir, train, valid, run, strategy=strategy, e0s="refit",
                     train_config=TrainConfig(epochs=args.epochs, learning_rate=args.lr, schedule="plateau",
-                                             ema_decay=0.99, early_stopping_patience=15),
+                                             ema_decay=0.99, early_stopping_patience=15, seed=seed),
                     batch_size=min(4, n), dtype="float32", replay=replay if strategy == "multihead" else (),
                     progress=False,
                 )
                 seconds = time.perf_counter() - start
                 row, phonon = evaluate_model(run / "model", reference, valid)
-                entry = {"material": material, "strategy": strategy, "n_train": n, "train_seconds": seconds, **row}
+                entry = {"material": material, "strategy": strategy, "n_train": n, "seed": seed,
+                         "train_indices": training_indices(len(train_all), n, seed),
+                         "train_seconds": seconds, **row}
                 record.write_text(json.dumps(entry, indent=1) + "\n")
                 results.append(entry)
-                print(f"{material} {strategy:9s} N={n:2d}: mesh MAE {row['mesh_mae_THz']:.3f} THz, "
-                      f"valid F MAE {row['valid_force_mae_meV_per_A']:.1f} meV/Å ({seconds:.0f} s)", flush=True)
-                if n == sizes[-1]:
+                print(f"{material} {strategy:9s} N={n:2d} seed {seed}: mesh MAE {row['mesh_mae_THz']:.3f} THz, "
+                      f"Γ MAE {row['gamma_mae_THz']:.3f} THz, valid F MAE {row['valid_force_mae_meV_per_A']:.1f} meV/Å "
+                      f"({seconds:.0f} s)", flush=True)
+                if keep:
                     phonons[f"{strategy} (N={n})"] = phonon
                     tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
         overlay = {k: v for k, v in phonons.items() if k in ("DFT (PBE)", "pretrained") or k.startswith(("lora", "full", "multihead"))}
