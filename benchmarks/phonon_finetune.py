@@ -68,6 +68,16 @@ def training_indices(total: int, n: int, seed: int) -> list[int]:
     return sorted(int(i) for i in np.random.default_rng([seed, n]).choice(total, n, replace=False))
 
 
+def check_settings(run: Path, model_dir: Path, epochs: int, learning_rate: float) -> None:
+    """Refuse to mix a finished run made with other settings into this table."""
+    settings = json.loads((run / "run.json").read_text())
+    stored = (Path(settings["base_model"]).resolve(), settings["train"]["epochs"], settings["train"]["learning_rate"])
+    if stored != (model_dir.resolve(), epochs, learning_rate):
+        raise SystemExit(
+            f"{run} was made from {stored[0]} with --epochs {stored[1]} --lr {stored[2]}, not from {model_dir} with "
+            f"--epochs {epochs} --lr {learning_rate}: repeat those arguments, or choose another --output")
+
+
 def force_mae(potential, structures) -> float:
     """Force MAE (meV/Å, per component) of ``potential`` against the structures' labels."""
     outputs = potential.evaluate(structures)
@@ -279,7 +289,7 @@ def main() -> None:
     parser.add_argument("--materials", nargs="+", help="default: every material in benchmarks/data with complete data")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"], help="training-set sizes ('all' = every structure)")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seeds", type=int, default=1,
                         help="runs per strategy and size, seeds 0 … SEEDS−1 (initialisation, batch order and, "
@@ -327,6 +337,7 @@ def main() -> None:
                 record = run / "result.json"
                 keep = seed == 0 and n == sizes[-1]  # the runs drawn in the band and scan plots
                 if record.is_file():  # finished before: its record (and, for the plotted runs, its phonons)
+                    check_settings(run, model_dir, args.epochs, args.lr)
                     entry = json.loads(record.read_text())
                     if "gamma_mae_THz" not in entry:  # a run from before that column: evaluate its model again
                         entry.update(evaluate_model(run / "model", reference, valid)[0])
