@@ -12,7 +12,8 @@ finite-displacement reference: frequency MAE on the band path and a q-mesh, erro
 at 300 K, validation force MAE, training time.  The pretrained model is the first row.
 
 Writes into ``--output`` (default ``benchmarks/results/phonon_finetune``): ``results.json``,
-``table.md``, per-material band-structure overlays (DFT vs pretrained vs fine-tuned),
+``table.md``, per-material band-structure and thermal-property overlays (DFT vs pretrained vs
+fine-tuned: ``bands_<material>.png``, ``thermal_<material>.png``),
 ``learning_curves.png`` and, for materials whose DFT reference has an imaginary mode, the 1D
 energy scan along it: DFT energies along the soft mode (``data/<material>/mode_scan.json``) and
 DFT's harmonic ½λQ² against the pretrained and fine-tuned models on the same structures.
@@ -300,7 +301,7 @@ def main() -> None:
     from equitrain_jax.cli import enable_compilation_cache
     from equitrain_jax.phonons.compare import load_reference, phonopy_like_reference
     from equitrain_jax.phonons.phonopy_interface import gamma_frequencies
-    from equitrain_jax.phonons.plots import plot_band_structure_and_dos
+    from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
     from equitrain_jax.train import TrainConfig
     from equitrain_jax.train.finetune import finetune
@@ -371,6 +372,7 @@ def main() -> None:
                     tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
         overlay = {k: v for k, v in phonons.items() if k in ("DFT (PBE)", "pretrained") or k.startswith(("lora", "full", "multihead"))}
         plot_band_structure_and_dos(overlay, output / f"bands_{material}.png", title=f"{material}: DFT vs models")
+        plot_thermal_properties(overlay, output / f"thermal_{material}.png", title=f"{material}: DFT vs models")
         scan_file = DATA / material / "mode_scan.json"
         dft_scan = json.loads(scan_file.read_text()) if scan_file.is_file() else None
         scan = imaginary_scan(reference, tuned_for_scan, output / f"imaginary_scan_{material}.png", material, dft_scan)

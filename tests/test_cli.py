@@ -121,6 +121,7 @@ def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
     gamma = np.sort(np.abs(summary["gamma_frequencies_THz"]))
     assert np.all(gamma[:3] < 1e-3) and gamma[3] > 0.1  # three acoustic modes vanish at Γ
     assert (out / "band_dos.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "thermal.png").read_bytes()[:4] == b"\x89PNG"
 
     written = phonopy.load(out / "phonopy_params.yaml", log_level=0)
     analysis = json.loads((out / "imaginary_modes.json").read_text())
@@ -146,6 +147,7 @@ def test_phonons_command_writes_results_and_plot(tmp_path, capsys):
         assert comparison[name]["mae_THz"] < 1e-6 and comparison[name]["max_abs_error_THz"] < 1e-5
     assert "vs reference, mesh: MAE 0.000 THz" in printed and "rerun with --scan-modes" in printed
     assert (again / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert (again / "comparison_thermal.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_phonons_command_keeps_partial_results_when_relaxation_fails(tmp_path, capsys):

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
                         "displacement (default, the fewest), the rows of the distinct atoms, or every row")
     p.add_argument("--reference", default=None, metavar="REF.yaml",
                    help="reference phonopy YAML (with force constants, or with FORCE_CONSTANTS/FORCE_SETS beside it): "
-                        "writes comparison.json and comparison.png")
+                        "writes comparison.json, comparison.png and comparison_thermal.png")
     p.add_argument("--imaginary-threshold", type=float, default=0.05,
                    help="frequencies below minus this (THz) count as imaginary (default 0.05)")
     p.add_argument("--scan-modes", action="store_true",
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> None:
 
     from equitrain_jax.calculator import Calculator
     from equitrain_jax.phonons import load_reference, phonopy_from_potential, write_results
-    from equitrain_jax.phonons.plots import plot_band_structure_and_dos
+    from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
 
     if args.imaginary_threshold < 0:
@@ -91,13 +91,14 @@ def run(args: argparse.Namespace) -> None:
     phonon = phonopy_from_potential(potential, atoms, supercell_matrix=supercell, method=args.hessian)
     paths = write_results(phonon, out, imaginary_tolerance=args.imaginary_threshold)
     plot = plot_band_structure_and_dos(phonon, out / "band_dos.png", title=atoms.get_chemical_formula())
+    thermal_plot = plot_thermal_properties(phonon, out / "thermal.png", title=atoms.get_chemical_formula())
     summary = json.loads(paths["summary"].read_text())
     thermal = summary["thermal"]
     print(f"max frequency {summary['max_frequency_THz']:.3f} THz, min {summary['min_frequency_THz']:.3f} THz, "
           f"imaginary modes: {'yes' if summary['has_imaginary_modes'] else 'no'}")
     print(f"300 K: F {thermal['free_energy_kJ_per_mol']:.3f} kJ/mol, S {thermal['entropy_J_per_K_mol']:.3f} J/K/mol, "
           f"Cv {thermal['heat_capacity_J_per_K_mol']:.3f} J/K/mol ({thermal['per']})")
-    print(f"wrote {paths['yaml']}, {paths['summary']}, {plot}")
+    print(f"wrote {paths['yaml']}, {paths['summary']}, {plot}, {thermal_plot}")
     imaginary_mode_analysis(args, phonon, potential, out)
     if reference is not None:
         compare_with_reference(phonon, reference, args.reference, out, title=atoms.get_chemical_formula())
@@ -154,12 +155,14 @@ def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Pa
 def compare_with_reference(phonon, reference, reference_path: str, out: Path, title: str) -> None:
     """Frequency and thermal errors against the reference, and an overlay plot."""
     from equitrain_jax.phonons.compare import THERMAL_KEYS, compare_phonons
-    from equitrain_jax.phonons.plots import plot_band_structure_and_dos
+    from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
 
     comparison = {"reference": str(reference_path), **compare_phonons(phonon, reference)}
     path = out / "comparison.json"
     path.write_text(json.dumps(comparison, indent=1))
     plot = plot_band_structure_and_dos({"model": phonon, "reference": reference}, out / "comparison.png", title=title)
+    thermal_plot = plot_thermal_properties({"model": phonon, "reference": reference}, out / "comparison_thermal.png",
+                                           title=title)
     for name in ("band_path", "mesh"):
         errors = comparison[name]
         print(f"vs reference, {name}: MAE {errors['mae_THz']:.3f} THz, RMSE {errors['rmse_THz']:.3f} THz, "
@@ -169,4 +172,4 @@ def compare_with_reference(phonon, reference, reference_path: str, out: Path, ti
     errors = {key: thermal[key]["error"] for key in THERMAL_KEYS.values()}
     print(f"vs reference, {thermal['temperature_K']:.0f} K: ΔF {errors['free_energy_kJ_per_mol']:+.3f} kJ/mol, "
           f"ΔS {errors['entropy_J_per_K_mol']:+.3f} J/K/mol, ΔCv {errors['heat_capacity_J_per_K_mol']:+.3f} J/K/mol")
-    print(f"wrote {path}, {plot}")
+    print(f"wrote {path}, {plot}, {thermal_plot}")

@@ -1,5 +1,5 @@
-"""Phonon figures as PNG: band structure and DOS (one or several models overlaid), energy scans
-along unstable modes (1D curves, 2D contour).  Frequencies in THz, imaginary drawn as negative."""
+"""Phonon figures as PNG: band structure and DOS (one or several models overlaid), harmonic
+thermal properties against temperature, energy scans along unstable modes (1D curves, 2D contour).  Frequencies in THz, imaginary drawn as negative."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 from phonopy import Phonopy
 
 from equitrain_jax.phonons.compare import frequencies_at, primitive_transformation
-from equitrain_jax.phonons.phonopy_interface import band_structure, total_dos
+from equitrain_jax.phonons.phonopy_interface import CUTOFF_FREQUENCY_THZ, band_structure, thermal_properties, total_dos
+
+GAS_CONSTANT = 8.314462618  # J/(K mol)
 
 
 def _pyplot():
@@ -86,6 +88,51 @@ def plot_band_structure_and_dos(
         ax_bands.legend(loc="best", fontsize=8)
     ax_dos.set_xlabel("DOS (1/THz)")
     ax_dos.set_xlim(0, dos_max * 1.05)
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_thermal_properties(
+    phonons: Union[Phonopy, Mapping[str, Phonopy]],
+    path: Union[str, Path],
+    title: str = "",
+    mesh: Sequence[int] = (20, 20, 20),
+    t_max: float = 1000.0,
+    t_step: float = 10.0,
+    cutoff_frequency: float = CUTOFF_FREQUENCY_THZ,
+) -> Path:
+    """Harmonic free energy F, entropy S and heat capacity Cv against temperature (0 … ``t_max``
+    K), per mole of primitive cells, three panels, into the PNG ``path``.
+
+    ``phonons`` is one `Phonopy` or several by label, as in `plot_band_structure_and_dos`; each
+    on its own Γ-centred ``mesh`` (`phonopy_interface.thermal_properties`, imaginary modes left
+    out).  The Cv panel marks the classical Dulong–Petit limit 3nR of the first one's primitive
+    cell.  Several models must share the primitive cell, as the numbers are per mole of it.
+    """
+    if isinstance(phonons, Phonopy):
+        phonons = {"": phonons}
+    if not phonons:
+        raise ValueError("no phonons to plot")
+    first = next(iter(phonons.values()))
+    for phonon in phonons.values():
+        primitive_transformation(first, phonon)  # the same crystal, or a ValueError naming the difference
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+    keys = (("free_energy", "F (kJ/mol)"), ("entropy", "S (J/K/mol)"), ("heat_capacity", "$C_v$ (J/K/mol)"))
+    for label, phonon in phonons.items():
+        thermal = thermal_properties(phonon, mesh=mesh, t_min=0.0, t_max=t_max, t_step=t_step,
+                                     cutoff_frequency=cutoff_frequency)
+        for ax, (key, _) in zip(axes, keys):
+            ax.plot(thermal["temperatures"], thermal[key], lw=1.2, label=label or None)
+    axes[2].axhline(3 * len(first.primitive) * GAS_CONSTANT, color="0.5", ls="--", lw=0.8, label="3nR")
+    for ax, (_, name) in zip(axes, keys):
+        ax.set_xlabel("T (K)")
+        ax.set_ylabel(name)
+        ax.set_xlim(0, t_max)
+    axes[0].set_title(title)
+    axes[2].legend(fontsize=7)
+    figure.tight_layout()
     figure.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(figure)
     return Path(path)

@@ -21,7 +21,7 @@ from equitrain_jax.phonons import (
     write_results,
 )
 from equitrain_jax.phonons.phonopy_interface import CUTOFF_FREQUENCY_THZ, ase_to_phonopy
-from equitrain_jax.phonons.plots import plot_band_structure_and_dos
+from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
 
 MESH = (4, 4, 4)
 NPOINTS = 11
@@ -160,3 +160,16 @@ def test_overlay_plot_of_several_models(tmp_path, model_and_reference):
     path = plot_band_structure_and_dos({"model": model, "reference": reference, "softer": softer},
                                        tmp_path / "overlay.png", mesh=MESH)
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
+
+
+def test_thermal_plot_of_several_models(tmp_path, model_and_reference):
+    """F, S, Cv against T for two primitive settings of NaCl in one figure; another crystal is
+    refused by name (per-mole numbers of different primitive cells would not compare)."""
+    model, reference = model_and_reference
+    path = plot_thermal_properties({"model": model, "reference": reference}, tmp_path / "thermal.png",
+                                   mesh=MESH, t_max=600)
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
+    silicon = quiet(Phonopy, ase_to_phonopy(unitcells()["Si-diamond"]), supercell_matrix=np.eye(3, dtype=int))
+    with pytest.raises(ValueError, match="different crystal"):
+        plot_thermal_properties({"model": model, "Si": silicon}, tmp_path / "refused.png", mesh=MESH)
+    assert not (tmp_path / "refused.png").exists()
