@@ -519,6 +519,7 @@ class Material:
             labelled[index] = []
             for step in self.frame_indices(len(frames)):
                 path = self.dir / "labels" / f"trajectory_{index}_step_{step:03d}.extxyz"
+                labelled[index].append(path)  # train/valid wait for it, whichever process computes it
                 if not path.exists():
                     log(f"{self.name} DFT label trajectory {index} step {step}/{len(frames) - 1} "
                         f"({len(frames[step])} atoms, k {grid})" + (" [dry run]" if dry_run else " …"))
@@ -539,7 +540,6 @@ class Material:
                     release(path)
                     log(f"{self.name} DFT label trajectory {index} step {step} done in "
                         f"{result['wall_s']} s")
-                labelled[index].append(path)
         paths = [p for index in range(N_TRAJECTORIES) for p in labelled.get(index, [])]
         if dry_run or len(labelled) < N_TRAJECTORIES or not all(p.exists() for p in paths):
             return
