@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
           f"imaginary modes: {'yes' if summary['has_imaginary_modes'] else 'no'}")
     print(f"300 K: F {thermal['free_energy_kJ_per_mol']:.3f} kJ/mol, S {thermal['entropy_J_per_K_mol']:.3f} J/K/mol, "
           f"Cv {thermal['heat_capacity_J_per_K_mol']:.3f} J/K/mol ({thermal['per']})")
-    print(f"wrote {paths['yaml']}, {paths['summary']}, {plot}, {thermal_plot}")
+    print(f"wrote {', '.join(str(path) for path in paths.values())}, {plot}, {thermal_plot}")
     imaginary_mode_analysis(args, phonon, potential, out)
     if reference is not None:
         compare_with_reference(phonon, reference, args.reference, out, title=atoms.get_chemical_formula())

@@ -427,8 +427,15 @@ def write_results(
     temperature: float = 300.0,
     imaginary_tolerance: float = IMAGINARY_TOLERANCE_THZ,
 ) -> dict[str, Path]:
-    """Write ``phonopy_params.yaml`` (structure and force constants, readable by
-    ``phonopy.load``) and ``summary.json`` (see `summary`) into ``directory``; return their paths."""
+    """Write into ``directory`` and return the paths (keys in brackets):
+
+    - ``phonopy_params.yaml`` [yaml]: structure and force constants, readable by ``phonopy.load``;
+    - ``summary.json`` [summary]: see `summary`;
+    - phonopy's own result files, as its command line writes them: ``band.yaml`` [band] (the
+      automatic band path; ``phonopy-bandplot`` reads it), ``total_dos.dat`` [dos] (Γ-centred
+      ``mesh``) and ``thermal_properties.yaml`` [thermal] (0–1000 K in steps of 10 K, per mole of
+      primitive cells, modes below `CUTOFF_FREQUENCY_THZ` left out).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     yaml_path = directory / "phonopy_params.yaml"
@@ -438,4 +445,12 @@ def write_results(
         summary(phonon, npoints=npoints, mesh=mesh, temperature=temperature, imaginary_tolerance=imaginary_tolerance),
         indent=1,
     ))
-    return {"yaml": yaml_path, "summary": json_path}
+    paths = {"yaml": yaml_path, "summary": json_path, "band": directory / "band.yaml",
+             "dos": directory / "total_dos.dat", "thermal": directory / "thermal_properties.yaml"}
+    band_structure(phonon, npoints=npoints)
+    phonon.write_yaml_band_structure(filename=paths["band"])
+    total_dos(phonon, mesh=mesh)
+    phonon.write_total_dos(filename=paths["dos"])
+    thermal_properties(phonon, mesh=mesh, t_min=0.0, t_max=1000.0, t_step=10.0)
+    phonon.write_yaml_thermal_properties(filename=paths["thermal"])
+    return paths

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import phonopy
 import pytest
+import yaml
 from ase import Atoms
 from ase.build import bulk
 from phonopy import Phonopy
@@ -184,6 +185,18 @@ def test_write_results_round_trip(tmp_path, crystal):
     np.testing.assert_allclose(thermal["free_energy_kJ_per_mol"], ref["free_energy"][0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(thermal["entropy_J_per_K_mol"], ref["entropy"][0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(thermal["heat_capacity_J_per_K_mol"], ref["heat_capacity"][0], rtol=1e-4, atol=1e-5)
+    # phonopy's own result files, against the finite-displacement reference
+    band = yaml.safe_load(paths["band"].read_text())
+    for point in band["phonon"][:: max(1, len(band["phonon"]) // 5)]:
+        np.testing.assert_allclose([b["frequency"] for b in point["band"]],
+                                   reference.get_frequencies(point["q-position"]), rtol=0, atol=1e-3)
+    table = yaml.safe_load(paths["thermal"].read_text())["thermal_properties"]
+    row = next(r for r in table if r["temperature"] == 300.0)
+    np.testing.assert_allclose([row["free_energy"], row["entropy"], row["heat_capacity"]],
+                               [ref["free_energy"][0], ref["entropy"][0], ref["heat_capacity"][0]], rtol=1e-4, atol=1e-5)
+    assert table[0]["temperature"] == 0.0 and table[-1]["temperature"] == 1000.0
+    frequencies, states = np.loadtxt(paths["dos"], unpack=True)
+    assert np.trapezoid(states, frequencies) == pytest.approx(3 * len(ours.primitive), rel=0.02)
     assert summary["band_labels"][0] == "$\\Gamma$"
 
 
