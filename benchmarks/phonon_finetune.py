@@ -222,10 +222,12 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
                 ax.errorbar(n, mean, yerr=std if np.any(std > 0) else None, fmt="-o", ms=3, capsize=2, label=strategy)
         ax.set_xscale("log")
         ax.set_yscale("log")  # errors span two decades: fine-tuned ≈ 0.03 THz, from scratch ≈ 4 THz
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training structures")
         ax.set_ylabel("phonon MAE at Γ (THz)" if metric == "gamma_mae_THz" else "phonon MAE on q-mesh (THz)")
         ax.set_title(material)
-    axes[0][0].legend(fontsize=7)
+    max(axes[0], key=lambda ax: len(ax.get_legend_handles_labels()[0])).legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -285,6 +287,28 @@ def write_table(results: list[dict], path: Path) -> None:
     path.write_text(text)
 
 
+def judged_by(reference) -> str:
+    """The phonon error a material's learning curve shows: a 1×1×1 reference (BaTiO3) has exact
+    frequencies at Γ only, so it is judged there; the others on the q-mesh."""
+    return "gamma_mae_THz" if np.allclose(reference.supercell_matrix, np.eye(3)) else "mesh_mae_THz"
+
+
+def merge_earlier(path: Path, results: list[dict], scans: dict, materials: list[str], model_dir: Path, args) -> tuple[list, dict]:
+    """This invocation's rows, plus those of other materials that an earlier invocation with the
+    same model and settings wrote to ``path`` (so that ``--materials X`` adds X to the table)."""
+    if not path.is_file():
+        return results, scans
+    earlier = json.loads(path.read_text())
+    same = (Path(earlier["model"]).resolve(), earlier["epochs"], earlier["learning_rate"]) == (model_dir.resolve(), args.epochs, args.lr)
+    if not same:
+        return results, scans
+    kept = [r for r in earlier["rows"] if r["material"] not in materials]
+    order = sorted({r["material"] for r in kept + results})
+    rows = sorted(kept + results, key=lambda r: order.index(r["material"]))  # stable: keeps each material's order
+    merged_scans = {m: v for m, v in earlier.get("imaginary_scans", {}).items() if m not in materials} | scans
+    return rows, merged_scans
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="converted model directory (default: SevenNet-0 from the sevenn package)")
@@ -325,8 +349,7 @@ def main() -> None:
         results.append({"material": material, "strategy": "DFT reference", "n_train": None,
                         "gamma_lowest_THz": float(gamma_dft[0])})
         results.append({"material": material, "strategy": "pretrained", "n_train": 0, **row})
-        # a 1×1×1 reference (BaTiO3) has exact frequencies at Γ only: judge it there
-        metrics[material] = "gamma_mae_THz" if np.allclose(reference.supercell_matrix, np.eye(3)) else "mesh_mae_THz"
+        metrics[material] = judged_by(reference)
         print(f"{material}: pretrained mesh MAE {row['mesh_mae_THz']:.3f} THz", flush=True)
         phonons = {"DFT (PBE)": reference, "pretrained": pretrained_phonon}
         strategies = list(args.strategies)
@@ -380,6 +403,9 @@ def main() -> None:
         if scan is not None:
             scans[material] = scan
     elapsed = time.perf_counter() - started
+    results, scans = merge_earlier(output / "results.json", results, scans, materials, model_dir, args)
+    for material in {r["material"] for r in results} - set(metrics):
+        metrics[material] = judged_by(load_reference(DATA / material / "phonopy_params.yaml"))
     (output / "results.json").write_text(json.dumps(
         {"model": str(model_dir), "epochs": args.epochs, "learning_rate": args.lr, "rows": results,
          "imaginary_scans": scans, "wall_seconds": elapsed}, indent=1) + "\n")
