@@ -12,7 +12,7 @@ finite-displacement reference: frequency MAE on the band path and a q-mesh, erro
 at 300 K, validation force MAE, training time.  The pretrained model is the first row.
 
 Writes into ``--output`` (default ``benchmarks/results/phonon_finetune``): ``results.json``,
-``table.md``, per-material band-structure and thermal-property overlays (DFT vs pretrained vs
+``table.md`` (every run, every column), ``summary.md`` (a compact table per material), per-material band-structure and thermal-property overlays (DFT vs pretrained vs
 fine-tuned: ``bands_<material>.png``, ``thermal_<material>.png``),
 ``learning_curves.png`` and, for materials whose DFT reference has an imaginary mode, the 1D
 energy scan along it: DFT energies along the soft mode (``data/<material>/mode_scan.json``) and
@@ -208,8 +208,11 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
     import matplotlib.pyplot as plt
 
     materials = sorted({r["material"] for r in results})
-    fig, axes = plt.subplots(1, len(materials), figsize=(4 * len(materials), 3.4), squeeze=False)
-    for ax, material in zip(axes[0], materials):
+    columns = min(3, len(materials))
+    rows_of_panels = -(-len(materials) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(4 * columns, 3.2 * rows_of_panels), squeeze=False)
+    panels, spare = axes.flat[:len(materials)], axes.flat[len(materials):]
+    for ax, material in zip(panels, materials):
         rows = [r for r in results if r["material"] == material]
         metric = metrics.get(material, "mesh_mae_THz")
         pretrained = [r for r in rows if r["strategy"] == "pretrained"]
@@ -221,13 +224,22 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
                 n, mean, std = map(np.array, zip(*sorted(points)))
                 ax.errorbar(n, mean, yerr=std if np.any(std > 0) else None, fmt="-o", ms=3, capsize=2, label=strategy)
         ax.set_xscale("log")
+        sizes = sorted({r["n_train"] for r in rows if r["n_train"]})
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_yscale("log")  # errors span two decades: fine-tuned ≈ 0.03 THz, from scratch ≈ 4 THz
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training structures")
         ax.set_ylabel("phonon MAE at Γ (THz)" if metric == "gamma_mae_THz" else "phonon MAE on q-mesh (THz)")
         ax.set_title(material)
-    max(axes[0], key=lambda ax: len(ax.get_legend_handles_labels()[0])).legend(fontsize=7)
+    fullest = max(panels, key=lambda ax: len(ax.get_legend_handles_labels()[0]))
+    if len(spare):  # the legend in the first empty panel, the rest blank
+        spare[0].legend(*fullest.get_legend_handles_labels(), loc="center", fontsize=9)
+        for ax in spare:
+            ax.axis("off")
+    else:
+        fullest.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -284,6 +296,51 @@ def write_table(results: list[dict], path: Path) -> None:
             return fmt.format(r[key]) + (" ± " + fmt.format(spread).lstrip("+") if spread else "")
 
         text += "\nMean ± standard deviation over seeds:\n\n" + markdown(summarize(results), mean_std)
+    path.write_text(text)
+
+
+LABELS = {"lora": "LoRA", "delta": "L2-SP delta", "freeze": "freeze (readouts train)", "full": "full",
+          "multihead": "multi-head replay", "scratch": "from scratch"}
+
+
+def write_summary(results: list[dict], path: Path, metrics: dict[str, str]) -> None:
+    """One compact table per material, a row per strategy with its sizes side by side
+    ("N = 1 / 5 / 10", means over seeds): the form the README quotes.  A material judged at Γ
+    (1×1×1 reference) gets Γ columns instead of band and mesh ones."""
+    rows = summarize(results)
+
+    def number(value, decimals, signed):
+        if value is None:
+            return "–"
+        value = value if round(value, decimals) else 0.0  # no "−0.00"
+        text = f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+        return text.replace("-", "−")
+
+    text = ""
+    for material in dict.fromkeys(r["material"] for r in rows):
+        if metrics.get(material) == "gamma_mae_THz":
+            columns = [("Γ MAE (THz)", "gamma_mae_THz", 3, False), ("lowest Γ (THz)", "gamma_lowest_THz", 2, True)]
+        else:
+            columns = [("band MAE (THz)", "band_mae_THz", 3, False), ("mesh MAE (THz)", "mesh_mae_THz", 3, False),
+                       ("Δf_max (THz)", "max_frequency_error_THz", 2, True), ("ΔF 300 K (kJ/mol)", "free_error", 2, True),
+                       ("ΔCv (J/K/mol)", "heat_error", 2, True)]
+        columns.append(("valid. F MAE (meV/Å)", "valid_force_mae_meV_per_A", 1, False))
+        mine = [r for r in rows if r["material"] == material]
+        seeds = max((r["seeds"] for r in mine if r["n_train"]), default=1)
+        text += f"**{material}**" + (f" (means over {seeds} seeds)" if seeds > 1 else "") + "\n\n"
+        text += "| from the pretrained model | N | " + " | ".join(c[0] for c in columns) + " |\n"
+        text += "|" + "---|" * (len(columns) + 2) + "\n"
+        pretrained = next((r for r in mine if r["strategy"] == "pretrained"), None)
+        if pretrained is not None:  # one value: a decimal more than the strategies' rows
+            text += "| pretrained | 0 | " + " | ".join(
+                number(pretrained.get(key), decimals + signed, signed) for _, key, decimals, signed in columns) + " |\n"
+        for strategy in STRATEGIES:
+            runs = sorted((r for r in mine if r["strategy"] == strategy), key=lambda r: r["n_train"])
+            if runs:
+                text += f"| {LABELS[strategy]} | {' / '.join(str(r['n_train']) for r in runs)} | " + " | ".join(
+                    " / ".join(number(r.get(key), decimals, signed) for r in runs)
+                    for _, key, decimals, signed in columns) + " |\n"
+        text += "\n"
     path.write_text(text)
 
 
@@ -410,6 +467,7 @@ def main() -> None:
         {"model": str(model_dir), "epochs": args.epochs, "learning_rate": args.lr, "rows": results,
          "imaginary_scans": scans, "wall_seconds": elapsed}, indent=1) + "\n")
     write_table(results, output / "table.md")
+    write_summary(results, output / "summary.md", metrics)
     plot_learning_curves(results, output / "learning_curves.png", metrics)
     print((output / "table.md").read_text())
     print(f"wrote {output} in {elapsed / 60:.1f} min")
