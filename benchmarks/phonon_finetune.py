@@ -3,6 +3,8 @@ experiment, offline, on the GPAW PBE data in ``benchmarks/data``.
 
     python benchmarks/phonon_finetune.py                      # SevenNet-0, every material with data
     python benchmarks/phonon_finetune.py --model models/mp0-medium --materials Si Al --sizes 1 10
+    python benchmarks/phonon_finetune.py --materials Al Si --strategies lora full --sizes 5 10 \
+        --seeds 3 -o benchmarks/results/phonon_finetune_seeds        # the spread over seeds
 
 Per material and per strategy (LoRA, L2-SP delta, freezing, full, multi-head replay, from
 scratch) and training-set size (1, 5, 10, all), it fine-tunes the model on the DFT-labelled
@@ -35,14 +37,16 @@ import ase.io
 import numpy as np
 
 DATA = Path(__file__).parent / "data"
+DEFAULT_OUTPUT = Path(__file__).parent / "results" / "phonon_finetune"
 STRATEGIES = ("lora", "delta", "freeze", "full", "multihead", "scratch")
 
 
-def pretrained_model(output: Path) -> Path:
-    """SevenNet-0 converted from the installed ``sevenn`` package (once)."""
+def pretrained_model() -> Path:
+    """SevenNet-0 converted from the installed ``sevenn`` package (once, in the default output
+    directory, so that runs written to other ``--output`` directories share it)."""
     from equitrain_jax.convert.sevennet import convert_pretrained
 
-    target = output / "sevennet-0"
+    target = DEFAULT_OUTPUT / "sevennet-0"
     if not (target / "config.json").is_file():
         convert_pretrained("sevennet-0", target)
     return target
@@ -69,14 +73,16 @@ def training_indices(total: int, n: int, seed: int) -> list[int]:
     return sorted(int(i) for i in np.random.default_rng([seed, n]).choice(total, n, replace=False))
 
 
-def check_settings(run: Path, model_dir: Path, epochs: int, learning_rate: float) -> None:
+def check_settings(run: Path, model_dir: Path, epochs: int, learning_rate: float, patience: int | None) -> None:
     """Refuse to mix a finished run made with other settings into this table."""
     settings = json.loads((run / "run.json").read_text())
-    stored = (Path(settings["base_model"]).resolve(), settings["train"]["epochs"], settings["train"]["learning_rate"])
-    if stored != (model_dir.resolve(), epochs, learning_rate):
+    train = settings["train"]
+    stored = (Path(settings["base_model"]).resolve(), train["epochs"], train["learning_rate"], train["early_stopping_patience"])
+    if stored != (model_dir.resolve(), epochs, learning_rate, patience):
         raise SystemExit(
-            f"{run} was made from {stored[0]} with --epochs {stored[1]} --lr {stored[2]}, not from {model_dir} with "
-            f"--epochs {epochs} --lr {learning_rate}: repeat those arguments, or choose another --output")
+            f"{run} was made from {stored[0]} with --epochs {stored[1]} --lr {stored[2]} --patience {stored[3] or 0}, "
+            f"not from {model_dir} with --epochs {epochs} --lr {learning_rate} --patience {patience or 0}: "
+            "repeat those arguments, or choose another --output")
 
 
 def force_mae(potential, structures) -> float:
@@ -305,8 +311,9 @@ LABELS = {"lora": "LoRA", "delta": "L2-SP delta", "freeze": "freeze (readouts tr
 
 def write_summary(results: list[dict], path: Path, metrics: dict[str, str]) -> None:
     """One compact table per material, a row per strategy with its sizes side by side
-    ("N = 1 / 5 / 10", means over seeds): the form the README quotes.  A material judged at Γ
-    (1×1×1 reference) gets Γ columns instead of band and mesh ones."""
+    ("N = 1 / 5 / 10", means over seeds, and the standard deviation of the phonon error the
+    material is judged by): the form the README quotes.  A material judged at Γ (1×1×1
+    reference) gets Γ columns instead of band and mesh ones."""
     rows = summarize(results)
 
     def number(value, decimals, signed):
@@ -338,7 +345,9 @@ def write_summary(results: list[dict], path: Path, metrics: dict[str, str]) -> N
             runs = sorted((r for r in mine if r["strategy"] == strategy), key=lambda r: r["n_train"])
             if runs:
                 text += f"| {LABELS[strategy]} | {' / '.join(str(r['n_train']) for r in runs)} | " + " | ".join(
-                    " / ".join(number(r.get(key), decimals, signed) for r in runs)
+                    " / ".join(number(r.get(key), decimals, signed)
+                               + (" ± " + number(r[key + "_std"], decimals, False)
+                                  if key == metrics.get(material) and r.get(key + "_std") else "") for r in runs)
                     for _, key, decimals, signed in columns) + " |\n"
         text += "\n"
     path.write_text(text)
@@ -356,7 +365,8 @@ def merge_earlier(path: Path, results: list[dict], scans: dict, materials: list[
     if not path.is_file():
         return results, scans
     earlier = json.loads(path.read_text())
-    same = (Path(earlier["model"]).resolve(), earlier["epochs"], earlier["learning_rate"]) == (model_dir.resolve(), args.epochs, args.lr)
+    same = ((Path(earlier["model"]).resolve(), earlier["epochs"], earlier["learning_rate"], earlier.get("patience", 15))
+            == (model_dir.resolve(), args.epochs, args.lr, args.patience))
     if not same:
         return results, scans
     kept = [r for r in earlier["rows"] if r["material"] not in materials]
@@ -374,10 +384,12 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"], help="training-set sizes ('all' = every structure)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--patience", type=int, default=15,
+                        help="early stopping: epochs without a better validation loss (0: train every epoch)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="runs per strategy and size, seeds 0 … SEEDS−1 (initialisation, batch order and, "
                              "for seeds > 0, which structures); the table then also gives mean ± std")
-    parser.add_argument("-o", "--output", default=str(Path(__file__).parent / "results" / "phonon_finetune"))
+    parser.add_argument("-o", "--output", default=str(DEFAULT_OUTPUT))
     args = parser.parse_args()
 
     from equitrain_jax.cli import enable_compilation_cache
@@ -391,10 +403,13 @@ def main() -> None:
     enable_compilation_cache()  # every run of a material compiles the same phonon programs
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    model_dir = Path(args.model) if args.model else pretrained_model(output)
+    model_dir = Path(args.model) if args.model else pretrained_model()
     materials = materials_with_data(args.materials)
     if not materials:
         raise SystemExit("no material has complete data in benchmarks/data (run benchmarks/data/generate.py)")
+    if args.patience < 0:
+        raise SystemExit(f"--patience must be 0 (no early stopping) or positive, not {args.patience}")
+    patience = args.patience or None
     started = time.perf_counter()
     results, scans, metrics = [], {}, {}
     for material in materials:
@@ -419,7 +434,7 @@ def main() -> None:
                 record = run / "result.json"
                 keep = seed == 0 and n == sizes[-1]  # the runs drawn in the band and scan plots
                 if record.is_file():  # finished before: its record (and, for the plotted runs, its phonons)
-                    check_settings(run, model_dir, args.epochs, args.lr)
+                    check_settings(run, model_dir, args.epochs, args.lr, patience)
                     entry = json.loads(record.read_text())
                     if "gamma_mae_THz" not in entry:  # a run from before that column: evaluate its model again
                         entry.update(evaluate_model(run / "model", reference, valid)[0])
@@ -434,7 +449,7 @@ def main() -> None:
                 finetune(
                     model_dir, train, valid, run, strategy=strategy, e0s="refit",
                     train_config=TrainConfig(epochs=args.epochs, learning_rate=args.lr, schedule="plateau",
-                                             ema_decay=0.99, early_stopping_patience=15, seed=seed),
+                                             ema_decay=0.99, early_stopping_patience=patience, seed=seed),
                     batch_size=min(4, n), dtype="float32", replay=replay if strategy == "multihead" else (),
                     progress=False,
                 )
@@ -464,7 +479,7 @@ def main() -> None:
     for material in {r["material"] for r in results} - set(metrics):
         metrics[material] = judged_by(load_reference(DATA / material / "phonopy_params.yaml"))
     (output / "results.json").write_text(json.dumps(
-        {"model": str(model_dir), "epochs": args.epochs, "learning_rate": args.lr, "rows": results,
+        {"model": str(model_dir), "epochs": args.epochs, "learning_rate": args.lr, "patience": args.patience, "rows": results,
          "imaginary_scans": scans, "wall_seconds": elapsed}, indent=1) + "\n")
     write_table(results, output / "table.md")
     write_summary(results, output / "summary.md", metrics)
