@@ -64,6 +64,23 @@ def materials_with_data(names) -> list[str]:
     return found
 
 
+def uncovered_elements(model_dir: Path, materials: list[str]) -> dict[str, list[str]]:
+    """Per material, the elements of its data that the model has no embedding for."""
+    from ase.data import chemical_symbols
+
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise SystemExit(f"{model_dir} is not a converted model directory (no config.json); "
+                         "convert one first: equitrain-jax convert MODEL -o DIR")
+    known = set(json.loads(config.read_text())["atomic_numbers"])
+    missing = {}
+    for material in materials:
+        numbers = {int(z) for atoms in ase.io.read(DATA / material / "train.extxyz", ":") for z in atoms.numbers}
+        if numbers - known:
+            missing[material] = [chemical_symbols[z] for z in sorted(numbers - known)]
+    return missing
+
+
 def training_indices(total: int, n: int, seed: int) -> list[int]:
     """Which of the ``total`` training structures a run with ``n`` of them uses: the first ``n``
     for seed 0 (the runs of the README's tables), a random draw for the other seeds, so that the
@@ -405,8 +422,16 @@ def main() -> None:
     output.mkdir(parents=True, exist_ok=True)
     model_dir = Path(args.model) if args.model else pretrained_model()
     materials = materials_with_data(args.materials)
+    uncovered = uncovered_elements(model_dir, materials)
+    if uncovered:  # before any training: named materials are refused, the default set skips them
+        listing = "; ".join(f"{m} ({', '.join(e)})" for m, e in uncovered.items())
+        if args.materials:
+            raise SystemExit(f"{model_dir} has no parameters for the elements of {listing}; choose other --materials")
+        print(f"skipped, {model_dir} has no parameters for their elements: {listing}")
+        materials = [m for m in materials if m not in uncovered]
     if not materials:
-        raise SystemExit("no material has complete data in benchmarks/data (run benchmarks/data/generate.py)")
+        raise SystemExit("no material has complete data in benchmarks/data (run benchmarks/data/generate.py)"
+                         + (" that the model covers" if uncovered else ""))
     if args.patience < 0:
         raise SystemExit(f"--patience must be 0 (no early stopping) or positive, not {args.patience}")
     patience = args.patience or None
