@@ -245,24 +245,32 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
             points = [(s["n_train"], s[metric], s.get(metric + "_std", 0.0)) for s in summarize(rows) if s["strategy"] == strategy]
             if points:
                 n, mean, std = map(np.array, zip(*sorted(points)))
-                ax.errorbar(n, mean, yerr=std if np.any(std > 0) else None, fmt="-o", ms=3, capsize=2, label=strategy)
+                ax.errorbar(n, mean, yerr=std if np.any(std > 0) else None, fmt="-o", ms=3, capsize=2, label=strategy,
+                            color=f"C{STRATEGIES.index(strategy)}")  # one colour per strategy in every panel
         ax.set_xscale("log")
         sizes = sorted({r["n_train"] for r in rows if r["n_train"]})
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_yscale("log")  # errors span two decades: fine-tuned ≈ 0.03 THz, from scratch ≈ 4 THz
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        low, high = ax.get_ylim()
+        ax.yaxis.set_minor_formatter(  # under a decade there may be no major tick to label
+            matplotlib.ticker.FormatStrFormatter("%g") if high / low < 10 else matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training structures")
         ax.set_ylabel("phonon MAE at Γ (THz)" if metric == "gamma_mae_THz" else "phonon MAE on q-mesh (THz)")
         ax.set_title(material)
-    fullest = max(panels, key=lambda ax: len(ax.get_legend_handles_labels()[0]))
+    entries = {}  # every label of every panel, once (panels may show different strategies)
+    for ax in panels:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    order = ["pretrained", *STRATEGIES]
+    entries = dict(sorted(entries.items(), key=lambda item: order.index(item[0])))
     if len(spare):  # the legend in the first empty panel, the rest blank
-        spare[0].legend(*fullest.get_legend_handles_labels(), loc="center", fontsize=9)
+        spare[0].legend(entries.values(), entries.keys(), loc="center", fontsize=9)
         for ax in spare:
             ax.axis("off")
     else:
-        fullest.legend(fontsize=7)
+        panels[0].legend(entries.values(), entries.keys(), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
