@@ -14,8 +14,9 @@ finite-displacement reference: frequency MAE on the band path and a q-mesh, erro
 at 300 K, validation force MAE, training time.  The pretrained model is the first row.
 
 Writes into ``--output`` (default ``benchmarks/results/phonon_finetune``): ``results.json``,
-``table.md`` (every run, every column), ``summary.md`` (a compact table per material), per-material band-structure and thermal-property overlays (DFT vs pretrained vs
-fine-tuned: ``bands_<material>.png``, ``thermal_<material>.png``),
+``table.md`` (every run, every column), ``summary.md`` (a compact table per material),
+per-material band-structure and thermal-property overlays (DFT vs pretrained vs fine-tuned:
+``bands_<material>.png``, ``thermal_<material>.png``),
 ``learning_curves.png`` and, for materials whose DFT reference has an imaginary mode, the 1D
 energy scan along it: DFT energies along the soft mode (``data/<material>/mode_scan.json``) and
 DFT's harmonic ½λQ² against the pretrained and fine-tuned models on the same structures.
@@ -416,6 +417,9 @@ def main() -> None:
                              "for seeds > 0, which structures); the table then also gives mean ± std")
     parser.add_argument("-o", "--output", default=str(DEFAULT_OUTPUT))
     args = parser.parse_args()
+    if args.patience < 0:
+        raise SystemExit(f"--patience must be 0 (no early stopping) or positive, not {args.patience}")
+    patience = args.patience or None
 
     from equitrain_jax.cli import enable_compilation_cache
     from equitrain_jax.phonons.compare import load_reference, phonopy_like_reference
@@ -440,9 +444,6 @@ def main() -> None:
     if not materials:
         raise SystemExit("no material has complete data in benchmarks/data (run benchmarks/data/generate.py)"
                          + (" that the model covers" if uncovered else ""))
-    if args.patience < 0:
-        raise SystemExit(f"--patience must be 0 (no early stopping) or positive, not {args.patience}")
-    patience = args.patience or None
     started = time.perf_counter()
     results, scans, metrics = [], {}, {}
     for material in materials:
