@@ -40,6 +40,7 @@ import numpy as np
 DATA = Path(__file__).parent / "data"
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "phonon_finetune"
 STRATEGIES = ("lora", "delta", "freeze", "full", "multihead", "scratch")
+PATIENCE = 15  # default early stopping; also what results written before the setting was recorded used
 
 
 def pretrained_model() -> Path:
@@ -242,8 +243,9 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
         pretrained = [r for r in rows if r["strategy"] == "pretrained"]
         if pretrained:
             ax.axhline(pretrained[0][metric], color="k", ls="--", label="pretrained")
+        summary = summarize(rows)
         for strategy in STRATEGIES:
-            points = [(s["n_train"], s[metric], s.get(metric + "_std", 0.0)) for s in summarize(rows) if s["strategy"] == strategy]
+            points = [(s["n_train"], s[metric], s.get(metric + "_std", 0.0)) for s in summary if s["strategy"] == strategy]
             if points:
                 n, mean, std = map(np.array, zip(*sorted(points)))
                 ax.errorbar(n, mean, yerr=std if np.any(std > 0) else None, fmt="-o", ms=3, capsize=2, label=strategy,
@@ -391,7 +393,7 @@ def merge_earlier(path: Path, results: list[dict], scans: dict, materials: list[
     if not path.is_file():
         return results, scans
     earlier = json.loads(path.read_text())
-    same = ((Path(earlier["model"]).resolve(), earlier["epochs"], earlier["learning_rate"], earlier.get("patience", 15))
+    same = ((Path(earlier["model"]).resolve(), earlier["epochs"], earlier["learning_rate"], earlier.get("patience", PATIENCE))
             == (model_dir.resolve(), args.epochs, args.lr, args.patience))
     if not same:
         return results, scans
@@ -410,7 +412,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"], help="training-set sizes ('all' = every structure)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--patience", type=int, default=15,
+    parser.add_argument("--patience", type=int, default=PATIENCE,
                         help="early stopping: epochs without a better validation loss (0: train every epoch)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="runs per strategy and size, seeds 0 … SEEDS−1 (initialisation, batch order and, "
