@@ -22,6 +22,12 @@ Per material, in this order (each step needs the one before):
    ``RATTLE_STDDEV`` Å), relaxed at fixed cell by the pretrained SevenNet-0 (trajectory kept in
    ``<material>/trajectories/``); DFT labels on frames at ``FRAME_FRACTIONS`` of each trajectory
    → ``<material>/train.extxyz`` (trajectories ``TRAIN_TRAJECTORIES``) and ``valid.extxyz`` (the rest).
+5. ``volumes`` (``QHA_MATERIALS``): the phonon step again at V0·``QHA_VOLUME_FACTORS`` (same
+   supercell, displacement and k-point grid) → ``<material>/volumes/v<factor>/phonopy_params.yaml``
+   and ``<material>/volumes.json`` (volumes, static energies from the E(V) fit): the DFT
+   quasi-harmonic reference, and phonons at ±3 % volume.
+6. ``large`` (``LARGE_SUPERCELL_MATERIALS``): phonons in the 3×3×3 primitive supercell →
+   ``<material>/phonon_333/phonopy_params.yaml``, longer-range force constants than 2×2×2.
 
 Every calculation's result goes to its own small file as soon as it finishes (``eos/``,
 ``phonon/``, ``labels/``, ``trajectories/``) and is skipped when present, so an interrupted run
@@ -100,6 +106,13 @@ FRAME_FRACTIONS = SETTINGS["frame_fractions"]
 # Energy scan along a Γ instability (materials whose phonon reference has one): largest atomic
 # displacement of each point (Å); E(Q) = E(−Q) by inversion, so only Q ≥ 0 is computed.
 SCAN_MAX_DISPLACEMENTS = [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2]
+# Phonons at other volumes, V/V0 (V0 itself is the phonon reference): ±1.5, ±3 and ±4.5 %, the
+# quasi-harmonic approximation's volume grid (±3 % also judges phonons away from V0).
+QHA_VOLUME_FACTORS = [0.955, 0.97, 0.985, 1.015, 1.03, 1.045]
+QHA_MATERIALS = ("Si", "Al", "C", "MgO")
+# A larger supercell of the primitive cell, for longer-range force constants than 2×2×2.
+LARGE_SUPERCELL = (3, 3, 3)
+LARGE_SUPERCELL_MATERIALS = ("Al", "Si", "C")
 
 
 def _perovskite(a: float) -> Atoms:
@@ -318,43 +331,56 @@ class Material:
         phonon.generate_displacements(distance=PHONON_DISPLACEMENT)
         return phonon
 
-    def run_phonon(self, dry_run: bool) -> None:
-        if not (self.dir / "lattice.json").exists():  # counted on the guess lattice
-            count = len(self.phonopy(self.spec["build"](self.spec["a_guess"])).supercells_with_displacements)
-            log(f"{self.name} phonon: {count} displaced supercells, once the E(V) fit is done")
-            return
-        unit = self.primitive()
-        phonon = self.phonopy(unit)
+    def displaced_forces(self, phonon, directory: Path, grid: list[int], what: str,
+                         dry_run: bool) -> bool:
+        """DFT forces of every displaced supercell of ``phonon``, one file each in
+        ``directory`` (computed where missing, skipped where another process holds it); sets
+        ``phonon.forces`` and returns True once all exist."""
         supercells = phonon.supercells_with_displacements
-        perfect = self.supercell()
-        grid = kpoint_grid(perfect)
         forces = []
         for index, cell in enumerate(supercells):
-            path = self.dir / "phonon" / f"displacement_{index:03d}.json"
+            path = directory / f"displacement_{index:03d}.json"
             atoms = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions,
                           pbc=True)
             if not path.exists():
-                log(f"{self.name} phonon displacement {index + 1}/{len(supercells)} "
+                log(f"{self.name} {what} displacement {index + 1}/{len(supercells)} "
                     f"({len(atoms)} atoms, k {grid})" + (" [dry run]" if dry_run else " …"))
                 if dry_run or not claim(path):
                     continue
-                result = dft(atoms, grid, self.log_dir / "phonon" / f"{path.stem}.txt")
+                result = dft(atoms, grid, self.log_dir / directory.relative_to(self.dir)
+                             / f"{path.stem}.txt")
                 result["positions"] = atoms.positions.tolist()
                 write_json(path, result)
                 release(path)
-                log(f"{self.name} phonon displacement {index + 1} done in {result['wall_s']} s")
+                log(f"{self.name} {what} displacement {index + 1} done in {result['wall_s']} s")
             if not path.exists():
                 continue
             stored = json.loads(path.read_text())
             if not np.allclose(stored["positions"], atoms.positions, atol=1e-8):
                 raise RuntimeError(f"{path}: stored positions differ from phonopy's displaced "
-                                   "supercell; delete the phonon/ directory and rerun")
+                                   f"supercell; delete {directory} and rerun")
             forces.append(stored["forces"])
         if len(forces) < len(supercells):
-            return
+            return False
         phonon.forces = np.array(forces)
-        phonon.save(str(self.dir / "phonopy_params.yaml"),
-                    settings={"force_sets": True, "displacements": True, "force_constants": False})
+        return True
+
+    @staticmethod
+    def save_phonopy(phonon, path: Path) -> None:
+        phonon.save(str(path), settings={"force_sets": True, "displacements": True,
+                                         "force_constants": False})
+
+    def run_phonon(self, dry_run: bool) -> None:
+        if not (self.dir / "lattice.json").exists():  # counted on the guess lattice
+            count = len(self.phonopy(self.spec["build"](self.spec["a_guess"])).supercells_with_displacements)
+            log(f"{self.name} phonon: {count} displaced supercells, once the E(V) fit is done")
+            return
+        phonon = self.phonopy(self.primitive())
+        supercells = phonon.supercells_with_displacements
+        if not self.displaced_forces(phonon, self.dir / "phonon", kpoint_grid(self.supercell()),
+                                     "phonon", dry_run):
+            return
+        self.save_phonopy(phonon, self.dir / "phonopy_params.yaml")
         phonon.produce_force_constants()
         gamma_raw = phonon.get_frequencies([0, 0, 0])
         phonon.symmetrize_force_constants()  # as phonopy.load(...) does by default
@@ -372,6 +398,78 @@ class Material:
         write_json(self.dir / "phonon_summary.json", summary)
         log(f"{self.name} phonons: Γ {np.round(gamma, 2).tolist()} THz, mesh min "
             f"{summary['mesh_min']:.2f} THz")
+
+    # ---- phonons at other volumes (quasi-harmonic approximation) -----------------------------
+    def volume_dir(self, factor: float) -> Path:
+        return self.dir / "volumes" / f"v{factor:.3f}"
+
+    def run_volumes(self, dry_run: bool) -> None:
+        """Phonons in the same supercell at the volumes V0·``QHA_VOLUME_FACTORS`` (the cell
+        scaled isotropically; these crystals have no free internal coordinate), on the k-point
+        grid of the V0 supercell → ``volumes/v<factor>/phonopy_params.yaml``; with the phonon
+        reference at V0 and the E(V) fit, ``volumes.json`` lists what phonopy's QHA needs."""
+        if not (self.dir / "lattice.json").exists():
+            log(f"{self.name} volumes: once the E(V) fit is done")
+            return
+        lattice = json.loads((self.dir / "lattice.json").read_text())
+        grid = kpoint_grid(self.supercell())
+        done = []
+        for factor in QHA_VOLUME_FACTORS:
+            directory = self.volume_dir(factor)
+            if (directory / "phonopy_params.yaml").exists():
+                done.append(factor)
+                continue
+            phonon = self.phonopy(self.spec["build"](lattice["a_angstrom"] * factor ** (1 / 3)))
+            if self.displaced_forces(phonon, directory, grid, f"volume {factor:.3f}", dry_run):
+                self.save_phonopy(phonon, directory / "phonopy_params.yaml")
+                done.append(factor)
+        if len(done) < len(QHA_VOLUME_FACTORS) or not (self.dir / "phonopy_params.yaml").exists():
+            return
+        eos = EquationOfState(np.array(lattice["volumes_angstrom3"]),
+                              np.array(lattice["free_energies_eV"]), eos=SETTINGS["eos_form"])
+        eos.fit()
+        n_cells = int(np.prod(self.spec["supercell"]))
+        factors = sorted(QHA_VOLUME_FACTORS + [1.0])
+        volumes = [lattice["v0_angstrom3"] * f for f in factors]
+        write_json(self.dir / "volumes.json", {
+            "description": "phonopy references at several volumes for the quasi-harmonic "
+                           "approximation; static energies from the Birch–Murnaghan fit of the "
+                           "E(V) points (lattice.json), per primitive cell",
+            "volume_factors": factors,
+            "volumes_angstrom3": volumes,
+            "static_energies_eV": [float(eos.func(v, *eos.eos_parameters)) for v in volumes],
+            "phonopy_params": [str((self.volume_dir(f) if f != 1.0 else self.dir).relative_to(self.dir)
+                                   / "phonopy_params.yaml") for f in factors],
+            "kpoint_grid": grid, "supercell": list(self.spec["supercell"]),
+            "wall_s": round(sum(json.loads(p.read_text())["wall_s"] for f in QHA_VOLUME_FACTORS
+                                for p in sorted(self.volume_dir(f).glob("displacement_*.json"))), 1),
+        })
+        log(f"{self.name} volumes.json: {len(factors)} volumes, {n_cells} primitive cells per supercell")
+
+    # ---- a larger supercell (longer-range force constants) -----------------------------------
+    def run_large(self, dry_run: bool) -> None:
+        """Phonons in the ``LARGE_SUPERCELL`` of the primitive cell at the PBE lattice (Al, Si
+        and C only: one displacement each) → ``phonon_333/phonopy_params.yaml``."""
+        if self.name not in LARGE_SUPERCELL_MATERIALS:
+            return
+        if not (self.dir / "lattice.json").exists():
+            log(f"{self.name} large supercell: once the E(V) fit is done")
+            return
+        directory = self.dir / "phonon_333"
+        if (directory / "phonopy_params.yaml").exists():
+            return
+        from phonopy import Phonopy
+        from phonopy.structure.atoms import PhonopyAtoms
+
+        unit = self.primitive()
+        phonon = Phonopy(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
+                                      scaled_positions=unit.get_scaled_positions()),
+                         supercell_matrix=np.diag(LARGE_SUPERCELL))
+        phonon.generate_displacements(distance=PHONON_DISPLACEMENT)
+        grid = kpoint_grid(unit.repeat(LARGE_SUPERCELL))
+        if self.displaced_forces(phonon, directory, grid, "3×3×3 phonon", dry_run):
+            self.save_phonopy(phonon, directory / "phonopy_params.yaml")
+            log(f"{self.name} 3×3×3 phonon reference written")
 
     # ---- energy along a Γ instability ---------------------------------------------------------
     def soft_mode(self):
@@ -556,7 +654,8 @@ class Material:
         """Finished DFT calculations per step: count and summed wall time (s)."""
         summary = {}
         for step, pattern in (("eos", "eos/*.json"), ("phonon", "phonon/*.json"),
-                              ("labels", "labels/*.extxyz")):
+                              ("labels", "labels/*.extxyz"), ("volumes", "volumes/*/displacement_*.json"),
+                              ("large", "phonon_333/displacement_*.json")):
             walls = [json.loads(p.read_text())["wall_s"] if p.suffix == ".json"
                      else read(p).info["wall_s"] for p in sorted(self.dir.glob(pattern))]
             summary[step] = {"count": len(walls), "wall_s": round(float(sum(walls)), 1)}
@@ -588,6 +687,8 @@ class Material:
         return "| " + " | ".join(cells) + " |"
 
 
+STEPS = ("eos", "phonon", "scan", "train", "volumes", "large")
+
 REPORT_HEADER = (
     "| material | bonding | supercell atoms | PBE a (Å) | B (GPa) | lowest ω Γ / mesh (THz) "
     "| train / valid | E(V) points | phonon displacements | DFT labels |\n"
@@ -614,7 +715,9 @@ def check_settings(dry_run: bool) -> None:
     record = {"settings": SETTINGS,
               "materials": {name: {"a_guess_angstrom": spec["a_guess"],
                                    "supercell": list(spec["supercell"]), "bonding": spec["bonding"]}
-                            for name, spec in MATERIALS.items()}}
+                            for name, spec in MATERIALS.items()},
+              "volumes": {"volume_factors": QHA_VOLUME_FACTORS, "materials": list(QHA_MATERIALS)},
+              "large": {"supercell": list(LARGE_SUPERCELL), "materials": list(LARGE_SUPERCELL_MATERIALS)}}
     if path.exists():
         stored = json.loads(path.read_text())
         if stored["settings"] != json.loads(json.dumps(SETTINGS)):
@@ -628,8 +731,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--materials", nargs="+", default=list(MATERIALS), metavar="NAME",
                         help=f"materials to generate, in order (default: all: {' '.join(MATERIALS)})")
-    parser.add_argument("--steps", nargs="+", default=["eos", "phonon", "scan", "train"],
-                        choices=["eos", "phonon", "scan", "train"], help="steps to run (default: all)")
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS),
+                        help="steps to run, in this order (default: all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the calculations that would run, run none")
     parser.add_argument("--report", action="store_true",
@@ -655,6 +758,10 @@ def main(argv=None) -> None:
             material.run_scan(args.dry_run)
         if "train" in args.steps:
             material.run_train(args.dry_run)
+        if "volumes" in args.steps and material.name in QHA_MATERIALS:
+            material.run_volumes(args.dry_run)
+        if "large" in args.steps:
+            material.run_large(args.dry_run)
         if args.dry_run:
             log(f"{material.name} done so far: {material.done()}")
     log(f"finished in {time.time() - start:.0f} s")
