@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import subprocess
 import tempfile
@@ -47,7 +48,7 @@ from equitrain_jax.potential import Potential, enable_float64
 from timing import median_time  # benchmarks/timing.py, beside this script
 
 MODELS = ("mace-mp0-medium", "sevennet-0")
-SEVENN_PYTHON = "/work/envs/sevenn/bin/python"
+SEVENN_PYTHON = os.environ.get("SEVENN_PYTHON", ".venv-sevenn/bin/python")  # a venv with sevenn (see scripts/sevennet_reference.py)
 
 REPS = {64: (2, 2, 2), 216: (3, 3, 3), 512: (4, 4, 4), 1000: (5, 5, 5), 4096: (8, 8, 8)}
 

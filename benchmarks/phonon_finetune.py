@@ -38,7 +38,20 @@ import ase.io
 import numpy as np
 
 DATA = Path(__file__).parent / "data"
+REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "phonon_finetune"
+
+
+def recorded_path(path: Path) -> str:
+    """``path`` as results.json records it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else str(path)
+
+
+def recorded_model(text: str) -> Path:
+    """The model directory a results.json names (relative paths are the repository's)."""
+    path = Path(text)
+    return (path if path.is_absolute() else REPOSITORY / path).resolve()
 STRATEGIES = ("lora", "delta", "freeze", "full", "multihead", "scratch")
 PATIENCE = 15  # default early stopping; also what results written before the setting was recorded used
 
@@ -393,7 +406,7 @@ def merge_earlier(path: Path, results: list[dict], scans: dict, materials: list[
     if not path.is_file():
         return results, scans
     earlier = json.loads(path.read_text())
-    same = ((Path(earlier["model"]).resolve(), earlier["epochs"], earlier["learning_rate"], earlier.get("patience", PATIENCE))
+    same = ((recorded_model(earlier["model"]), earlier["epochs"], earlier["learning_rate"], earlier.get("patience", PATIENCE))
             == (model_dir.resolve(), args.epochs, args.lr, args.patience))
     if not same:
         return results, scans
@@ -515,7 +528,7 @@ def main() -> None:
     for material in {r["material"] for r in results} - set(metrics):
         metrics[material] = judged_by(load_reference(DATA / material / "phonopy_params.yaml"))
     (output / "results.json").write_text(json.dumps(
-        {"model": str(model_dir), "epochs": args.epochs, "learning_rate": args.lr, "patience": args.patience, "rows": results,
+        {"model": recorded_path(model_dir), "epochs": args.epochs, "learning_rate": args.lr, "patience": args.patience, "rows": results,
          "imaginary_scans": scans, "wall_seconds": elapsed}, indent=1) + "\n")
     write_table(results, output / "table.md")
     write_summary(results, output / "summary.md", metrics)

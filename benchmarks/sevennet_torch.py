@@ -2,7 +2,7 @@
 calculator on the structure in an extxyz file, float32 (as sevenn runs).  Runs in the sevenn
 environment (sevenn needs e3nn >= 0.5, which clashes with mace-torch), which inference.py calls:
 
-    /work/envs/sevenn/bin/python benchmarks/sevennet_torch.py structure.xyz --repeats 5
+    .venv-sevenn/bin/python benchmarks/sevennet_torch.py structure.xyz --repeats 5
 
 Prints one JSON line: model_s (the model on a prebuilt graph: energy, forces and stress, which the
 sevenn model always computes) and calc_s (``get_forces()`` of ``SevenNetCalculator`` on a freshly

@@ -3,9 +3,9 @@
 sevenn needs e3nn >= 0.5, which clashes with mace-torch's e3nn 0.4.4, so this script runs in its own
 environment.  To regenerate ``tests/fixtures/sevennet/reference.json``::
 
-    python3 -m venv /work/envs/sevenn
-    /work/envs/sevenn/bin/pip install torch==2.13.0 sevenn==0.13.0
-    /work/envs/sevenn/bin/python scripts/sevennet_reference.py
+    python3 -m venv .venv-sevenn
+    .venv-sevenn/bin/pip install torch==2.13.0 sevenn==0.13.0
+    .venv-sevenn/bin/python scripts/sevennet_reference.py
 
 It evaluates the SevenNet-0 (11Jul2024) checkpoint shipped inside the sevenn package with sevenn's
 own ASE calculator (`SevenNetCalculator`, sevenn's own neighbour list), in float32 as sevenn runs it,

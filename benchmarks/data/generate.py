@@ -3,7 +3,7 @@
 Run it in the separate DFT environment (see ``README.md`` here for how to build it)::
 
     nice -n 19 env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
-        /work/envs/dft/bin/python benchmarks/data/generate.py [--materials Si Al] [--dry-run]
+        .venv-dft/bin/python benchmarks/data/generate.py [--materials Si Al] [--dry-run]
 
 Per material, in this order (each step needs the one before):
 

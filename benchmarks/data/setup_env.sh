@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the DFT environment that generate.py runs in (GPAW + phonopy + SevenNet-0), separate from
 # the project's .venv: sevenn needs e3nn >= 0.5, mace-torch there pins e3nn 0.4.4.
-# Usage: bash benchmarks/data/setup_env.sh [/work/envs/dft]
+# Usage: bash benchmarks/data/setup_env.sh [ENV_DIR]   (default .venv-dft, beside the project's .venv)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-env_dir="${1:-/work/envs/dft}"
+env_dir="${1:-.venv-dft}"
 python3 -m venv "$env_dir"
 # torch first, the CPU build this machine keeps on disk (pip's find-links), so sevenn does not pull another
 "$env_dir/bin/pip" install torch==2.13.0
