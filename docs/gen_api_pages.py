@@ -40,18 +40,19 @@ def reexports(package: griffe.Module) -> list[tuple[str, griffe.Object]]:
 
 
 def page_text(module: griffe.Module) -> str:
-    """The Markdown of a module's reference page."""
+    """The Markdown of a module's reference page, titled with the module's dotted path."""
+    text = f"---\ntitle: {module.path}\n---\n\n::: {module.path}\n"
     if not module.is_init_module:
-        return f"::: {module.path}\n"
+        return text
     own = [name for name, member in module.members.items()
            if member.is_public and not member.is_alias and not member.is_module]
     members = "\n".join(f"        - {name}" for name in own) if own else "false"
-    text = f"::: {module.path}\n    options:\n      members:{' ' if not own else chr(10)}{members}\n"
+    text += f"    options:\n      members:{' ' if not own else chr(10)}{members}\n"
     names = reexports(module)
     if names:
-        text += f"\n## Names exported by `{module.path}`\n\n| name | defined in | summary |\n|---|---|---|\n"
+        text += f"\n## Names exported by `{module.path}`\n\n| name | summary (each name links to where it is defined) |\n|---|---|\n"
         for name, target in names:
-            text += f"| [`{name}`][{target.path}] | `{target.parent.path}` | {summary_line(target)} |\n"
+            text += f"| [`{name}`][{target.path}] | {summary_line(target)} |\n"
     return text
 
 
