@@ -30,7 +30,12 @@ each tangent, at the graph's positions."""
 
 
 class HessianLossConfig(NamedTuple):
-    """Weight and pointwise loss of the Hessian term (residuals in eV/Å²)."""
+    """Weight and pointwise loss of the Hessian term (residuals in eV/Å²).
+
+    Huber with δ = 0.1 eV/Å² (a few per cent of typical force constants, 1–10 eV/Å²) by default:
+    in the EMT-aluminium prototype (docs/phonon-finetuning.md) it cut the frequency error 144× in
+    40 steps where MSE cut it 21×.
+    """
 
     weight: float = 1.0
     kind: str = "huber"

@@ -52,7 +52,7 @@ of ‖H − Φ‖²_F / 3N for every reference, whatever its symmetry, and by th
 inequality that bounds the squared eigenvalue (ω²) errors of the supercell's modes.  Phonopy's
 directions determine the whole H only when the reference is exactly symmetric and the model
 exactly equivariant, and they weight symmetry orbits by their representatives, not by their
-size; for cubic crystals with one or two displacements they are the cheaper, noise-free choice."""
+size; for crystals with one or two displacements (cubic ones) they are noise-free with K = D."""
 DEFAULT_DIRECTIONS = 4
 """K, directions per item and step."""
 

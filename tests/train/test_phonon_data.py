@@ -141,6 +141,25 @@ def test_targets_never_include_nac(tmp_path, nio_phonopy):
     assert_force_constants_equal(item, nio_phonopy, atol=FORCE_SETS_ATOL)
 
 
+def test_type2_data_set_of_displacements_of_every_atom(cu3au_phonopy):
+    """A phonopy type-2 data set (every atom displaced) with harmonic forces F = −Φ·u: its pairs
+    are kept, its directions are the normalised displacements, and raw targets equal Φ·û exactly."""
+    rng = np.random.default_rng(2)
+    fc = cu3au_phonopy.force_constants
+    displacements = rng.normal(scale=0.01, size=(2, 32, 3))
+    forces = -np.einsum("ijab,mjb->mia", fc, displacements)
+    phonon = Phonopy(cu3au_phonopy.unitcell, cu3au_phonopy.supercell_matrix, primitive_matrix=cu3au_phonopy.primitive_matrix)
+    phonon.dataset = {"displacements": displacements, "forces": forces}
+    phonon.force_constants = fc
+    item = phonon_item_from_phonopy(phonon, "type-2")
+    np.testing.assert_array_equal(item.displacements, displacements)
+    np.testing.assert_array_equal(item.forces, forces)
+    np.testing.assert_allclose(item.directions, displacements / np.linalg.norm(displacements, axis=(1, 2))[:, None, None])
+    directions, targets, mask = sample_directions(item, 3, "raw", direction_rng(0, 0, 0))
+    assert mask.tolist() == [True, True, False]
+    np.testing.assert_allclose(targets, np.einsum("ijab,kjb->kia", fc, directions), atol=1e-12)
+
+
 def test_named_errors(tmp_path, cu3au_phonopy):
     """No forces, NaN, inconsistent shapes, unknown elements, raw directions without data."""
     cu3au_phonopy.save(tmp_path / "phonopy_disp.yaml", settings={"force_sets": False})
