@@ -45,7 +45,8 @@ class Architecture:
     ``hidden_l`` is the highest l of the hidden irreps ``channels x (0e + 1o + …)``; ``odd_scalars``
     adds ``channels x 0o`` (no foundation family does; kept to build such models for tests).
     ``edge_channels`` sets ``edge_irreps`` to ``edge_channels x (0e + 1o + …)`` up to ``hidden_l``
-    (None: mace-torch's default, the node irreps).  ``zero_shift``: trained as ``--model=MACE``,
+    (None: mace-torch's default, the node irreps) in layers 2, 3, …; ``use_edge_irreps_first`` also
+    narrows layer 1's to ``edge_channels x 0e``.  ``zero_shift``: trained as ``--model=MACE``,
     which builds a ScaleShiftMACE with shift 0.  ``use_reduced_cg``: the symmetric-contraction basis
     (mace-torch's constructor defaults to the reduced one, its training script ``run_train`` to the
     full one, which released files therefore carry: other U matrices and weight shapes, the same
@@ -66,6 +67,7 @@ class Architecture:
     radial_type: str = "bessel"
     apply_cutoff: bool = True
     edge_channels: Optional[int] = None
+    use_edge_irreps_first: bool = False
     use_agnostic_product: bool = False
     odd_scalars: bool = False
     embedding_specs: Optional[dict[str, Any]] = None
@@ -97,14 +99,18 @@ _OMAT = (
 _MH = (
     "arXiv:2510.25380 and a public MH-1 re-implementation (symmetrix): NonLinear blocks, agnostic "
     "product, hidden 512x0e+512x1o, max_ell 3, correlation 3, 2 layers, 6 heads; edge_irreps 128 "
-    "channels and apply_cutoff=False inferred (MACE-OMOL-0 / MACE-Polar-1 scripts, paper text)"
+    "channels in every layer (use_edge_irreps_first) inferred from the file size, apply_cutoff=False "
+    "from the paper text; ZBL, Agnesi and 8 Bessel functions assumed from its OMAT pre-training"
 )
 _OFF = "mace-off training script (github.com/ACEsuit/mace-off) and arXiv:2312.15211"
 
 # Options shared by families: the MP-0b/OMAT core repulsion, and the MACE-OFF element set.
 _ZBL = dict(zbl=True, transform="Agnesi", zero_shift=True)
 _ORGANIC = dict(zero_shift=True, elements=ORGANIC_ELEMENTS, provenance=_OFF)
-_MH_CORE = dict(channels=512, apply_cutoff=False, edge_channels=128, use_agnostic_product=True, heads=MH_HEADS, **_ZBL)
+_MH_CORE = dict(
+    channels=512, apply_cutoff=False, edge_channels=128, use_edge_irreps_first=True, use_agnostic_product=True,
+    heads=MH_HEADS, **_ZBL,
+)
 
 ARCHITECTURES: dict[str, Architecture] = {
     "mp0a-small": Architecture(RESIDUAL, RESIDUAL, 0, 6.0, 10, use_reduced_cg=True, provenance=_MP),
@@ -135,7 +141,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "mh0": Architecture(
         NONLINEAR, NONLINEAR, 1, 6.0, 8,
-        provenance="assumed to share MH-1's architecture (same release, same heads); unverified",
+        provenance=(
+            "assumed to share MH-1's architecture (same release, same heads); unverified, and its "
+            "file (40 MB against MH-1's 59 MB) says it differs"
+        ),
         **_MH_CORE,
     ),
     "mh1": Architecture(NONLINEAR, NONLINEAR, 1, 6.0, 8, provenance=_MH, **_MH_CORE),
@@ -218,6 +227,7 @@ def build_mace_torch(
             radial_type=arch.radial_type,
             apply_cutoff=arch.apply_cutoff,
             edge_irreps=o3.Irreps(edge_irreps) if edge_irreps else None,
+            use_edge_irreps_first=arch.use_edge_irreps_first,
             use_agnostic_product=arch.use_agnostic_product,
             use_reduced_cg=arch.use_reduced_cg,
             embedding_specs=arch.embedding_specs,

@@ -28,7 +28,7 @@ from equitrain_jax.potential import Potential  # noqa: E402
 
 TOL64 = 1e-8  # eV, eV/Å, eV/Å³
 BASE = ARCHITECTURES["mp0a-small"]
-CHARGE_EMBEDDING = {"total_charge": {"type": "categorical", "per": "graph", "num_classes": 5, "emb_dim": 4, "offset": 2}}
+CHARGE_EMBEDDING = {"total_charge": dict(type="categorical", per="graph", num_classes=5, emb_dim=4, offset=2)}
 
 # option → (the base architecture with that option, what the torch model must show, the refusal's text)
 UNSUPPORTED = {
@@ -41,6 +41,11 @@ UNSUPPORTED = {
         dataclasses.replace(BASE, edge_channels=64),
         lambda m: m.edge_irreps is not None and str(m.interactions[1].linear_up.irreps_out) == "2x0e",
         r"edge_irreps=2x0e",
+    ),
+    "use_edge_irreps_first": (
+        dataclasses.replace(BASE, edge_channels=64, use_edge_irreps_first=True),
+        lambda m: str(m.interactions[0].linear_up.irreps_out) == "2x0e",
+        r"use_edge_irreps_first",
     ),
     "gaussian_radial": (
         dataclasses.replace(BASE, radial_type="gaussian"),
