@@ -56,6 +56,49 @@ def _in_dtype(variables: Any, dtype: Any) -> Any:
     )
 
 
+def finetune_fingerprint(bundle: ModelBundle, config: FinetuneConfig, train: Sequence[ase.Atoms],
+                         valid: Sequence[ase.Atoms], replay: Sequence[ase.Atoms], keys: LabelKeys) -> dict:
+    """What defines a fine-tuning run besides its optimiser and loss settings: content hashes of
+    the base model and of each set of structures with their labels, the label keys and the job's
+    settings (see `equitrain_jax.train.fingerprint`)."""
+    label_keys = tuple(keys)
+    return {
+        "base_model": model_digest(bundle.config, bundle.variables),
+        "train_data": structures_digest(train, label_keys),
+        "valid_data": structures_digest(valid, label_keys),
+        "replay_data": structures_digest(replay, label_keys),
+        "keys": keys._asdict(),
+        "finetune": dataclasses.asdict(config),
+    }
+
+
+def prepared_model(
+    bundle: ModelBundle, config: FinetuneConfig, train: Sequence[ase.Atoms], keys: LabelKeys
+) -> tuple[ModelBundle, int, Optional[int]]:
+    """The model to train, the index of the head ``train`` trains, and that of the head the replay
+    structures train (None without replay): the chosen head, or for strategy ``multihead`` a new
+    one (see `with_new_head`); E0s refitted to ``train`` if ``config.e0s`` says so."""
+    head_index, replay_head = resolve_head(bundle.config.heads, config.head), None
+    if REGISTRY[config.strategy].adds_head:
+        bundle = with_new_head(bundle, config.new_head, head_index)
+        replay_head, head_index = head_index, len(bundle.config.heads) - 1
+    if config.e0s == "refit":
+        bundle = refit_e0s(bundle, train, keys, head_index)
+    return bundle, head_index, replay_head
+
+
+def padded_batches(structures: list, heads: Any, model_config: Any, config: FinetuneConfig, keys: LabelKeys,
+                   mesh: Optional[jax.sharding.Mesh]) -> list:
+    """Labelled batches of ``config.batch_size`` structures in the training dtype, stacked over the
+    mesh's devices if there is a mesh."""
+    dtype = DTYPES[config.dtype]
+    if mesh is None:
+        return labelled_batches(structures, model_config.r_max, model_config.atomic_numbers, config.batch_size, keys,
+                                heads, dtype)
+    return sharded_batches(structures, model_config.r_max, model_config.atomic_numbers, config.batch_size,
+                           config.n_devices, keys, heads, dtype)
+
+
 def finetune(
     model_dir: str | Path | ModelBundle,
     train: Sequence[ase.Atoms],
@@ -97,44 +140,19 @@ def finetune(
     output = check_run_directory(output, resume, overwrite)
 
     bundle = model_dir if isinstance(model_dir, ModelBundle) else load_model(model_dir)
-    label_keys = tuple(keys)
-    fingerprint = {
-        "base_model": model_digest(bundle.config, bundle.variables),
-        "train_data": structures_digest(train, label_keys),
-        "valid_data": structures_digest(valid, label_keys),
-        "replay_data": structures_digest(replay, label_keys),
-        "keys": keys._asdict(),
-        "finetune": dataclasses.asdict(config),
-    }
+    fingerprint = finetune_fingerprint(bundle, config, train, valid, replay, keys)
     if resume:  # refuse a checkpoint of another run before any work (fit checks again when it loads it)
         where = output / CHECKPOINTS / "last"
         record = read_checkpoint_record(where)
         resume_changes(record["metadata"].get("fingerprint"), run_fingerprint(train_config, loss_config, fingerprint),
                        record["epoch"], str(where))
 
-    head_index = resolve_head(bundle.config.heads, config.head)
-    replay_head = None
-    if REGISTRY[config.strategy].adds_head:
-        bundle = with_new_head(bundle, config.new_head, head_index)
-        replay_head, head_index = head_index, len(bundle.config.heads) - 1
-    if config.e0s == "refit":
-        bundle = refit_e0s(bundle, train, keys, head_index)
-    model_config = bundle.config
-    dtype = DTYPES[config.dtype]
-
-    train_set = list(train) + list(replay)
-    train_heads = [head_index] * len(train) + [replay_head] * len(replay)
+    bundle, head_index, replay_head = prepared_model(bundle, config, train, keys)
+    model_config, dtype = bundle.config, DTYPES[config.dtype]
     mesh = data_mesh(config.n_devices) if config.n_devices > 1 else None
-
-    def batches(structures: list, heads: Any) -> list:
-        if mesh is None:
-            return labelled_batches(structures, model_config.r_max, model_config.atomic_numbers, config.batch_size,
-                                    keys, heads, dtype)
-        return sharded_batches(structures, model_config.r_max, model_config.atomic_numbers, config.batch_size,
-                               config.n_devices, keys, heads, dtype)
-
-    train_batches = batches(train_set, train_heads)
-    valid_batches = batches(list(valid), head_index)
+    train_batches = padded_batches(list(train) + list(replay), [head_index] * len(train) + [replay_head] * len(replay),
+                                   model_config, config, keys, mesh)
+    valid_batches = padded_batches(list(valid), head_index, model_config, config, keys, mesh)
 
     variables = _in_dtype(bundle.variables, dtype)
     example = train_batches[0] if mesh is None else jax.tree_util.tree_map(lambda x: x[0], train_batches[0])

@@ -49,7 +49,7 @@ CASES = [
     case("convert-output-is-a-file", "convert notes.txt -o notes.txt", "notes.txt is a file"),
     case("convert-output-under-a-file", "convert notes.txt -o notes.txt/model", "is a file, not a directory"),
     case("convert-channels-zero", "convert --architecture mp0a-small --channels 0 -o new", "--channels must be at least 1"),
-    case("convert-unknown-architecture", "convert --architecture mp9 -o new", "--architecture 'mp9' is not one of"),
+    case("convert-unknown-architecture-after_jax", "convert --architecture mp9 -o new", "--architecture 'mp9' is not one of"),
     case("convert-channels-not-a-number", "convert --architecture mp0a-small --channels many -o new",
          "argument --channels: invalid int value", argparse=True),
     # export

@@ -103,7 +103,7 @@ def test_multihead_finetune_adds_a_default_head_and_keeps_the_pretrained_one(bun
         atoms.calc = None
         atoms.info["energy"], atoms.arrays["forces"], atoms.info["stress"] = out["energy"], out["forces"], out["stress"]
     result = finetune(bundle, target, held_out, tmp_path, strategy="multihead", replay=replay,
-                      train_config=TrainConfig(epochs=8, learning_rate=5e-3), batch_size=4, progress=False)
+                      train_config=TrainConfig(epochs=8, learning_rate=5e-3), batch_size=4, dtype="float64", progress=False)
     tuned = load_model(tmp_path / "model")
     assert tuned.config.heads == ("pt_head", "Default")
     new_head = Potential(tuned, dtype="float64")  # the default head is the new one
