@@ -79,7 +79,8 @@ def crystal(path: str, what: str = "structure") -> Any:
 
     atoms = structures(path, what)[-1]
     if not atoms.pbc.all():
-        raise ValueError(f"{what} {path}: a phonon run needs a crystal periodic in 3 directions, got pbc={atoms.pbc.tolist()}")
+        raise ValueError(f"{what} {path}: a phonon run needs a crystal periodic in 3 directions, "
+                         f"got pbc={atoms.pbc.tolist()}")
     volume = abs(np.linalg.det(atoms.cell.array))
     if not volume > 1e-6:
         raise ValueError(f"{what} {path}: the cell {np.round(atoms.cell.array, 4).tolist()} Å has no volume")
@@ -115,7 +116,8 @@ def settings(build: Any, options: dict[str, str], **fields: Any) -> Any:
     try:
         return build(**fields)
     except SettingError as error:
-        raise ValueError("; ".join(f"{options.get(field, field)} {text}" for field, text in error.problems.items())) from None
+        problems = error.problems.items()
+        raise ValueError("; ".join(f"{options.get(field, field)} {text}" for field, text in problems)) from None
 
 
 def incomplete(args: Any) -> str:

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 ARRAYS, STATE = "arrays", "state.json"  # arrays: the prefix of each arrays directory
+ARRAY_FIELDS = ("trainable", "opt_state", "ema")  # the TrainState fields stored as arrays
 
 
 class TrainState(NamedTuple):
@@ -113,7 +114,7 @@ def _save(directory: Path, state: TrainState, metadata: Optional[dict]) -> Path:
     if state.ema is not None:
         arrays["ema"] = _numbered(state.ema)
     ocp.PyTreeCheckpointer().save(directory / name, jax.device_get(arrays))
-    counters = {field: getattr(state, field) for field in TrainState._fields if field not in ("trainable", "opt_state", "ema")}
+    counters = {field: getattr(state, field) for field in TrainState._fields if field not in ARRAY_FIELDS}
     counters = {k: list(v) if isinstance(v, tuple) else v for k, v in counters.items()}
     staging = directory / f"{STATE}.saving"
     with open(staging, "w") as f:

@@ -67,15 +67,21 @@ def _validated(problems: dict[str, Optional[str]]) -> None:
 
 
 def _positive(value: Any) -> Optional[str]:
-    return None if isinstance(value, numbers.Real) and value > 0 and math.isfinite(value) else f"must be a positive number, got {value!r}"
+    if isinstance(value, numbers.Real) and value > 0 and math.isfinite(value):
+        return None
+    return f"must be a positive number, got {value!r}"
 
 
 def _at_least(value: Any, low: int) -> Optional[str]:
-    return None if isinstance(value, numbers.Integral) and value >= low else f"must be an integer >= {low}, got {value!r}"
+    if isinstance(value, numbers.Integral) and value >= low:
+        return None
+    return f"must be an integer >= {low}, got {value!r}"
 
 
 def _non_negative(value: Any) -> Optional[str]:
-    return None if isinstance(value, numbers.Real) and value >= 0 and math.isfinite(value) else f"must be >= 0, got {value!r}"
+    if isinstance(value, numbers.Real) and value >= 0 and math.isfinite(value):
+        return None
+    return f"must be >= 0, got {value!r}"
 
 
 def _one_of(value: Any, choices) -> Optional[str]:
@@ -179,8 +185,10 @@ class FinetuneConfig:
     n_devices: int = 1
 
     def __post_init__(self) -> None:
-        if self.targets is not None and not isinstance(self.targets, tuple):
-            object.__setattr__(self, "targets", (self.targets,) if isinstance(self.targets, str) else tuple(self.targets))
+        if isinstance(self.targets, str):
+            object.__setattr__(self, "targets", (self.targets,))
+        elif self.targets is not None and not isinstance(self.targets, tuple):
+            object.__setattr__(self, "targets", tuple(self.targets))
         targets_ok = self.targets is None or (self.targets and all(isinstance(t, str) and t for t in self.targets))
         _validated({
             "strategy": _one_of(self.strategy, STRATEGIES),
@@ -188,7 +196,8 @@ class FinetuneConfig:
             "alpha": None if self.alpha is None else _positive(self.alpha),
             "targets": None if targets_ok else f"must be non-empty path patterns, got {self.targets!r}",
             "l2sp_weight": _non_negative(self.l2sp_weight),
-            "new_head": None if isinstance(self.new_head, str) and self.new_head else f"must be a name, got {self.new_head!r}",
+            "new_head": None if isinstance(self.new_head, str) and self.new_head
+            else f"must be a name, got {self.new_head!r}",
             "batch_size": _at_least(self.batch_size, 1),
             "dtype": _one_of(self.dtype, DTYPES),
             "e0s": _one_of(self.e0s, E0_CHOICES),

@@ -183,7 +183,8 @@ def finetune(
 
     def log(entry: dict) -> None:
         bar.set_postfix_str(
-            f"epoch {entry['epoch']} loss {entry['train_loss']:.4g} | valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å, "
+            f"epoch {entry['epoch']} loss {entry['train_loss']:.4g} | "
+            f"valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å, "
             f"E {entry['energy_mae_mev_per_atom']:.1f} meV/atom"
         )
 

@@ -139,6 +139,7 @@ def resume_changes(stored: Optional[dict], current: dict, completed_epochs: int,
     if problems:
         raise ValueError(
             f"cannot resume from {where}: it belongs to another run; " + "; ".join(problems)
-            + ". Only these may change on resume: " + ", ".join(f"{f.split('.')[-1]} ({how})" for f, how in EXTENSIONS.items())
+            + ". Only these may change on resume: "
+            + ", ".join(f"{field.split('.')[-1]} ({how})" for field, how in EXTENSIONS.items())
         )
     return changes

@@ -130,8 +130,10 @@ def fit(
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir")
     if fingerprint is None:
-        fingerprint = {"initial_weights": tree_digest(strategy.trainable), "frozen_weights": tree_digest(strategy.frozen),
-                       "train_batches": tree_digest(list(train_batches)), "valid_batches": tree_digest(list(valid_batches))}
+        fingerprint = {
+            "initial_weights": tree_digest(strategy.trainable), "frozen_weights": tree_digest(strategy.frozen),
+            "train_batches": tree_digest(list(train_batches)), "valid_batches": tree_digest(list(valid_batches)),
+        }
     fingerprint = run_fingerprint(config, loss_config, fingerprint)
     checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
     resumes: list = []

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import ase.io
-import jax
 import numpy as np
 import pytest
 from ase.build import bulk

@@ -12,7 +12,6 @@ The cases run concurrently in a module fixture; each test checks one outcome.  T
 from __future__ import annotations
 
 import concurrent.futures
-import json
 from pathlib import Path
 from typing import NamedTuple
 

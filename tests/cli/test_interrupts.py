@@ -26,7 +26,7 @@ from equitrain_jax.models.io import load_model
 
 from .conftest import command, command_env, equitrain_jax
 
-pytestmark = pytest.mark.slow  # five processes: 4-6 min here (2 busy cores), ~45 s of CPU time
+pytestmark = pytest.mark.slow  # five processes: 100 s here (2 shared cores, load 10), 45 s of CPU time
 
 EPOCHS = 8
 ARGS = ("finetune", "--model", "base", "--train", "long_train.xyz", "--valid", "valid.xyz", "--epochs", str(EPOCHS),
@@ -80,7 +80,8 @@ def outputs(output: Path) -> tuple:
 def test_sigint_and_sigkill_mid_epoch_then_resume_give_the_uninterrupted_run(workspace, tmp_path):
     for name in ("base", "long_train.xyz", "valid.xyz"):
         (tmp_path / name).symlink_to(workspace / name)
-    env = command_env(EQUITRAIN_JAX_CACHE_DIR=str(tmp_path / "xla"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env = command_env(EQUITRAIN_JAX_CACHE_DIR=str(tmp_path / "xla"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      TQDM_MININTERVAL="0", TQDM_MINITERS="1")  # the progress bar shows every step
     straight = equitrain_jax(*ARGS, "-o", "straight", cwd=tmp_path, EQUITRAIN_JAX_CACHE_DIR=str(tmp_path / "xla"),
                              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     assert straight.returncode == 0, straight.stderr[-3000:]
