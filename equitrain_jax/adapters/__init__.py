@@ -11,11 +11,14 @@ from equitrain_jax.adapters.lora import LoRAWeight
 from equitrain_jax.adapters.paths import dotted_path, indexed_path, leaf_paths, matches, select
 from equitrain_jax.adapters.strategies import (
     Strategy,
+    delta_finetune,
+    freeze_finetune,
     from_scratch,
     full_finetune,
     l2sp_finetune,
     lora_finetune,
     partial_finetune,
+    scratch_finetune,
 )
 
 __all__ = [
@@ -24,7 +27,9 @@ __all__ = [
     "Strategy",
     "TRAINABLE",
     "delta",
+    "delta_finetune",
     "dotted_path",
+    "freeze_finetune",
     "from_scratch",
     "full_finetune",
     "indexed_path",
@@ -36,6 +41,7 @@ __all__ = [
     "masked_optimizer",
     "matches",
     "partial_finetune",
+    "scratch_finetune",
     "select",
     "trainable_labels",
 ]

@@ -3,11 +3,16 @@
 A `Strategy` splits the model variables (``{"params": ..., "constants": ...}``) into a
 ``trainable`` tree (what the optimiser updates) and a ``frozen`` tree, with a pure
 ``merge(trainable, frozen) -> variables``.  ``labels`` (optax labels over ``trainable``, or None
-when everything in it is trained) freezes leaves inside the trainable tree.
+when everything in it is trained) freezes leaves inside the trainable tree; ``penalty`` (or
+None) is added to the loss.
+
+One function per strategy, named after it (``<name>_finetune``, the names of
+`equitrain_jax.train.config.STRATEGIES`); `equitrain_jax.train.strategies` builds them by name.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Optional
 
@@ -28,6 +33,7 @@ class Strategy(NamedTuple):
     frozen: Any
     merge: Callable[[Any, Any], dict[str, Any]]
     labels: Optional[Any] = None
+    penalty: Optional[Callable[[Any], jax.Array]] = None  # trainable -> scalar added to the loss
 
 
 def _params_are_trainable(trainable: Any, frozen: Variables) -> dict[str, Any]:
@@ -51,7 +57,7 @@ def full_finetune(variables: Variables) -> Strategy:
     return Strategy(variables["params"], _without_params(variables), _params_are_trainable)
 
 
-def partial_finetune(variables: Variables, trainable_patterns: Patterns) -> Strategy:
+def freeze_finetune(variables: Variables, trainable_patterns: Patterns) -> Strategy:
     """Only weights matching ``trainable_patterns`` trained; the rest frozen by optax labels."""
     params = variables["params"]
     return Strategy(
@@ -59,7 +65,7 @@ def partial_finetune(variables: Variables, trainable_patterns: Patterns) -> Stra
     )
 
 
-def from_scratch(config: ModelConfig, graph: jraph.GraphsTuple, key: jax.Array, dtype: Any = jnp.float64) -> Strategy:
+def scratch_finetune(config: ModelConfig, graph: jraph.GraphsTuple, key: jax.Array, dtype: Any = jnp.float64) -> Strategy:
     """A freshly initialised model of ``config``'s architecture (MACE: its own U matrices), every
     weight trained.
 
@@ -80,6 +86,16 @@ def lora_finetune(
     return Strategy(lora.init(variables["params"], rank, alpha, targets, key), dict(variables), _lora_variables)
 
 
-def l2sp_finetune(variables: Variables, targets: Patterns = delta.DEFAULT_TARGETS) -> Strategy:
-    """Residuals δ trained (add `delta.l2sp_penalty` to the loss); the pretrained weights frozen."""
-    return Strategy(delta.init(variables["params"], targets), dict(variables), _delta_variables)
+def delta_finetune(
+    variables: Variables, targets: Patterns = delta.DEFAULT_TARGETS, l2sp_weight: Optional[float] = None
+) -> Strategy:
+    """L2-SP: residuals δ trained, with the penalty `delta.l2sp_penalty` of weight ``l2sp_weight``
+    (None: no penalty); the pretrained weights frozen."""
+    penalty = None if l2sp_weight is None else functools.partial(delta.l2sp_penalty, weight=l2sp_weight)
+    return Strategy(delta.init(variables["params"], targets), dict(variables), _delta_variables, penalty=penalty)
+
+
+# the names before the strategies were named after the command line's
+l2sp_finetune = delta_finetune
+partial_finetune = freeze_finetune
+from_scratch = scratch_finetune

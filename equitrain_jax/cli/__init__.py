@@ -1,21 +1,27 @@
 """Command line: ``equitrain-jax {convert, export, evaluate, finetune, phonons, demo}``.
 
-Each subcommand lives in its own module with ``add_parser(sub)`` and ``run(args)``; they stay thin,
-the work is in the package.
+Each subcommand lives in its own module with ``add_parser(sub)``, ``check(args)`` and
+``run(args)``; they stay thin, the work is in the package.  ``check`` validates every input
+before any work and without loading JAX (see `equitrain_jax.cli.checks`).  Every failure ends in
+one line on stderr, ``equitrain-jax CMD: error: ...``: bad input exits with status 2, an
+unexpected error with 1 (``--traceback`` shows it in full), Ctrl-C or SIGTERM with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from equitrain_jax.cli import convert, demo, evaluate, export, finetune, phonons
 
 SUBCOMMANDS = (convert, export, evaluate, finetune, phonons, demo)
-
+BAD_INPUT, INTERNAL_ERROR, INTERRUPTED = 2, 1, 130
 
 CACHE_ENV = "EQUITRAIN_JAX_CACHE_DIR"
 
@@ -44,19 +50,67 @@ def enable_compilation_cache() -> Optional[Path]:
     return Path(directory)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="equitrain-jax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(prog="equitrain-jax", description=__doc__.splitlines()[0])
+    main_parser.add_argument("--traceback", action="store_true",
+                             help="on an unexpected error, show Python's traceback instead of one line")
+    sub = main_parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(sub)
+    return main_parser
 
-    args = parser.parse_args(argv)
-    enable_compilation_cache()
+
+class CommandFailed(SystemExit):
+    """The exit of a failed command: ``code`` is the exit status, ``str()`` the one line printed."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _fail(code: int, message: str) -> CommandFailed:
+    print(message, file=sys.stderr)
+    return CommandFailed(code, message)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    args.argv, args.started = argv, time.time()
+    prefix = f"equitrain-jax {args.command}"
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGTERM, _terminate)  # a batch system's notice: like Ctrl-C
     try:
+        args.check(args)
+        enable_compilation_cache()
         args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"equitrain-jax {args.command}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise _fail(INTERRUPTED, f"{prefix}: interrupted; {args.interrupted(args)}") from None
+    except (ValueError, OSError, ImportError) as error:
+        if args.traceback:
+            raise
+        raise _fail(BAD_INPUT, f"{prefix}: error: {_one_line(error)}") from None
+    except Exception as error:
+        if args.traceback:
+            raise
+        raise _fail(INTERNAL_ERROR, f"{prefix}: error: unexpected {type(error).__name__}: {_one_line(error)} (rerun "
+                                    f"with 'equitrain-jax --traceback {args.command} ...' for the traceback, and please "
+                                    "report it)") from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from equitrain_jax.cli import checks
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "convert", help="convert a mace-torch .model file or a SevenNet .pth checkpoint to an equitrain-jax model directory"
     )
     p.add_argument("model", nargs="?", help="mace-torch model file (.model / .pt) or SevenNet checkpoint (.pth)")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-o", "--output", required=True, help="output directory (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into OUTPUT even if it holds something")
     p.add_argument("--architecture", help="instead of a file: build this MACE-MP architecture with random weights")
     p.add_argument(
         "--pretrained",
@@ -18,28 +21,35 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
+
+
+def check(args: argparse.Namespace) -> None:
+    sources = [args.model, args.architecture, args.pretrained]
+    if sum(s is not None for s in sources) != 1:
+        raise ValueError("give exactly one of a MODEL file, --architecture NAME or --pretrained NAME")
+    if args.model is not None:
+        checks.input_file(args.model, "model file", may_be_empty=True)  # the converter names what it is not
+    checks.at_least(args.channels, 1, "--channels")
+    checks.at_least(args.seed, 0, "--seed")
+    checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
 
 
 def run(args: argparse.Namespace) -> None:
     from equitrain_jax.convert import convert_file, convert_module
     from equitrain_jax.convert import sevennet
 
-    sources = [args.model, args.architecture, args.pretrained]
-    if sum(s is not None for s in sources) != 1:
-        raise SystemExit("convert: give exactly one of a MODEL file, --architecture NAME or --pretrained NAME")
     if args.pretrained is not None:
-        try:
-            config = sevennet.convert_pretrained(args.pretrained, args.output)
-        except (ValueError, FileNotFoundError) as error:
-            raise SystemExit(f"convert: {error}") from error
+        config = sevennet.convert_pretrained(args.pretrained, args.output)
     elif args.model is not None and sevennet.is_sevennet_checkpoint(args.model):
         config = sevennet.convert_file(args.model, args.output)
     elif args.model is not None:
         config = convert_file(args.model, args.output)
     else:
-        from equitrain_jax.convert.architectures import build_mace_torch
+        from equitrain_jax.convert.architectures import ARCHITECTURES, build_mace_torch
 
+        if args.architecture not in ARCHITECTURES:
+            raise ValueError(f"--architecture {args.architecture!r} is not one of {sorted(ARCHITECTURES)}")
         module = build_mace_torch(args.architecture, channels=args.channels, seed=args.seed)
         config = convert_module(module, args.output)
     if isinstance(config, sevennet.SevenNetConfig):

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+from equitrain_jax.cli import checks
 
 DEMO_DIR = Path("outputs/demo")
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -27,8 +27,18 @@ def add_parser(sub) -> None:
     p.add_argument("--mace", action="store_true", help="instead: mace-torch MACE-MP-0 parity check")
     p.add_argument("--architecture", default="mp0a-medium", help="with --mace: the MACE-MP architecture")
     p.add_argument("--channels", type=int, default=128, help="with --mace: channels")
-    p.add_argument("-o", "--output", default=str(DEMO_DIR))
-    p.set_defaults(func=run)
+    p.add_argument("-o", "--output", default=str(DEMO_DIR), help="output directory (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into OUTPUT even if it holds an earlier demo")
+    p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
+
+
+def check(args: argparse.Namespace) -> None:
+    if not args.mace and not (EXAMPLES / args.material / "phonopy_params.yaml").is_file():
+        available = sorted(p.name for p in EXAMPLES.iterdir() if (p / "phonopy_params.yaml").is_file())
+        raise ValueError(f"--material: no example data for {args.material!r}; available: {available}")
+    checks.at_least(args.epochs, 1, "--epochs")
+    checks.at_least(args.channels, 1, "--channels")
+    checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -40,19 +50,17 @@ def run(args: argparse.Namespace) -> None:
 
 def finetune_phonons(args: argparse.Namespace) -> None:
     import ase.io
+    import numpy as np
 
     from equitrain_jax.convert.sevennet import convert_pretrained
     from equitrain_jax.phonons.compare import compare_phonons, load_reference, phonopy_like_reference
     from equitrain_jax.phonons.phonopy_interface import phonopy_to_ase
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos
     from equitrain_jax.potential import Potential
-    from equitrain_jax.train import TrainConfig
+    from equitrain_jax.train.config import FinetuneConfig, TrainConfig
     from equitrain_jax.train.finetune import finetune
 
     data = EXAMPLES / args.material
-    if not (data / "phonopy_params.yaml").is_file():
-        available = sorted(p.name for p in EXAMPLES.iterdir() if (p / "phonopy_params.yaml").is_file())
-        raise ValueError(f"no example data for {args.material!r}; available: {available}")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -77,9 +85,9 @@ def finetune_phonons(args: argparse.Namespace) -> None:
           f"({n_super}-atom supercell of the DFT reference) …", flush=True)
     pretrained, before, force_before = phonons(base)
     print(f"3. LoRA fine-tuning on {len(train)} DFT structures ({args.epochs} epochs, E0s refitted) …", flush=True)
-    finetune(base, train, valid, out / "lora", strategy="lora", rank=4, e0s="refit", dtype="float32",
+    finetune(base, train, valid, out / "lora", FinetuneConfig(strategy="lora", rank=4, e0s="refit", batch_size=2),
              train_config=TrainConfig(epochs=args.epochs, learning_rate=2e-3, schedule="plateau", ema_decay=0.99),
-             batch_size=2)
+             overwrite=args.overwrite)
     print("4. phonons of the fine-tuned model …", flush=True)
     tuned, after, force_after = phonons(out / "lora" / "model")
     plot = plot_band_structure_and_dos({"DFT (PBE)": reference, "SevenNet-0": pretrained, "SevenNet-0 + LoRA": tuned},
@@ -106,6 +114,7 @@ def finetune_phonons(args: argparse.Namespace) -> None:
 
 def mace_parity(args: argparse.Namespace) -> None:
     """Build a MACE-MP-0 architecture in mace-torch, convert it, and compare the numbers."""
+    import numpy as np
     import torch
     from ase.build import bulk
     from mace.calculators import MACECalculator

@@ -3,28 +3,51 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-import numpy as np
+from equitrain_jax.cli import checks
+from equitrain_jax.train.config import DTYPES
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="energies, forces and stress of structures (any ASE-readable file)")
     p.add_argument("structures", nargs="+")
     p.add_argument("--model", required=True, help="converted model directory")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--dtype", choices=DTYPES, default="float64")
     p.add_argument("--head", default=None)
-    p.add_argument("-o", "--output", help="write the structures with results (extxyz)")
-    p.set_defaults(func=run)
+    p.add_argument("-o", "--output", help="write the structures with results (extxyz; new, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
+
+
+def check(args: argparse.Namespace) -> None:
+    checks.model_directory(args.model)
+    if args.output:
+        checks.check_output_file(args.output, "pass --overwrite to replace it", args.overwrite)
+        if any(Path(args.output).resolve() == Path(path).resolve() for path in args.structures):
+            raise ValueError(f"-o {args.output} is one of the input files")
+        from ase.io.formats import filetype, ioformats
+
+        try:
+            kind = filetype(args.output, read=False)
+        except Exception:  # ASE's guess from the name
+            kind = None
+        if kind not in ioformats or not ioformats[kind].can_write:
+            raise ValueError(f"-o {args.output}: ASE cannot write structures in a file of this name "
+                             "(use e.g. .extxyz, .xyz, .traj, .cif)")
+    args.structure_list = [atoms for path in args.structures for atoms in checks.structures(path, "structure file")]
 
 
 def run(args: argparse.Namespace) -> None:
+    import numpy as np
+
     import ase.io
     from tqdm import tqdm
 
     from equitrain_jax.potential import Potential
 
     potential = Potential(args.model, dtype=args.dtype, head=args.head)
-    structures = [a for path in args.structures for a in ase.io.read(path, index=":")]
+    structures = args.structure_list
     rows = []
     for atoms in tqdm(structures, desc="evaluating", unit="structure", disable=len(structures) < 5):
         (out,) = potential.evaluate_graph(potential.graph(atoms))

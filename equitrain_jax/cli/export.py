@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from equitrain_jax.cli import checks
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -12,8 +14,15 @@ def add_parser(sub) -> None:
     )
     p.add_argument("model", help="equitrain-jax model directory (e.g. fine-tuned; adapters merged)")
     p.add_argument("--template", required=True, help="the mace-torch .model file the model was converted from")
-    p.add_argument("-o", "--output", required=True, help="mace-torch .model file to write")
-    p.set_defaults(func=run)
+    p.add_argument("-o", "--output", required=True, help="mace-torch .model file to write (new, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
+
+
+def check(args: argparse.Namespace) -> None:
+    checks.model_directory(args.model, "model directory")
+    checks.input_file(args.template, "--template")
+    checks.check_output_file(args.output, "pass --overwrite to replace it", args.overwrite)
 
 
 def run(args: argparse.Namespace) -> None:

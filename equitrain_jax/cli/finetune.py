@@ -3,94 +3,126 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 from pathlib import Path
+
+from equitrain_jax.cli import checks
+from equitrain_jax.train.config import (
+    DTYPES,
+    E0_CHOICES,
+    LOSS_KINDS,
+    SCHEDULES,
+    STRATEGIES,
+    FinetuneConfig,
+    LossConfig,
+    TrainConfig,
+    check_replay,
+)
+from equitrain_jax.train.outputs import CHECKPOINTS, checkpoint_progress, check_run_directory
+
+TRAIN, LOSS, JOB = TrainConfig(), LossConfig(), FinetuneConfig()  # the library's defaults
+
+OPTIONS = {  # settings field -> option
+    "epochs": "--epochs", "learning_rate": "--lr", "weight_decay": "--weight-decay", "clip_norm": "--clip-norm",
+    "schedule": "--schedule", "warmup_epochs": "--warmup-epochs", "plateau_factor": "--plateau-factor",
+    "plateau_patience": "--plateau-patience", "ema_decay": "--ema", "early_stopping_patience": "--patience",
+    "seed": "--seed", "energy_weight": "--weights ENERGY", "forces_weight": "--weights FORCES",
+    "stress_weight": "--weights STRESS", "weights": "--weights", "kind": "--loss", "huber_delta": "--huber-delta", "strategy": "--strategy",
+    "rank": "--rank", "alpha": "--alpha", "targets": "--targets", "l2sp_weight": "--l2sp-weight",
+    "new_head": "--new-head", "head": "--head", "batch_size": "--batch-size", "dtype": "--dtype", "e0s": "--e0s",
+    "n_devices": "--devices",
+}
 
 
 def add_parser(sub) -> None:
-    from equitrain_jax.train.finetune import E0_CHOICES, STRATEGIES
-    from equitrain_jax.train.loop import SCHEDULES
-
-    p = sub.add_parser("finetune", help="fine-tune a converted model on labelled structures (extxyz, …)")
+    p = sub.add_parser("finetune", help="fine-tune a converted model on labelled structures (extxyz, …)",
+                       description="Strategies: " + "; ".join(f"{name}: {what}" for name, what in STRATEGIES.items()))
     p.add_argument("--model", required=True, help="converted model directory")
     p.add_argument("--train", required=True, help="training structures with energies and forces (any ASE-readable file)")
     p.add_argument("--valid", help="validation structures (default: split off --valid-fraction of --train)")
     p.add_argument("--valid-fraction", type=float, default=0.2)
-    p.add_argument("--strategy", choices=STRATEGIES, default="lora")
-    p.add_argument("--rank", type=int, default=4, help="LoRA rank")
-    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: rank)")
+    p.add_argument("--strategy", choices=list(STRATEGIES), default=JOB.strategy)
+    p.add_argument("--rank", type=int, default=JOB.rank, help="LoRA rank")
+    p.add_argument("--alpha", type=float, default=JOB.alpha, help="LoRA alpha (default: rank)")
     p.add_argument("--targets", nargs="+", help="parameter path patterns, e.g. 'interactions.*.linear*' 'products.*'")
-    p.add_argument("--l2sp-weight", type=float, default=1e-3)
+    p.add_argument("--l2sp-weight", type=float, default=JOB.l2sp_weight)
     p.add_argument("--replay", help="multihead: structures that keep training the pretrained head")
-    p.add_argument("--new-head", default="Default", help="multihead: name of the new head (the pretrained one becomes pt_head)")
-    p.add_argument("--e0s", choices=E0_CHOICES, default="foundation", help="keep the model's E0s or refit them to --train")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--clip-norm", type=float, default=10.0)
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
-    p.add_argument("--warmup-epochs", type=int, default=0)
-    p.add_argument("--plateau-patience", type=int, default=5)
-    p.add_argument("--plateau-factor", type=float, default=0.5)
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.99")
-    p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better validation loss")
-    p.add_argument("--loss", choices=("huber", "mse", "mae"), default="huber")
-    p.add_argument("--huber-delta", type=float, default=0.01)
-    p.add_argument("--weights", type=float, nargs=3, default=(10.0, 100.0, 1000.0), metavar=("ENERGY", "FORCES", "STRESS"))
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--devices", type=int, default=1, help="shard every batch over this many devices")
+    p.add_argument("--new-head", default=JOB.new_head,
+                   help="multihead: name of the new head (the pretrained one becomes pt_head)")
+    p.add_argument("--e0s", choices=E0_CHOICES, default=JOB.e0s, help="keep the model's E0s or refit them to --train")
+    p.add_argument("--epochs", type=int, default=TRAIN.epochs)
+    p.add_argument("--lr", type=float, default=TRAIN.learning_rate)
+    p.add_argument("--weight-decay", type=float, default=TRAIN.weight_decay)
+    p.add_argument("--clip-norm", type=float, default=TRAIN.clip_norm)
+    p.add_argument("--schedule", choices=SCHEDULES, default=TRAIN.schedule)
+    p.add_argument("--warmup-epochs", type=int, default=TRAIN.warmup_epochs)
+    p.add_argument("--plateau-patience", type=int, default=TRAIN.plateau_patience)
+    p.add_argument("--plateau-factor", type=float, default=TRAIN.plateau_factor)
+    p.add_argument("--ema", type=float, default=TRAIN.ema_decay, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.99")
+    p.add_argument("--patience", type=int, default=TRAIN.early_stopping_patience,
+                   help="early stopping: epochs without a better validation loss")
+    p.add_argument("--loss", choices=LOSS_KINDS, default=LOSS.kind)
+    p.add_argument("--huber-delta", type=float, default=LOSS.huber_delta)
+    p.add_argument("--weights", type=float, nargs=3, default=(LOSS.energy_weight, LOSS.forces_weight, LOSS.stress_weight),
+                   metavar=("ENERGY", "FORCES", "STRESS"))
+    p.add_argument("--batch-size", type=int, default=JOB.batch_size)
+    p.add_argument("--devices", type=int, default=JOB.n_devices, help="shard every batch over this many devices")
     p.add_argument("--energy-key", default="energy")
     p.add_argument("--forces-key", default="forces")
     p.add_argument("--stress-key", default="stress", help="'none' to train without stress")
-    p.add_argument("--head", default=None)
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last")
-    p.add_argument("-o", "--output", required=True)
-    p.set_defaults(func=run)
+    p.add_argument("--head", default=JOB.head)
+    p.add_argument("--dtype", choices=DTYPES, default=JOB.dtype)
+    p.add_argument("--seed", type=int, default=TRAIN.seed)
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in OUTPUT from its last checkpoint (it must be the same run; more "
+                            "--epochs or a larger --patience may be given)")
+    again.add_argument("--overwrite", action="store_true", help="replace the run in OUTPUT")
+    p.add_argument("-o", "--output", required=True, help="output directory (new or empty, unless --resume or --overwrite)")
+    p.set_defaults(func=run, check=check, interrupted=interrupted)
 
 
-def _read(path: str, what: str) -> list:
-    import ase.io
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{what} file {path} does not exist")
-    if Path(path).stat().st_size == 0:
-        raise ValueError(f"{what} file {path} is empty")
-    try:
-        structures = ase.io.read(path, index=":")
-    except Exception as error:  # ASE raises many kinds for unreadable files
-        raise ValueError(f"{what} file {path}: cannot read structures ({type(error).__name__}: {error})") from error
-    if not structures:
-        raise ValueError(f"{what} file {path} holds no structures")
-    return structures
+def check(args: argparse.Namespace) -> None:
+    """Every option and input, before any work: settings, the model directory, the output
+    directory, and the structure files (read here, once)."""
+    args.train_config = checks.settings(
+        TrainConfig, OPTIONS, epochs=args.epochs, learning_rate=args.lr, weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        plateau_factor=args.plateau_factor, plateau_patience=args.plateau_patience, ema_decay=args.ema,
+        early_stopping_patience=args.patience, seed=args.seed,
+    )
+    energy_weight, forces_weight, stress_weight = args.weights
+    args.loss_config = checks.settings(LossConfig, OPTIONS, energy_weight=energy_weight, forces_weight=forces_weight,
+                                       stress_weight=stress_weight, kind=args.loss, huber_delta=args.huber_delta)
+    args.job = checks.settings(
+        FinetuneConfig, OPTIONS, strategy=args.strategy, rank=args.rank, alpha=args.alpha, targets=args.targets,
+        l2sp_weight=args.l2sp_weight, new_head=args.new_head, head=args.head, batch_size=args.batch_size,
+        dtype=args.dtype, e0s=args.e0s, n_devices=args.devices,
+    )
+    if not 0 < args.valid_fraction < 1:
+        raise ValueError(f"--valid-fraction must lie in (0, 1), got {args.valid_fraction}")
+    check_replay(args.strategy, int(args.replay is not None))
+    checks.model_directory(args.model)
+    check_run_directory(args.output, args.resume, args.overwrite, flags=("--resume", "--overwrite"))
+    args.train_set = checks.structures(args.train, "--train")
+    args.valid_set = checks.structures(args.valid, "--valid") if args.valid else None
+    args.replay_set = checks.structures(args.replay, "--replay") if args.replay else []
+    if args.valid_set is None and len(args.train_set) < 2:
+        raise ValueError(f"--train {args.train} holds one structure: give --valid, or at least 2 structures to split")
 
 
 def run(args: argparse.Namespace) -> None:
     from equitrain_jax.train.data import LabelKeys
     from equitrain_jax.train.finetune import finetune, split_train_valid
-    from equitrain_jax.train.loop import TrainConfig
-    from equitrain_jax.train.loss import LossConfig
 
-    train = _read(args.train, "training")
-    if args.valid:
-        valid = _read(args.valid, "validation")
-    else:
+    train, valid = args.train_set, args.valid_set
+    if valid is None:
         train, valid = split_train_valid(train, args.valid_fraction, args.seed)
-    replay = _read(args.replay, "replay") if args.replay else []
     keys = LabelKeys(args.energy_key, args.forces_key, None if args.stress_key == "none" else args.stress_key)
-    train_config = TrainConfig(
-        epochs=args.epochs, learning_rate=args.lr, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
-        schedule=args.schedule, warmup_epochs=args.warmup_epochs, plateau_factor=args.plateau_factor,
-        plateau_patience=args.plateau_patience, ema_decay=args.ema, early_stopping_patience=args.patience,
-        seed=args.seed,
-    )
-    energy_weight, forces_weight, stress_weight = args.weights
-    loss_config = LossConfig(energy_weight, forces_weight, stress_weight, args.loss, args.huber_delta)
     result = finetune(
-        args.model, train, valid, args.output, strategy=args.strategy, train_config=train_config,
-        loss_config=loss_config, batch_size=args.batch_size, rank=args.rank, alpha=args.alpha,
-        targets=args.targets, l2sp_weight=args.l2sp_weight, keys=keys, head=args.head, dtype=args.dtype,
-        e0s=args.e0s, replay=replay, new_head=args.new_head, n_devices=args.devices, resume=args.resume,
+        args.model, train, valid, args.output, args.job, train_config=args.train_config, loss_config=args.loss_config,
+        keys=keys, replay=args.replay_set, resume=args.resume, overwrite=args.overwrite,
     )
     first, best = result.history[0], min(result.history, key=lambda h: h["valid_loss"])
     print(
@@ -98,3 +130,23 @@ def run(args: argparse.Namespace) -> None:
         f"{best['forces_mae_mev_per_a']:.1f} meV/Å, energy MAE {first['energy_mae_mev_per_atom']:.2f} → "
         f"{best['energy_mae_mev_per_atom']:.2f} meV/atom; fine-tuned model in {Path(args.output) / 'model'}"
     )
+
+
+def _command(args: argparse.Namespace, flag: str) -> str:
+    """This command line with ``flag`` (--resume or --overwrite) in place of either."""
+    kept = [a for a in args.argv if not any(a.startswith("--") and len(a) >= 4 and full.startswith(a)
+                                                for full in ("--resume", "--overwrite"))]
+    return shlex.join(["equitrain-jax", *kept, flag])
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """Where the run is saved and the command that resumes it."""
+    progress = checkpoint_progress(args.output)
+    last = Path(args.output) / CHECKPOINTS / "last"
+    written_now = progress is not None and (args.resume or os.path.getmtime(last / "state.json") >= args.started)
+    if not written_now:
+        return f"no checkpoint of this run was written; start it again with: {_command(args, '--overwrite')}"
+    done = f"{progress['epoch']} of {args.epochs} epochs done"
+    if progress["position"]:
+        done += f" and {progress['position']} steps of the next"
+    return f"the run is saved in {last} ({done}); resume it with: {_command(args, '--resume')}"

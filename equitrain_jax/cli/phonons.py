@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from equitrain_jax.cli import checks
 
 
 def add_parser(sub) -> None:
@@ -37,12 +38,34 @@ def add_parser(sub) -> None:
                    help="scan and follow at most this many of the most unstable modes (default 10)")
     p.add_argument("--follow-relax-cell", action="store_true",
                    help="when following an imaginary mode, relax the supercell's cell as well as the positions")
-    p.add_argument("-o", "--output", required=True)
-    p.set_defaults(func=run)
+    p.add_argument("-o", "--output", required=True, help="output directory (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into OUTPUT even if it holds something")
+    p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
 
 
-def supercell_for_min_length(cell: np.ndarray, min_length: float) -> list[int]:
-    """Smallest diagonal repetition whose perpendicular widths all reach ``min_length`` Å."""
+def check(args: argparse.Namespace) -> None:
+    """Every option, the model directory, the output directory, the reference file and the crystal
+    (periodic, with volume, no overlapping atoms), before any work."""
+    if args.supercell is not None and min(args.supercell) < 1:
+        raise ValueError(f"--supercell takes three repetitions >= 1, got {' '.join(map(str, args.supercell))}")
+    checks.positive(args.min_length, "--min-length (Å)")
+    checks.positive(args.fmax, "--fmax (eV/Å)")
+    checks.at_least(args.relax_steps, 1, "--relax-steps")
+    checks.non_negative(args.imaginary_threshold, "--imaginary-threshold (a frequency in THz, counted below minus it)")
+    checks.positive(args.scan_max_displacement, "--scan-max-displacement (Å)")
+    checks.at_least(args.scan_max_modes, 1, "--scan-max-modes")
+    if args.reference:
+        checks.input_file(args.reference, "reference phonopy file")
+    checks.model_directory(args.model)
+    checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
+    args.atoms = checks.crystal(args.structure)
+
+
+def supercell_for_min_length(cell: Any, min_length: float) -> list[int]:
+    """Smallest diagonal repetition whose perpendicular widths all reach ``min_length`` Å
+    (``cell``: [3, 3] rows, Å)."""
+    import numpy as np
+
     from equitrain_jax.phonons.phonopy_interface import perpendicular_widths
 
     widths = perpendicular_widths(np.asarray(cell))
@@ -51,18 +74,19 @@ def supercell_for_min_length(cell: np.ndarray, min_length: float) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     import ase.io
+    import numpy as np
 
     from equitrain_jax.calculator import Calculator
     from equitrain_jax.phonons import load_reference, phonopy_from_potential, write_results
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
 
-    if args.imaginary_threshold < 0:
-        raise ValueError(f"--imaginary-threshold is a positive frequency in THz, got {args.imaginary_threshold}")
-    reference = load_reference(args.reference) if args.reference else None  # bad reference files fail here, first
-    atoms = ase.io.read(args.structure)
-    if not atoms.pbc.all():
-        raise ValueError(f"{args.structure}: a phonon run needs a crystal periodic in 3 directions, got pbc={atoms.pbc.tolist()}")
+    atoms = args.atoms
+    supercell = args.supercell or supercell_for_min_length(atoms.cell.array, args.min_length)
+    reference = None
+    if args.reference:  # a bad reference, or one of another crystal, is refused before any phonon is computed
+        reference = load_reference(args.reference)
+        same_crystal(atoms, supercell, reference, args.reference)
     potential = Potential(args.model, dtype="float64", head=args.head)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +110,7 @@ def run(args: argparse.Namespace) -> None:
                              f"phonons were computed; partial results kept: the last structure in "
                              f"{out / 'relaxed.extxyz'}, the optimiser log in {out / 'relax.log'} "
                              "(raise --relax-steps or --fmax)")
-    supercell = args.supercell or supercell_for_min_length(atoms.cell.array, args.min_length)
+        supercell = args.supercell or supercell_for_min_length(atoms.cell.array, args.min_length)
     print(f"supercell {supercell} of {atoms.get_chemical_formula()} ({len(atoms) * int(np.prod(supercell))} atoms)")
     phonon = phonopy_from_potential(potential, atoms, supercell_matrix=supercell, method=args.hessian)
     paths = write_results(phonon, out, imaginary_tolerance=args.imaginary_threshold)
@@ -102,6 +126,22 @@ def run(args: argparse.Namespace) -> None:
     imaginary_mode_analysis(args, phonon, potential, out)
     if reference is not None:
         compare_with_reference(phonon, reference, args.reference, out, title=atoms.get_chemical_formula())
+
+
+def same_crystal(atoms, supercell, reference, reference_path: str) -> None:
+    """Refuse a reference of another crystal (other atoms in the primitive cell, or another lattice
+    beyond 5 % strain), from the structures alone: the check `compare_phonons` makes at the end."""
+    import numpy as np
+    from phonopy import Phonopy
+
+    from equitrain_jax.phonons.compare import primitive_transformation
+    from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy
+
+    try:
+        primitive_transformation(Phonopy(ase_to_phonopy(atoms), supercell_matrix=np.diag(supercell),
+                                         primitive_matrix="auto"), reference)
+    except ValueError as error:
+        raise ValueError(f"--reference {reference_path}: {error}") from None
 
 
 def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Path) -> None:

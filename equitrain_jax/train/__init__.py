@@ -1,55 +1,38 @@
-"""Training: labelled padded batches, losses, jitted train/eval steps, the epoch loop with
-schedules, EMA, early stopping, checkpoints and data parallelism, and the fine-tuning job."""
+"""Training: settings, labelled padded batches, losses, jitted train/eval steps, the epoch loop
+with schedules, EMA, early stopping, checkpoints and data parallelism, and the fine-tuning job.
 
-from equitrain_jax.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from equitrain_jax.train.data import LabelKeys, labelled_batches, labelled_graph, sharded_batches, to_device
-from equitrain_jax.train.loop import (
-    SCHEDULES,
-    FitResult,
-    TrainConfig,
-    adamw,
-    data_mesh,
-    evaluate,
-    fit,
-    learning_rate_schedule,
-)
-from equitrain_jax.train.loss import (
-    LossConfig,
-    combine_loss,
-    error_sums,
-    loss_sums,
-    loss_terms,
-    metrics,
-    weighted_loss,
-)
-from equitrain_jax.train.step import ema_update, make_eval_step, make_predict, make_train_step
+Names are imported on first use (PEP 562): `equitrain_jax.train.config` and
+`equitrain_jax.train.outputs` load without JAX, for the command line's input checks.
+"""
 
-__all__ = [
-    "FitResult",
-    "LabelKeys",
-    "LossConfig",
-    "SCHEDULES",
-    "TrainConfig",
-    "TrainState",
-    "adamw",
-    "combine_loss",
-    "data_mesh",
-    "ema_update",
-    "error_sums",
-    "evaluate",
-    "fit",
-    "labelled_batches",
-    "labelled_graph",
-    "learning_rate_schedule",
-    "load_checkpoint",
-    "loss_sums",
-    "loss_terms",
-    "make_eval_step",
-    "make_predict",
-    "make_train_step",
-    "metrics",
-    "save_checkpoint",
-    "sharded_batches",
-    "to_device",
-    "weighted_loss",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "checkpoint": ("TrainState", "load_checkpoint", "read_checkpoint_record", "save_checkpoint"),
+    "config": ("E0_CHOICES", "LOSS_KINDS", "SCHEDULES", "STRATEGIES", "FinetuneConfig", "LossConfig", "SettingError",
+               "TrainConfig"),
+    "data": ("LabelKeys", "labelled_batches", "labelled_graph", "sharded_batches", "to_device"),
+    "finetune": ("split_train_valid",),
+    "loop": ("FitResult", "adamw", "data_mesh", "evaluate", "fit", "learning_rate_schedule"),
+    "loss": ("combine_loss", "error_sums", "loss_sums", "loss_terms", "metrics", "weighted_loss"),
+    "step": ("ema_update", "make_eval_step", "make_predict", "make_train_step"),
+    "strategies": ("REGISTRY", "build_strategy"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'equitrain_jax.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"equitrain_jax.train.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))

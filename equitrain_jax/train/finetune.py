@@ -1,22 +1,14 @@
 """The fine-tuning job: converted model + labelled structures → fine-tuned model directory.
 
-Writes into ``OUTDIR``:
-
-- ``model/``: the merged weights of the best validation epoch (EMA if enabled); loads like any
-  converted model (``equitrain_jax.Calculator(model="OUTDIR/model")``);
-- ``adapters.npz``: the trained tree alone (LoRA factors, deltas or weights, by dotted path);
-- ``checkpoints/{best,last}/``: orbax checkpoints of the trained tree and optimiser state (not the
-  frozen base), to resume an interrupted run;
-- ``history.json`` / ``history.csv``: per-epoch training loss, learning rate and validation
-  metrics (energy MAE/RMSE meV/atom, force MAE/RMSE meV/Å, stress MAE meV/Å³ and GPa);
-- ``run.json``: the base model, strategy and every setting.
+Composed of the pieces beside it: settings validated when built (`equitrain_jax.train.config`),
+the output-directory rule and the files written (`equitrain_jax.train.outputs`), strategies by
+name (`equitrain_jax.train.strategies`), the run's fingerprint (`equitrain_jax.train.fingerprint`)
+and the epoch loop (`equitrain_jax.train.loop.fit`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -25,27 +17,24 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from equitrain_jax.adapters import (
-    from_scratch,
-    full_finetune,
-    l2sp_finetune,
-    l2sp_penalty,
-    lora_finetune,
-    partial_finetune,
-)
-from equitrain_jax.adapters.heads import add_head, rename_head
-from equitrain_jax.adapters.paths import dotted_path
-from equitrain_jax.models.io import ModelBundle, load_model, save_model
+from equitrain_jax.models.io import ModelBundle, load_model
 from equitrain_jax.potential import DTYPES, resolve_head
+from equitrain_jax.train.checkpoint import read_checkpoint_record
+from equitrain_jax.train.config import FinetuneConfig, LossConfig, TrainConfig, check_replay
 from equitrain_jax.train.data import LabelKeys, labelled_batches, sharded_batches
 from equitrain_jax.train.e0s import refit_e0s
-from equitrain_jax.train.loop import FitResult, TrainConfig, data_mesh, fit
-from equitrain_jax.train.loss import LossConfig
+from equitrain_jax.train.fingerprint import as_json, model_digest, resume_changes, run_fingerprint, structures_digest
+from equitrain_jax.train.loop import FitResult, data_mesh, fit
+from equitrain_jax.train.outputs import (
+    CHECKPOINTS,
+    check_run_directory,
+    clear_run_outputs,
+    write_results,
+    write_run_record,
+)
+from equitrain_jax.train.strategies import REGISTRY, StrategyInputs, build_strategy, with_new_head
 
-STRATEGIES = ("lora", "delta", "freeze", "full", "multihead", "scratch")
-E0_CHOICES = ("foundation", "refit")
-DEFAULT_FREEZE_TRAINABLE = ("readouts.*", "products.*")
-PRETRAINED_HEAD = "pt_head"
+__all__ = ["FinetuneConfig", "finetune", "split_train_valid", "with_new_head"]
 
 
 def split_train_valid(
@@ -54,6 +43,8 @@ def split_train_valid(
     """Random split; at least one structure on each side."""
     if len(structures) < 2:
         raise ValueError(f"need at least 2 structures to split off a validation set, got {len(structures)}")
+    if not 0 < valid_fraction < 1:
+        raise ValueError(f"valid_fraction must lie in (0, 1), got {valid_fraction}")
     order = np.random.default_rng(seed).permutation(len(structures))
     n_valid = min(max(1, round(valid_fraction * len(structures))), len(structures) - 1)
     return [structures[i] for i in order[n_valid:]], [structures[i] for i in order[:n_valid]]
@@ -65,13 +56,47 @@ def _in_dtype(variables: Any, dtype: Any) -> Any:
     )
 
 
-def with_new_head(bundle: ModelBundle, name: str, copy_from: int) -> ModelBundle:
-    """``bundle`` with a head ``name`` copied from head ``copy_from``; an existing head of that name
-    (the pretrained ``Default``) is renamed ``pt_head``, so the new head is the default one."""
-    config = bundle.config
-    if name in config.heads:
-        config = rename_head(config, name, PRETRAINED_HEAD)
-    return ModelBundle(*add_head(config, bundle.variables, name, copy_from))
+def finetune_fingerprint(bundle: ModelBundle, config: FinetuneConfig, train: Sequence[ase.Atoms],
+                         valid: Sequence[ase.Atoms], replay: Sequence[ase.Atoms], keys: LabelKeys) -> dict:
+    """What defines a fine-tuning run besides its optimiser and loss settings: content hashes of
+    the base model and of each set of structures with their labels, the label keys and the job's
+    settings (see `equitrain_jax.train.fingerprint`)."""
+    label_keys = tuple(keys)
+    return {
+        "base_model": model_digest(bundle.config, bundle.variables),
+        "train_data": structures_digest(train, label_keys),
+        "valid_data": structures_digest(valid, label_keys),
+        "replay_data": structures_digest(replay, label_keys),
+        "keys": keys._asdict(),
+        "finetune": dataclasses.asdict(config),
+    }
+
+
+def prepared_model(
+    bundle: ModelBundle, config: FinetuneConfig, train: Sequence[ase.Atoms], keys: LabelKeys
+) -> tuple[ModelBundle, int, Optional[int]]:
+    """The model to train, the index of the head ``train`` trains, and that of the head the replay
+    structures train (None without replay): the chosen head, or for strategy ``multihead`` a new
+    one (see `with_new_head`); E0s refitted to ``train`` if ``config.e0s`` says so."""
+    head_index, replay_head = resolve_head(bundle.config.heads, config.head), None
+    if REGISTRY[config.strategy].adds_head:
+        bundle = with_new_head(bundle, config.new_head, head_index)
+        replay_head, head_index = head_index, len(bundle.config.heads) - 1
+    if config.e0s == "refit":
+        bundle = refit_e0s(bundle, train, keys, head_index)
+    return bundle, head_index, replay_head
+
+
+def padded_batches(structures: list, heads: Any, model_config: Any, config: FinetuneConfig, keys: LabelKeys,
+                   mesh: Optional[jax.sharding.Mesh]) -> list:
+    """Labelled batches of ``config.batch_size`` structures in the training dtype, stacked over the
+    mesh's devices if there is a mesh."""
+    dtype = DTYPES[config.dtype]
+    if mesh is None:
+        return labelled_batches(structures, model_config.r_max, model_config.atomic_numbers, config.batch_size, keys,
+                                heads, dtype)
+    return sharded_batches(structures, model_config.r_max, model_config.atomic_numbers, config.batch_size,
+                           config.n_devices, keys, heads, dtype)
 
 
 def finetune(
@@ -79,105 +104,78 @@ def finetune(
     train: Sequence[ase.Atoms],
     valid: Sequence[ase.Atoms],
     output: str | Path,
-    strategy: str = "lora",
+    config: Optional[FinetuneConfig] = None,
+    *,
     train_config: TrainConfig = TrainConfig(),
     loss_config: LossConfig = LossConfig(),
-    batch_size: int = 4,
-    rank: int = 4,
-    alpha: Optional[float] = None,
-    targets: Optional[Sequence[str]] = None,
-    l2sp_weight: float = 1e-3,
     keys: LabelKeys = LabelKeys(),
-    head: Optional[str] = None,
-    dtype: str = "float64",
-    e0s: str = "foundation",
     replay: Sequence[ase.Atoms] = (),
-    new_head: str = "Default",
-    n_devices: int = 1,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
+    **settings: Any,
 ) -> FitResult:
-    """Fine-tune the model in ``model_dir`` on ``train``, validate on ``valid``, write ``output``.
+    """Fine-tune the model in ``model_dir`` on ``train``, validate on ``valid``, write ``output``
+    (see `equitrain_jax.train.outputs` for its files).
 
-    ``strategy``: ``lora`` (rank, alpha, targets), ``delta`` (L2-SP residuals on targets, penalty
-    ``l2sp_weight``), ``freeze`` (only ``targets`` trained; default readouts and products),
-    ``full``, ``multihead`` (a new head ``new_head`` for ``train`` while the ``replay`` structures
-    keep training the pretrained head; all weights trained), or ``scratch`` (same architecture,
-    fresh weights).  ``e0s``: ``foundation`` keeps the model's E0s, ``refit`` fits them to ``train``
-    first.  ``n_devices`` > 1 shards every batch over that many devices.  ``resume`` continues
-    from ``output/checkpoints/last``.
+    ``config``: the strategy and the job's settings, or give them as keywords (``strategy``,
+    ``rank``, … : the fields of `FinetuneConfig`).  ``replay``: structures that keep training
+    the pretrained head (strategy ``multihead`` only).  ``output`` must be new or empty, unless
+    ``resume`` (continue from ``output/checkpoints/last``: the checkpoint must belong to this
+    very run, see `equitrain_jax.train.fingerprint`) or ``overwrite`` (replace the run there).
 
     Raises:
-        ValueError: for a bad setting or bad data (missing or NaN labels, unknown elements, empty
-            sets), before anything is compiled.
+        ValueError: a bad setting or bad data (missing or NaN labels, unknown elements, empty
+            sets), or a checkpoint of another run, before anything is compiled or written.
+        FileExistsError: ``output`` holds something and neither ``resume`` nor ``overwrite``.
+        FileNotFoundError: ``resume`` without a checkpoint.
     """
-    train_config = train_config.check()
-    loss_config = loss_config.check()
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if e0s not in E0_CHOICES:
-        raise ValueError(f"e0s must be one of {E0_CHOICES}, got {e0s!r}")
-    if strategy == "multihead" and not replay:
-        raise ValueError("strategy 'multihead' needs replay structures (e.g. a subset of the pretraining data)")
-    if replay and strategy != "multihead":
-        raise ValueError(f"replay structures are used by strategy 'multihead' only, not {strategy!r}")
+    if config is None:
+        config = FinetuneConfig(**settings)
+    elif settings:
+        raise TypeError(f"give the settings in config or as keywords, not both: {sorted(settings)}")
+    check_replay(config.strategy, len(replay))
     if not train or not valid:
         raise ValueError(f"need training and validation structures, got {len(train)} and {len(valid)}")
+    output = check_run_directory(output, resume, overwrite)
+
     bundle = model_dir if isinstance(model_dir, ModelBundle) else load_model(model_dir)
-    head_index = resolve_head(bundle.config.heads, head)
-    if strategy == "multihead":
-        bundle = with_new_head(bundle, new_head, head_index)
-        replay_head, head_index = head_index, len(bundle.config.heads) - 1
-    if e0s == "refit":
-        bundle = refit_e0s(bundle, train, keys, head_index)
-    config = bundle.config
-    np_dtype = DTYPES[dtype]
+    fingerprint = finetune_fingerprint(bundle, config, train, valid, replay, keys)
+    if resume:  # refuse a checkpoint of another run before any work (fit checks again when it loads it)
+        where = output / CHECKPOINTS / "last"
+        record = read_checkpoint_record(where)
+        resume_changes(record["metadata"].get("fingerprint"), run_fingerprint(train_config, loss_config, fingerprint),
+                       record["epoch"], str(where))
 
-    train_set = list(train) + list(replay)
-    train_heads = [head_index] * len(train) + ([replay_head] * len(replay) if replay else [])
-    if n_devices > 1:
-        mesh = data_mesh(n_devices)
-        make = lambda structures, heads: sharded_batches(  # noqa: E731
-            structures, config.r_max, config.atomic_numbers, batch_size, n_devices, keys, heads, np_dtype)
-    else:
-        mesh = None
-        make = lambda structures, heads: labelled_batches(  # noqa: E731
-            structures, config.r_max, config.atomic_numbers, batch_size, keys, heads, np_dtype)
-    train_batches = make(train_set, train_heads)
-    valid_batches = make(list(valid), head_index)
+    bundle, head_index, replay_head = prepared_model(bundle, config, train, keys)
+    model_config, dtype = bundle.config, DTYPES[config.dtype]
+    mesh = data_mesh(config.n_devices) if config.n_devices > 1 else None
+    train_batches = padded_batches(list(train) + list(replay), [head_index] * len(train) + [replay_head] * len(replay),
+                                   model_config, config, keys, mesh)
+    valid_batches = padded_batches(list(valid), head_index, model_config, config, keys, mesh)
 
-    variables = _in_dtype(bundle.variables, np_dtype)
-    penalty = None
-    chosen_targets = {"targets": tuple(targets)} if targets else {}
-    if strategy == "lora":
-        chosen = lora_finetune(variables, rank, alpha, **chosen_targets, key=jax.random.PRNGKey(train_config.seed))
-    elif strategy == "delta":
-        chosen = l2sp_finetune(variables, **chosen_targets)
-        penalty = lambda deltas: l2sp_penalty(deltas, l2sp_weight)  # noqa: E731
-    elif strategy == "freeze":
-        chosen = partial_finetune(variables, tuple(targets) if targets else DEFAULT_FREEZE_TRAINABLE)
-    elif strategy in ("full", "multihead"):
-        chosen = full_finetune(variables)
-    else:
-        first = jax.tree_util.tree_map(lambda x: x[0], train_batches[0]) if mesh is not None else train_batches[0]
-        chosen = from_scratch(config, first, jax.random.PRNGKey(train_config.seed), np_dtype)
-    module = ModelBundle(config, variables).module(np_dtype)
+    variables = _in_dtype(bundle.variables, dtype)
+    example = train_batches[0] if mesh is None else jax.tree_util.tree_map(lambda x: x[0], train_batches[0])
+    strategy = build_strategy(
+        StrategyInputs(variables, model_config, example, jax.random.PRNGKey(train_config.seed), dtype), config
+    )
+    module = ModelBundle(model_config, variables).module(dtype)
 
-    output = Path(output)
+    if overwrite:
+        clear_run_outputs(output)
     output.mkdir(parents=True, exist_ok=True)
-    settings = {
+    record = {
         "base_model": str(model_dir) if not isinstance(model_dir, ModelBundle) else "(in memory)",
-        "strategy": strategy, "rank": rank, "alpha": alpha, "targets": list(targets or []),
-        "l2sp_weight": l2sp_weight, "batch_size": batch_size, "dtype": dtype, "e0s": e0s,
-        "heads": list(config.heads), "trained_head": config.heads[head_index], "n_devices": n_devices,
+        **dataclasses.asdict(config), "heads": list(model_config.heads), "trained_head": model_config.heads[head_index],
         "n_train": len(train), "n_valid": len(valid), "n_replay": len(replay),
-        "keys": keys._asdict(), "loss": loss_config._asdict(), "train": dataclasses.asdict(train_config),
+        "keys": keys._asdict(), "loss": dataclasses.asdict(loss_config), "train": dataclasses.asdict(train_config),
+        "data_sha256": {name: fingerprint[f"{name}_data"] for name in ("train", "valid", "replay")},
+        "base_model_sha256": fingerprint["base_model"],
     }
-    (output / "run.json").write_text(json.dumps(settings, indent=2) + "\n")
+    if not resume:
+        write_run_record(output, as_json({**record, "resumes": []}))
 
-    bar = tqdm(total=train_config.epochs * len(train_batches), desc=f"fine-tuning ({strategy})", unit="step",
+    bar = tqdm(total=train_config.epochs * len(train_batches), desc=f"fine-tuning ({config.strategy})", unit="step",
                disable=not progress)
 
     def on_step(step: int, _metrics: dict) -> None:
@@ -185,23 +183,19 @@ def finetune(
 
     def log(entry: dict) -> None:
         bar.set_postfix_str(
-            f"epoch {entry['epoch']} loss {entry['train_loss']:.4g} | valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å, "
+            f"epoch {entry['epoch']} loss {entry['train_loss']:.4g} | "
+            f"valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å, "
             f"E {entry['energy_mae_mev_per_atom']:.1f} meV/atom"
         )
 
-    result = fit(module, chosen, train_batches, valid_batches, train_config, loss_config, penalty,
-                 checkpoint_dir=output / "checkpoints", resume=resume, mesh=mesh, log=log, on_step=on_step,
-                 metadata={"base_model": settings["base_model"], "strategy": strategy})
-    bar.close()
-
-    merged = jax.tree_util.tree_map(np.asarray, chosen.merge(jax.device_get(result.trainable), chosen.frozen))
-    save_model(output / "model", config, merged)
-    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(result.trainable))[0]
-    np.savez(output / "adapters.npz", **{dotted_path(path): np.asarray(leaf) for path, leaf in flat})
-    (output / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    with open(output / "history.csv", "w", newline="") as f:
-        fields = list(dict.fromkeys(k for entry in result.history for k in entry))
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(result.history)
+    try:
+        result = fit(module, strategy, train_batches, valid_batches, train_config, loss_config,
+                     checkpoint_dir=output / CHECKPOINTS, resume=resume, mesh=mesh, log=log, on_step=on_step,
+                     fingerprint=fingerprint)
+    finally:
+        bar.close()
+    if resume:  # the settings it ran with now, and each resume with what it changed
+        write_run_record(output, as_json({**record, "resumes": list(result.resumes)}))
+    merged = strategy.merge(jax.device_get(result.trainable), strategy.frozen)
+    write_results(output, model_config, merged, result.trainable, result.history)
     return result

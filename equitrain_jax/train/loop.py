@@ -9,7 +9,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
@@ -21,62 +20,20 @@ import optax
 
 from equitrain_jax.adapters.freeze import masked_optimizer
 from equitrain_jax.adapters.strategies import Strategy
-from equitrain_jax.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from equitrain_jax.train.loss import LossConfig, combine_loss, metrics
+from equitrain_jax.train.checkpoint import TrainState, load_checkpoint, read_checkpoint_record, save_checkpoint
+from equitrain_jax.train.config import SCHEDULES, LossConfig, TrainConfig
+from equitrain_jax.train.fingerprint import resume_changes, run_fingerprint, tree_digest
+from equitrain_jax.train.loss import combine_loss, metrics
 from equitrain_jax.train.step import Penalty, ema_update, make_eval_step, make_train_step
 
-SCHEDULES = ("constant", "cosine", "plateau")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings.
-
-    ``schedule``: ``constant``, ``cosine`` (decay to ``min_learning_rate`` over the run) or
-    ``plateau`` (multiply the rate by ``plateau_factor`` after ``plateau_patience`` epochs without
-    a better validation loss, down to ``min_learning_rate``); all after ``warmup_epochs`` of linear
-    warm-up.  ``ema_decay``: keep an exponential moving average of the weights (validation,
-    checkpoints and the final model use it), with the usual warm-up ``min(decay, (1+n)/(10+n))``.
-    ``early_stopping_patience``: stop after this many epochs without a better validation loss.
-    """
-
-    epochs: int = 50
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    clip_norm: Optional[float] = 10.0
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    min_learning_rate: float = 1e-6
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    ema_decay: Optional[float] = None
-    early_stopping_patience: Optional[int] = None
-    seed: int = 0
-
-    def check(self) -> "TrainConfig":
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be at least 1, got {self.epochs}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            problems.append(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
-        if not 0 < self.plateau_factor < 1:
-            problems.append(f"plateau_factor must lie in (0, 1), got {self.plateau_factor}")
-        if self.warmup_epochs < 0 or (self.early_stopping_patience is not None and self.early_stopping_patience < 1):
-            problems.append("warmup_epochs must be >= 0 and early_stopping_patience >= 1")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
+__all__ = ["SCHEDULES", "FitResult", "TrainConfig", "adamw", "data_mesh", "evaluate", "fit", "learning_rate_schedule"]
 
 class FitResult(NamedTuple):
     trainable: Any  # the weights validation chose: the best epoch's (EMA if enabled)
     opt_state: Any
     history: list[dict[str, float]]  # one entry per epoch; entry 0 is the starting model
     last: Any = None  # the last epoch's weights (EMA if enabled)
+    resumes: tuple = ()  # one record per resume: {"epoch", "step", "changed": {field: [before, after]}}
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -148,25 +105,51 @@ def fit(
     mesh: Optional[jax.sharding.Mesh] = None,
     log: Optional[Callable[[dict[str, float]], None]] = None,
     on_step: Optional[Callable[[int, dict], None]] = None,
-    metadata: Optional[dict] = None,
+    fingerprint: Optional[dict] = None,
 ) -> FitResult:
     """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches``.
 
     ``optimizer`` defaults to `adamw` with ``config``'s schedule, masked by ``strategy.labels``
-    if any.  ``checkpoint_dir``: write ``last`` after every epoch (and on Ctrl-C, mid-epoch) and
-    ``best`` when the validation loss improves; ``resume`` continues from ``last`` there.
+    if any; ``penalty`` (added to the loss) to ``strategy.penalty``.  ``checkpoint_dir``: write
+    ``best`` and ``last`` at the start, ``last`` after every epoch (and on Ctrl-C, mid-epoch) and
+    ``best`` when the validation loss improves.  ``resume`` continues from ``last`` there, after
+    checking that it belongs to this run (see `equitrain_jax.train.fingerprint`): ``config``,
+    ``loss_config`` and ``fingerprint`` (JSON-able facts that define the run; default: content
+    hashes of the starting weights and of the batches) must match the checkpoint's, except
+    settings that only extend the run, which the result's ``resumes`` records.
     ``mesh``: a `data_mesh`; batches must then be stacked over shards (see
     `equitrain_jax.train.data.sharded_batches`) and are split over its devices.
     ``log(entry)`` after every epoch, ``on_step(step, metrics)`` after every step.
+
+    Raises:
+        ValueError: no batches, or a checkpoint of another run (naming each differing field).
+        FileNotFoundError: ``resume`` without a checkpoint.
     """
-    config = config.check()
     if not train_batches or not valid_batches:
         raise ValueError("fit needs at least one training and one validation batch")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir")
+    if fingerprint is None:
+        fingerprint = {
+            "initial_weights": tree_digest(strategy.trainable), "frozen_weights": tree_digest(strategy.frozen),
+            "train_batches": tree_digest(list(train_batches)), "valid_batches": tree_digest(list(valid_batches)),
+        }
+    fingerprint = run_fingerprint(config, loss_config, fingerprint)
+    checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+    resumes: list = []
+    if resume:
+        record = read_checkpoint_record(checkpoint_dir / "last")
+        stored = record["metadata"]
+        changed = resume_changes(stored.get("fingerprint"), fingerprint, record["epoch"], str(checkpoint_dir / "last"))
+        resumes = [*stored.get("resumes", []), {"epoch": record["epoch"], "step": record["step"], "changed": changed}]
+    run_facts = {"fingerprint": fingerprint, "resumes": resumes}
+
     steps_per_epoch = len(train_batches)
     if optimizer is None:
         optimizer = adamw(learning_rate_schedule(config, steps_per_epoch), config.weight_decay, config.clip_norm)
     if strategy.labels is not None:
         optimizer = masked_optimizer(optimizer, strategy.labels)
+    penalty = strategy.penalty if penalty is None else penalty
     train_step = make_train_step(model, strategy.merge, optimizer, loss_config, penalty)
     eval_step = make_eval_step(model, strategy.merge, loss_config)
     frozen = _place(mesh, strategy.frozen, False)
@@ -175,13 +158,9 @@ def fit(
 
     trainable = _place(mesh, strategy.trainable, False)
     state = TrainState(trainable, optimizer.init(trainable), trainable if config.ema_decay else None)
-    checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
     if resume:
-        if checkpoint_dir is None:
-            raise ValueError("resume=True needs a checkpoint_dir")
         state, _ = load_checkpoint(checkpoint_dir / "last", state)
         state = state._replace(**{k: _place(mesh, getattr(state, k), False) for k in ("trainable", "opt_state", "ema")})
-    run_facts = {"config": dataclasses.asdict(config), **(metadata or {})}
 
     def evaluated(s: TrainState) -> Any:
         return s.trainable if s.ema is None else s.ema
@@ -194,9 +173,13 @@ def fit(
         start = {"epoch": 0, "learning_rate": config.learning_rate,
                  **evaluate(eval_step, evaluated(state), frozen, valid_batches, loss_config)}
         state = state._replace(history=(start,), best_loss=start["valid_loss"])
-        save("best", state)
-    best = evaluated(state) if not resume else None
+    best = state if not resume else None  # the state of the best epoch so far, once known here
+    saved_best = None
     try:
+        if not resume:
+            save("best", state)
+            saved_best = state
+            save("last", state)
         while state.epoch < config.epochs and not _stopped_early(state, config):
             order = np.random.default_rng([config.seed, state.epoch + 1]).permutation(steps_per_epoch)
             for i in order[state.position:]:
@@ -230,17 +213,20 @@ def fit(
                 floor = config.min_learning_rate / config.learning_rate
                 state = state._replace(lr_scale=max(state.lr_scale * config.plateau_factor, floor), plateau_epochs=0)
             if improved:
-                best = evaluated(state)
-                save("best", state)
+                best = state
+                save("best", state)  # before last: a last checkpoint never claims a best epoch that best lacks
+                saved_best = state
             save("last", state)
             if log is not None:
                 log(entry)
     except KeyboardInterrupt:
+        if best is not None and best is not saved_best:  # interrupted while saving it
+            save("best", best)
         save("last", state)
         raise
-    if best is None:  # resumed: the best weights are in the best checkpoint
-        best = evaluated(load_checkpoint(checkpoint_dir / "best", state)[0])
-    return FitResult(best, state.opt_state, list(state.history), evaluated(state))
+    if best is None:  # resumed and no better epoch since: the best weights are in the best checkpoint
+        best = load_checkpoint(checkpoint_dir / "best", state)[0]
+    return FitResult(evaluated(best), state.opt_state, list(state.history), evaluated(state), tuple(resumes))
 
 
 def _stopped_early(state: TrainState, config: TrainConfig) -> bool:

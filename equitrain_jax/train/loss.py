@@ -1,13 +1,12 @@
 """Weighted energy-per-atom, force and stress losses over padded batches, and error metrics.
 
 Padding nodes and graphs are excluded through ``nodes["mask"]`` and ``globals["mask"]``; stress
-enters only for graphs with ``globals["has_stress"]``.  Default weights (energy 10, forces 100,
-stress 1000) and the Huber δ = 0.01 follow the MACE-MP fine-tuning recipe.
+enters only for graphs with ``globals["has_stress"]``.  The weights and the pointwise loss are a
+`LossConfig` (energy 10, forces 100, stress 1000 and Huber δ = 0.01 by default, the MACE-MP
+fine-tuning recipe).
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import jraph
@@ -15,26 +14,9 @@ import numpy as np
 import optax
 
 from equitrain_jax.models.quantities import Outputs
+from equitrain_jax.train.config import LossConfig
 
-KINDS = ("huber", "mse", "mae")
 TERMS = ("energy", "forces", "stress")
-
-
-class LossConfig(NamedTuple):
-    """Weights of each term (energy term per atom: eV/atom; forces eV/Å; stress eV/Å³)."""
-
-    energy_weight: float = 10.0
-    forces_weight: float = 100.0
-    stress_weight: float = 1000.0
-    kind: str = "huber"
-    huber_delta: float = 0.01
-
-    def check(self) -> "LossConfig":
-        if self.kind not in KINDS:
-            raise ValueError(f"loss kind must be one of {KINDS}, got {self.kind!r}")
-        if self.huber_delta <= 0:
-            raise ValueError(f"huber_delta must be positive, got {self.huber_delta}")
-        return self
 
 
 def pointwise(residual: jnp.ndarray, config: LossConfig) -> jnp.ndarray:

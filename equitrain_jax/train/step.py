@@ -63,7 +63,6 @@ def make_train_step(
     ``lr_scale`` multiplies the optimiser's update (for AdamW: the learning rate, weight decay
     included); reduce-on-plateau lowers it.  Metrics hold the loss, its terms and the penalty.
     """
-    loss_config = loss_config.check()
     predict = make_predict(model, merge)
 
     def objective(trainable, frozen, batch):
@@ -85,7 +84,6 @@ def make_train_step(
 def make_eval_step(model: MACE, merge: Merge, loss_config: LossConfig = LossConfig()) -> Callable:
     """A jitted ``eval_step(trainable, frozen, batch)`` → pooled error sums (see
     `loss.error_sums`) and loss sums (see `loss.loss_sums`)."""
-    loss_config = loss_config.check()
     predict = make_predict(model, merge)
 
     def sums(trainable, frozen, graph):

@@ -1,5 +1,7 @@
-"""Data-parallel training: batches sharded over two (host-platform) devices give the loss
-trajectory and weights of ordinary one-device training on the same batches."""
+"""Data-parallel fine-tuning from the command line: ``finetune --devices 2`` on two host-platform
+devices gives the history and weights of the same run on one device (summation order only), and
+each device holds one shard of every stacked batch.  One fresh process (the device count is
+fixed when JAX starts) runs both, on a tiny model."""
 
 from __future__ import annotations
 
@@ -16,51 +18,50 @@ import pytest
 SCRIPT = textwrap.dedent(
     """
     import json, sys
-    import jax, numpy as np
-    from conftest import converted_bundle
-    from train.conftest import ELEMENTS, emt_cells
-    from equitrain_jax.adapters import lora_finetune
-    from equitrain_jax.train import TrainConfig, data_mesh, fit, labelled_batches, sharded_batches
+    from pathlib import Path
+    import ase.io, jax
+    from train.conftest import ELEMENTS, emt_cells, tiny_mace
+    from equitrain_jax import cli
+    from equitrain_jax.models.io import save_model
+    from equitrain_jax.train import data_mesh, sharded_batches
 
     assert len(jax.devices()) == 2, jax.devices()
-    bundle = converted_bundle("mp0a-medium", ELEMENTS, seed=1)
-    cutoff, config = bundle.config.r_max, TrainConfig(epochs=3, learning_rate=5e-3, ema_decay=0.9, seed=2)
+    root = Path(sys.argv[1])
+    bundle = tiny_mace(ELEMENTS, seed=1)
+    save_model(root / "base", bundle.config, bundle.variables)
     train, valid = emt_cells(8, seed=30), emt_cells(4, seed=31)
-    model = bundle.module(np.float64)
-
-    def run(train_batches, valid_batches, mesh):
-        strategy = lora_finetune(bundle.variables, rank=2, key=jax.random.PRNGKey(0))
-        result = fit(model, strategy, train_batches, valid_batches, config, mesh=mesh)
-        flat = [np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(jax.device_get(result.last))]
-        return {"history": result.history, "weights": np.concatenate(flat).tolist()}
-
-    sharded = sharded_batches(train, cutoff, ELEMENTS, 4, 2), sharded_batches(valid, cutoff, ELEMENTS, 4, 2)
-    placed = jax.device_put(sharded[0][0], jax.sharding.NamedSharding(data_mesh(2), jax.sharding.PartitionSpec("data")))
-    shards = {s.device.id: s.data.shape for s in placed.nodes["positions"].addressable_shards}
-    out = {
-        "two_devices": run(*sharded, data_mesh(2)),
-        "one_device": run(labelled_batches(train, cutoff, ELEMENTS, 4), labelled_batches(valid, cutoff, ELEMENTS, 4), None),
-        "shard_shapes": {str(k): list(v) for k, v in shards.items()},
-    }
-    json.dump(out, sys.stdout)
+    ase.io.write(root / "train.xyz", train)
+    ase.io.write(root / "valid.xyz", valid)
+    for n in (2, 1):
+        cli.main(["finetune", "--model", str(root / "base"), "--train", str(root / "train.xyz"), "--valid",
+                  str(root / "valid.xyz"), "--epochs", "3", "--lr", "5e-3", "--ema", "0.9", "--seed", "2", "--rank", "2",
+                  "--batch-size", "4", "--dtype", "float64", "--devices", str(n), "-o", str(root / f"devices_{n}")])
+    batch = sharded_batches(train, bundle.config.r_max, ELEMENTS, 4, 2)[0]
+    placed = jax.device_put(batch, jax.sharding.NamedSharding(data_mesh(2), jax.sharding.PartitionSpec("data")))
+    print(json.dumps({str(s.device.id): list(s.data.shape) for s in placed.nodes["positions"].addressable_shards}))
     """
 )
 
 
 def test_two_devices_match_one(tmp_path):
     pytest.importorskip("mace")
-    tests = Path(__file__).parents[1]
+    tests, repo = Path(__file__).parents[1], Path(__file__).parents[2]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
+           "EQUITRAIN_JAX_CACHE_DIR": "",
+           "PYTHONPATH": os.pathsep.join([str(tests), str(repo), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(out["shard_shapes"]) == 2  # each device holds one shard of the stacked batch
-    assert all(shape[0] == 1 for shape in out["shard_shapes"].values())
-    two, one = out["two_devices"], out["one_device"]
-    assert len(two["history"]) == len(one["history"]) == 4
-    for a, b in zip(two["history"], one["history"]):
-        for key in ("train_loss", "valid_loss", "forces_mae_mev_per_a", "energy_mae_mev_per_atom"):
-            if key in b:
-                np.testing.assert_allclose(a[key], b[key], rtol=1e-9, err_msg=key)
-    np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-7, atol=1e-10)
+    shards = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(shards) == 2 and all(shape[0] == 1 for shape in shards.values())  # one shard of the stack each
+    two, one = (json.loads((tmp_path / f"devices_{n}" / "history.json").read_text()) for n in (2, 1))
+    assert len(two) == len(one) == 4
+    for a, b in zip(two, one):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-9, err_msg=key)
+    adapters = [dict(np.load(tmp_path / f"devices_{n}" / "adapters.npz")) for n in (2, 1)]
+    assert adapters[0].keys() == adapters[1].keys()
+    for key in adapters[1]:
+        np.testing.assert_allclose(adapters[0][key], adapters[1][key], rtol=1e-7, atol=1e-10, err_msg=key)
+    assert [json.loads((tmp_path / f"devices_{n}" / "run.json").read_text())["n_devices"] for n in (2, 1)] == [2, 1]

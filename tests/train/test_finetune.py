@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import optax
 
-from equitrain_jax.adapters import leaf_paths, lora_finetune, masked_optimizer, partial_finetune
+from equitrain_jax.adapters import freeze_finetune, leaf_paths, lora_finetune, masked_optimizer
 from equitrain_jax.models.mace import MACE
 from equitrain_jax.models.io import load_model
 from equitrain_jax.potential import Potential
@@ -47,7 +47,7 @@ def test_frozen_weights_unchanged_and_stateless(bundle):
     """Only the readouts train: after three AdamW steps (with weight decay) every other weight is
     bit-identical, and the optimiser holds state (μ, ν) for the readouts alone."""
     batches = labelled_batches(emt_cells(4, seed=12), bundle.config.r_max, ELEMENTS, batch_size=4, dtype=np.float32)
-    strategy = partial_finetune(as_float32(bundle.variables), "readouts.*")
+    strategy = freeze_finetune(as_float32(bundle.variables), "readouts.*")
     tx = masked_optimizer(optax.adamw(1e-2, weight_decay=0.1), strategy.labels)
     step = make_train_step(MACE(bundle.config, param_dtype=np.float32), strategy.merge, tx)
     trainable, opt_state = strategy.trainable, tx.init(strategy.trainable)
@@ -103,7 +103,7 @@ def test_multihead_finetune_adds_a_default_head_and_keeps_the_pretrained_one(bun
         atoms.calc = None
         atoms.info["energy"], atoms.arrays["forces"], atoms.info["stress"] = out["energy"], out["forces"], out["stress"]
     result = finetune(bundle, target, held_out, tmp_path, strategy="multihead", replay=replay,
-                      train_config=TrainConfig(epochs=8, learning_rate=5e-3), batch_size=4, progress=False)
+                      train_config=TrainConfig(epochs=8, learning_rate=5e-3), batch_size=4, dtype="float64", progress=False)
     tuned = load_model(tmp_path / "model")
     assert tuned.config.heads == ("pt_head", "Default")
     new_head = Potential(tuned, dtype="float64")  # the default head is the new one

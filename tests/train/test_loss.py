@@ -63,4 +63,4 @@ def test_weighted_loss_ignores_padding(kind):
 
 def test_unknown_loss_kind():
     with pytest.raises(ValueError, match="'l3'"):
-        LossConfig(kind="l3").check()
+        LossConfig(kind="l3")

@@ -1,0 +1,128 @@
+"""Input checks that every command runs before any work, without loading JAX.
+
+Each raises an error that names the file, option or problem (`ValueError` and `OSError`
+subclasses); `equitrain_jax.cli.main` prints it as one line ``equitrain-jax CMD: error: ...``
+and exits with status 2.  Structure files are read here, with ASE, once: the commands keep what
+was read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from equitrain_jax.train.config import SettingError
+from equitrain_jax.train.outputs import check_output_directory, check_output_file, check_writable
+
+MIN_SEPARATION = 0.5
+"""Å: atoms closer than this are taken to overlap (the shortest bond, H₂, is 0.74 Å)."""
+
+MODEL_CONFIG = "config.json"  # what makes a directory a model directory (see equitrain_jax.models.io)
+
+__all__ = ["MIN_SEPARATION", "at_least", "check_output_directory", "check_output_file", "check_writable", "crystal",
+           "input_file", "model_directory", "non_negative", "positive", "settings", "structures"]
+
+
+def input_file(path: str, what: str, may_be_empty: bool = False) -> Path:
+    """An existing, readable file, not empty unless ``may_be_empty`` (the reader then says what it lacks)."""
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if file.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory, not a file")
+    if not os.access(file, os.R_OK):
+        raise PermissionError(f"{what} {path} is not readable")
+    if not may_be_empty and file.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is empty")
+    return file
+
+
+def model_directory(path: str, option: str = "--model") -> Path:
+    """A directory holding a converted model (its ``config.json``; the rest is checked on loading)."""
+    directory = Path(path)
+    if not directory.exists():
+        raise FileNotFoundError(f"{option} {path} does not exist")
+    if not directory.is_dir() or not (directory / MODEL_CONFIG).is_file():
+        raise ValueError(f"{option} {path} is not an equitrain-jax model directory (no {MODEL_CONFIG}); convert a model "
+                         "first: equitrain-jax convert MODEL -o DIR")
+    return directory
+
+
+def structures(path: str, what: str) -> list:
+    """Every structure in an ASE-readable file, each with finite positions and cell."""
+    input_file(path, what)
+    import ase.io  # here, after the cheap checks: ASE takes a good part of a second to load
+    import numpy as np
+
+    try:
+        read = ase.io.read(path, index=":")
+    except Exception as error:  # ASE raises many kinds for a file it cannot parse
+        detail = " ".join(f"{type(error).__name__}: {error}".split())
+        raise ValueError(f"{what} {path}: not a structure file ASE can read ({detail[:300]})") from None
+    if not read:
+        raise ValueError(f"{what} {path} holds no structures")
+    for index, atoms in enumerate(read):
+        if len(atoms) == 0:
+            raise ValueError(f"{what} {path}: structure {index} has no atoms")
+        if not (np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell.array))):
+            raise ValueError(f"{what} {path}: structure {index} has positions or a cell that are not finite numbers")
+    return read
+
+
+def crystal(path: str, what: str = "structure") -> Any:
+    """The structure in ``path`` (its last one) as a crystal for phonons: periodic in three
+    directions, a cell of non-zero volume, and no two atoms closer than `MIN_SEPARATION`."""
+    import numpy as np
+    from ase.neighborlist import neighbor_list
+
+    atoms = structures(path, what)[-1]
+    if not atoms.pbc.all():
+        raise ValueError(f"{what} {path}: a phonon run needs a crystal periodic in 3 directions, "
+                         f"got pbc={atoms.pbc.tolist()}")
+    volume = abs(np.linalg.det(atoms.cell.array))
+    if not volume > 1e-6:
+        raise ValueError(f"{what} {path}: the cell {np.round(atoms.cell.array, 4).tolist()} Å has no volume")
+    first, second, distance = neighbor_list("ijd", atoms, MIN_SEPARATION, self_interaction=False)
+    pairs = [(i, j, d) for i, j, d in zip(first, second, distance) if i <= j]
+    if pairs:
+        i, j, d = min(pairs, key=lambda pair: pair[2])
+        image = "" if i != j else " (with its own periodic image)"
+        raise ValueError(f"{what} {path}: atoms {i} ({atoms.get_chemical_symbols()[i]}) and {j} "
+                         f"({atoms.get_chemical_symbols()[j]}) are {d:.3f} Å apart{image}, closer than "
+                         f"{MIN_SEPARATION} Å: overlapping atoms")
+    return atoms
+
+
+def positive(value: Optional[float], option: str) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{option} must be a positive number, got {value}")
+
+
+def non_negative(value: Optional[float], option: str) -> None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{option} must be a number >= 0, got {value}")
+
+
+def at_least(value: Optional[int], low: int, option: str) -> None:
+    if value is not None and value < low:
+        raise ValueError(f"{option} must be at least {low}, got {value}")
+
+
+def settings(build: Any, options: dict[str, str], **fields: Any) -> Any:
+    """``build(**fields)`` (a settings class that checks itself), its errors naming the command
+    line's options (``options``: field → option) instead of the fields."""
+    try:
+        return build(**fields)
+    except SettingError as error:
+        problems = error.problems.items()
+        raise ValueError("; ".join(f"{options.get(field, field)} {text}" for field, text in problems)) from None
+
+
+def incomplete(args: Any) -> str:
+    """What an interruption leaves of a command that writes ``args.output``."""
+    output = getattr(args, "output", None)
+    if output and Path(output).exists():
+        return f"{output} may be incomplete; rerun with --overwrite"
+    return "nothing was written"

@@ -1,0 +1,213 @@
+"""Settings of a fine-tuning run, each validated when it is built: the optimiser (`TrainConfig`),
+the loss (`LossConfig`) and the job (`FinetuneConfig`: strategy, batches, dtype, E0s, devices),
+and the one vocabulary of names and defaults that the library and the command line share.
+
+This module imports neither JAX nor NumPy: the command line reads its choices and defaults here
+and rejects a bad option before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Optional
+
+SCHEDULES = ("constant", "cosine", "plateau")
+"""Learning-rate schedules (see `TrainConfig`)."""
+
+LOSS_KINDS = ("huber", "mse", "mae")
+"""Pointwise losses of a residual (see `equitrain_jax.train.loss.pointwise`)."""
+
+STRATEGIES = {
+    "lora": "LoRA factors on the pretrained weights (rank, alpha, targets); the weights stay frozen",
+    "delta": "L2-SP: trained residuals δ on the targets, penalised by l2sp_weight·Σδ²",
+    "freeze": "only the targets trained (default: readouts and products), the rest frozen",
+    "full": "every weight trained",
+    "multihead": "a new head for the training set while replay structures keep training the pretrained "
+                 "head; every weight trained",
+    "scratch": "the same architecture with fresh random weights, every weight trained",
+}
+"""Fine-tuning strategies by name, with what each trains.  `equitrain_jax.train.strategies`
+builds each; the command line offers exactly these."""
+
+E0_CHOICES = ("foundation", "refit")
+"""``foundation`` keeps the model's isolated-atom energies E0; ``refit`` fits them to the training
+set first (least squares of the energy residual per element)."""
+
+DTYPES = ("float32", "float64")
+
+FINETUNE_DTYPE = "float32"
+"""Arithmetic of fine-tuning.  float32, because training on tens to thousands of structures is
+limited by label noise and optimisation, not by rounding; float32 evaluates MACE 1.8x faster than
+float64 on CPU (README inference table: 137 vs 245 ms at 64 atoms, 1.07 vs 1.96 s at 512) and
+needs half the memory (4096 atoms fit in float32 only), and GPUs are faster still.  The dtype
+only sets the arithmetic of training: the saved model is evaluated at any dtype, and
+``evaluate`` and ``phonons`` default to float64, which exact forces and Hessians need."""
+
+DEFAULT_FREEZE_TRAINABLE = ("readouts.*", "products.*")
+"""What strategy ``freeze`` trains when no targets are given."""
+
+PRETRAINED_HEAD = "pt_head"
+"""Strategy ``multihead`` renames the pretrained head ``Default`` to this, as mace-torch does."""
+
+
+class SettingError(ValueError):
+    """Invalid settings; ``problems`` maps each offending field to what is wrong with it."""
+
+    def __init__(self, problems: dict[str, str]):
+        self.problems = dict(problems)
+        super().__init__("; ".join(f"{field} {text}" for field, text in self.problems.items()))
+
+
+def _validated(problems: dict[str, Optional[str]]) -> None:
+    found = {field: text for field, text in problems.items() if text is not None}
+    if found:
+        raise SettingError(found)
+
+
+def _positive(value: Any) -> Optional[str]:
+    if isinstance(value, numbers.Real) and value > 0 and math.isfinite(value):
+        return None
+    return f"must be a positive number, got {value!r}"
+
+
+def _at_least(value: Any, low: int) -> Optional[str]:
+    if isinstance(value, numbers.Integral) and value >= low:
+        return None
+    return f"must be an integer >= {low}, got {value!r}"
+
+
+def _non_negative(value: Any) -> Optional[str]:
+    if isinstance(value, numbers.Real) and value >= 0 and math.isfinite(value):
+        return None
+    return f"must be >= 0, got {value!r}"
+
+
+def _one_of(value: Any, choices) -> Optional[str]:
+    return None if value in choices else f"must be one of {tuple(choices)}, got {value!r}"
+
+
+def _open_unit(value: Any) -> Optional[str]:
+    return None if isinstance(value, numbers.Real) and 0 < value < 1 else f"must lie in (0, 1), got {value!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (AdamW), checked when built.
+
+    ``learning_rate`` and ``min_learning_rate`` per optimiser step; ``weight_decay``: AdamW's
+    decoupled decay; ``clip_norm``: the gradient's global norm is clipped to it first (None: no
+    clipping).  ``schedule``: ``constant``, ``cosine`` (decay to ``min_learning_rate`` over the
+    run) or ``plateau`` (multiply the rate by ``plateau_factor`` after ``plateau_patience`` epochs
+    without a better validation loss, down to ``min_learning_rate``); all after ``warmup_epochs``
+    of linear warm-up.  ``ema_decay``: keep an exponential moving average of the weights
+    (validation, checkpoints and the final model use it), with the usual warm-up
+    ``min(decay, (1+n)/(10+n))``.  ``early_stopping_patience``: stop after this many epochs
+    without a better validation loss.  ``seed``: batch order (and LoRA / scratch initialisation).
+    """
+
+    epochs: int = 50
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    clip_norm: Optional[float] = 10.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    min_learning_rate: float = 1e-6
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    ema_decay: Optional[float] = None
+    early_stopping_patience: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validated({
+            "epochs": _at_least(self.epochs, 1),
+            "learning_rate": _positive(self.learning_rate),
+            "weight_decay": _non_negative(self.weight_decay),
+            "clip_norm": None if self.clip_norm is None else _positive(self.clip_norm),
+            "schedule": _one_of(self.schedule, SCHEDULES),
+            "warmup_epochs": _at_least(self.warmup_epochs, 0),
+            "min_learning_rate": _non_negative(self.min_learning_rate),
+            "plateau_factor": _open_unit(self.plateau_factor),
+            "plateau_patience": _at_least(self.plateau_patience, 1),
+            "ema_decay": None if self.ema_decay is None else _open_unit(self.ema_decay),
+            "early_stopping_patience": None if self.early_stopping_patience is None
+            else _at_least(self.early_stopping_patience, 1),
+            "seed": _at_least(self.seed, 0),
+        })
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Weights of each loss term (energy per atom: eV/atom; forces eV/Å; stress eV/Å³), the
+    pointwise loss ``kind`` and the Huber δ, checked when built.  Defaults (10, 100, 1000, Huber
+    δ = 0.01) follow the MACE-MP fine-tuning recipe."""
+
+    energy_weight: float = 10.0
+    forces_weight: float = 100.0
+    stress_weight: float = 1000.0
+    kind: str = "huber"
+    huber_delta: float = 0.01
+
+    def __post_init__(self) -> None:
+        weights = (self.energy_weight, self.forces_weight, self.stress_weight)
+        problems = {f"{term}_weight": _non_negative(w) for term, w in zip(("energy", "forces", "stress"), weights)}
+        if not any(problems.values()) and not any(weights):
+            problems["weights"] = "are all 0 (energy, forces and stress): nothing to train on"
+        _validated({**problems, "kind": _one_of(self.kind, LOSS_KINDS), "huber_delta": _positive(self.huber_delta)})
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """What a fine-tuning job does besides optimising (`TrainConfig`) a loss (`LossConfig`),
+    checked when built.
+
+    ``strategy``: one of `STRATEGIES`.  ``rank``, ``alpha`` (default: rank): LoRA.
+    ``targets``: parameter path patterns (LoRA, delta: the adapted weights; freeze: the trained
+    ones).  ``l2sp_weight``: delta's penalty (eV-scale loss units per Σδ²).  ``new_head``:
+    multihead's new head, trained on the training set.  ``head``: the head to fine-tune (default:
+    the only or the ``Default`` one).  ``batch_size``: structures per optimiser step.  ``dtype``:
+    see `FINETUNE_DTYPE`.  ``e0s``: one of `E0_CHOICES`.  ``n_devices``: shard every batch over
+    this many devices.
+    """
+
+    strategy: str = "lora"
+    rank: int = 4
+    alpha: Optional[float] = None
+    targets: Optional[tuple[str, ...]] = None
+    l2sp_weight: float = 1e-3
+    new_head: str = "Default"
+    head: Optional[str] = None
+    batch_size: int = 4
+    dtype: str = FINETUNE_DTYPE
+    e0s: str = "foundation"
+    n_devices: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.targets, str):
+            object.__setattr__(self, "targets", (self.targets,))
+        elif self.targets is not None and not isinstance(self.targets, tuple):
+            object.__setattr__(self, "targets", tuple(self.targets))
+        targets_ok = self.targets is None or (self.targets and all(isinstance(t, str) and t for t in self.targets))
+        _validated({
+            "strategy": _one_of(self.strategy, STRATEGIES),
+            "rank": _at_least(self.rank, 1),
+            "alpha": None if self.alpha is None else _positive(self.alpha),
+            "targets": None if targets_ok else f"must be non-empty path patterns, got {self.targets!r}",
+            "l2sp_weight": _non_negative(self.l2sp_weight),
+            "new_head": None if isinstance(self.new_head, str) and self.new_head
+            else f"must be a name, got {self.new_head!r}",
+            "batch_size": _at_least(self.batch_size, 1),
+            "dtype": _one_of(self.dtype, DTYPES),
+            "e0s": _one_of(self.e0s, E0_CHOICES),
+            "n_devices": _at_least(self.n_devices, 1),
+        })
+
+
+def check_replay(strategy: str, n_replay: int) -> None:
+    """Replay structures go with strategy ``multihead``, which needs them, and with no other."""
+    if strategy == "multihead" and not n_replay:
+        raise ValueError("strategy 'multihead' needs replay structures (e.g. a subset of the pretraining data)")
+    if n_replay and strategy != "multihead":
+        raise ValueError(f"replay structures are used by strategy 'multihead' only, not {strategy!r}")

@@ -1,0 +1,194 @@
+"""Bad input through the real command line: every command, as a careless or hostile user would
+type it.  Each case runs ``equitrain-jax`` in a fresh process and must end with exit status 2,
+one line ``equitrain-jax CMD: error: ...`` naming the file, option or problem, no traceback,
+and nothing written.  Most are refused before JAX is loaded (a fraction of a second each); the
+cases marked ``after_jax`` are found by the library (unknown element, too many devices, a
+checkpoint of another run, a reference of another crystal) and still before any work.
+
+The cases run concurrently in a module fixture; each test checks one outcome.  The counts in
+``docs/reliability.md`` come from this module.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+from typing import NamedTuple
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+
+from equitrain_jax import cli
+
+from .conftest import equitrain_jax
+
+EXAMPLE_AL = Path(cli.__file__).parents[1] / "examples" / "Al" / "phonopy_params.yaml"
+
+
+class Case(NamedTuple):
+    name: str
+    args: tuple[str, ...]
+    expected: tuple[str, ...]  # substrings of the error line
+    argparse: bool = False  # argparse's own refusal: its usage lines come before the error line
+
+
+def case(name: str, args: str, *expected: str, argparse: bool = False) -> Case:
+    return Case(name, tuple(args.split()), expected, argparse)
+
+
+CASES = [
+    # convert
+    case("convert-no-source", "convert -o new", "exactly one of"),
+    case("convert-two-sources", "convert base.model --architecture mp0a-small -o new", "exactly one of"),
+    case("convert-missing-file", "convert missing.model -o new", "missing.model does not exist"),
+    case("convert-output-not-empty", "convert notes.txt -o full", "full is not empty", "--overwrite"),
+    case("convert-output-is-a-file", "convert notes.txt -o notes.txt", "notes.txt is a file"),
+    case("convert-output-under-a-file", "convert notes.txt -o notes.txt/model", "is a file, not a directory"),
+    case("convert-channels-zero", "convert --architecture mp0a-small --channels 0 -o new", "--channels must be at least 1"),
+    case("convert-unknown-architecture-after_jax", "convert --architecture mp9 -o new", "--architecture 'mp9' is not one of"),
+    case("convert-channels-not-a-number", "convert --architecture mp0a-small --channels many -o new",
+         "argument --channels: invalid int value", argparse=True),
+    # export
+    case("export-missing-model", "export missing --template base.model -o out.model", "missing does not exist"),
+    case("export-not-a-model", "export full --template base.model -o out.model", "full is not an equitrain-jax model"),
+    case("export-missing-template", "export base --template missing.model -o out.model", "--template missing.model does not exist"),
+    case("export-output-exists", "export base --template notes.txt -o notes.txt", "notes.txt exists", "--overwrite"),
+    case("export-output-is-a-directory", "export base --template notes.txt -o full", "full is a directory"),
+    # evaluate
+    case("evaluate-garbage-text", "evaluate garbage.xyz --model base", "garbage.xyz", "not a structure file"),
+    case("evaluate-garbage-binary", "evaluate binary.extxyz --model base", "binary.extxyz", "not a structure file"),
+    case("evaluate-empty-file", "evaluate empty.xyz --model base", "empty.xyz is empty"),
+    case("evaluate-missing-file", "evaluate missing.xyz --model base", "missing.xyz does not exist"),
+    case("evaluate-directory-as-file", "evaluate full --model base", "full is a directory"),
+    case("evaluate-missing-model", "evaluate cu.extxyz --model missing", "--model missing does not exist"),
+    case("evaluate-output-exists", "evaluate cu.extxyz --model base -o notes.txt", "notes.txt exists"),
+    case("evaluate-output-under-a-file", "evaluate cu.extxyz --model base -o notes.txt/out.xyz", "is a file, not a directory"),
+    case("evaluate-output-unknown-format", "evaluate cu.extxyz --model base -o out.unknownformat", "ASE cannot write"),
+    case("evaluate-output-is-the-input", "evaluate cu.extxyz --model base -o cu.extxyz --overwrite", "one of the input files"),
+    case("evaluate-nan-positions", "evaluate nan.extxyz --model base", "nan.extxyz", "not finite"),
+    case("evaluate-bad-dtype", "evaluate cu.extxyz --model base --dtype float16", "--dtype", argparse=True),
+    case("evaluate-unknown-element-after_jax", "evaluate gold.extxyz --model base", "Au"),
+    # finetune
+    case("finetune-garbage-train", "finetune --model base --train garbage.xyz -o new", "--train garbage.xyz", "not a structure"),
+    case("finetune-missing-valid", "finetune --model base --train train.xyz --valid missing.xyz -o new",
+         "--valid missing.xyz does not exist"),
+    case("finetune-negative-lr", "finetune --model base --train train.xyz --lr -1 -o new", "--lr must be a positive number"),
+    case("finetune-zero-epochs", "finetune --model base --train train.xyz --epochs 0 -o new", "--epochs must be an integer >= 1"),
+    case("finetune-zero-batch", "finetune --model base --train train.xyz --batch-size 0 -o new", "--batch-size must be"),
+    case("finetune-valid-fraction", "finetune --model base --train train.xyz --valid-fraction 1.5 -o new", "--valid-fraction"),
+    case("finetune-ema-above-one", "finetune --model base --train train.xyz --ema 1.5 -o new", "--ema must lie in (0, 1)"),
+    case("finetune-all-weights-zero", "finetune --model base --train train.xyz --weights 0 0 0 -o new", "nothing to train on"),
+    case("finetune-zero-rank", "finetune --model base --train train.xyz --rank 0 -o new", "--rank must be"),
+    case("finetune-zero-patience", "finetune --model base --train train.xyz --patience 0 -o new", "--patience must be"),
+    case("finetune-multihead-without-replay", "finetune --model base --train train.xyz --strategy multihead -o new",
+         "needs replay structures"),
+    case("finetune-replay-without-multihead", "finetune --model base --train train.xyz --replay valid.xyz -o new",
+         "'multihead' only"),
+    case("finetune-not-a-model", "finetune --model full --train train.xyz -o new", "--model full is not an equitrain-jax model"),
+    case("finetune-output-under-a-file", "finetune --model base --train train.xyz -o notes.txt/run", "is a file, not a directory"),
+    case("finetune-one-structure", "finetune --model base --train cu.extxyz -o new", "holds one structure"),
+    case("finetune-over-a-finished-run", "finetune --model base --train train.xyz --valid valid.xyz -o done",
+         "done is not empty", "--resume", "--overwrite"),
+    case("finetune-resume-nothing", "finetune --model base --train train.xyz --resume -o full", "nothing to resume in full"),
+    case("finetune-resume-and-overwrite", "finetune --model base --train train.xyz --resume --overwrite -o done",
+         "not allowed with argument", argparse=True),
+    case("finetune-unknown-strategy", "finetune --model base --train train.xyz --strategy adapters -o new",
+         "--strategy", argparse=True),
+    case("finetune-resume-another-run-after_jax",
+         "finetune --model other --train long_train.xyz --valid valid.xyz --lr 0.02 --batch-size 3 --resume -o done",
+         "belongs to another run", "base_model: sha256", "train.learning_rate: 0.01 in the checkpoint, 0.02 now",
+         "finetune.batch_size: 2 in the checkpoint, 3 now", "train_data: sha256"),
+    case("finetune-too-many-devices-after_jax", "finetune --model base --train train.xyz --devices 4 --batch-size 4 -o new",
+         "4 devices"),
+    # phonons
+    case("phonons-supercell-zero", "phonons cu.extxyz --model base --supercell 0 0 0 -o new", "--supercell", "0 0 0"),
+    case("phonons-negative-min-length", "phonons cu.extxyz --model base --min-length -1 -o new", "--min-length"),
+    case("phonons-zero-fmax", "phonons cu.extxyz --model base --fmax 0 -o new", "--fmax"),
+    case("phonons-overlapping-atoms", "phonons overlap.extxyz --model base -o new", "overlapping", "0.000 Å apart"),
+    case("phonons-molecule", "phonons water.xyz --model base -o new", "periodic in 3 directions"),
+    case("phonons-flat-cell", "phonons flat.extxyz --model base -o new", "has no volume"),
+    case("phonons-garbage-structure", "phonons garbage.xyz --model base -o new", "garbage.xyz", "not a structure"),
+    case("phonons-output-not-empty", "phonons cu.extxyz --model base -o full", "full is not empty"),
+    case("phonons-missing-reference", "phonons cu.extxyz --model base --reference missing.yaml -o new",
+         "missing.yaml does not exist"),
+    case("phonons-reference-of-another-material-after_jax", f"phonons cu.extxyz --model base --reference {EXAMPLE_AL} -o new",
+         "--reference", "different crystal", "Al", "Cu"),
+    case("phonons-supercell-two-numbers", "phonons cu.extxyz --model base --supercell 2 2 -o new", "--supercell",
+         argparse=True),
+    # demo, and no command
+    case("demo-unknown-material", "demo --material Unobtainium -o new", "no example data for 'Unobtainium'"),
+    case("demo-zero-epochs", "demo --epochs 0 -o new", "--epochs must be at least 1"),
+    case("demo-output-not-empty", "demo -o full", "full is not empty"),
+    case("unknown-command", "train --model base", "invalid choice: 'train'", argparse=True),
+]
+
+
+def write_inputs(root: Path, workspace: Path) -> None:
+    """The files the cases name, in ``root``."""
+    for name in ("base", "other"):
+        (root / name).symlink_to(workspace / name, target_is_directory=True)
+    for name in ("train.xyz", "valid.xyz", "long_train.xyz", "cu.extxyz"):
+        (root / name).symlink_to(workspace / name)
+    (root / "garbage.xyz").write_text("this is not a structure\n12 apples\n")
+    (root / "binary.extxyz").write_bytes(np.random.default_rng(0).bytes(512))
+    (root / "empty.xyz").write_text("")
+    (root / "notes.txt").write_text("a file the user wrote\n")
+    (root / "base.model").write_text("not a torch model\n")
+    (root / "full").mkdir()
+    (root / "full" / "keep.txt").write_text("the user's own file\n")
+    gold = bulk("Cu", "fcc", a=3.6)
+    gold.numbers[:] = 79
+    ase.io.write(root / "gold.extxyz", gold)
+    ase.io.write(root / "nan.extxyz", Atoms("Cu", positions=[[np.nan, 0, 0]], cell=[3, 3, 3], pbc=True))
+    ase.io.write(root / "overlap.extxyz", Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0]], cell=[3, 3, 3], pbc=True))
+    ase.io.write(root / "water.xyz", molecule("H2O"))
+    ase.io.write(root / "flat.extxyz", Atoms("Cu", cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]], pbc=True))
+
+
+def finished_run(root: Path) -> None:
+    """``done/``: a finished one-epoch LoRA run (lr 0.01, batch size 2), fine-tuned in this process."""
+    cli.main(["finetune", "--model", str(root / "base"), "--train", str(root / "train.xyz"), "--valid",
+              str(root / "valid.xyz"), "--epochs", "1", "--lr", "0.01", "--batch-size", "2", "-o", str(root / "done")])
+
+
+@pytest.fixture(scope="module")
+def outcomes(workspace, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_inputs")
+    write_inputs(root, workspace)
+    finished_run(root)
+    before = {p.relative_to(root): p.stat().st_mtime_ns for p in root.rglob("*")}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip((c.name for c in CASES), pool.map(lambda c: equitrain_jax(*c.args, cwd=root), CASES)))
+    after = {p.relative_to(root): p.stat().st_mtime_ns for p in root.rglob("*")}
+    return done, before, after
+
+
+def test_enough_cases_across_every_command():
+    commands = {c.args[0] for c in CASES}
+    assert len(CASES) >= 40 and {"convert", "export", "evaluate", "finetune", "phonons", "demo"} <= commands
+
+
+@pytest.mark.parametrize("bad", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_clean_line(bad, outcomes):
+    done, _, _ = outcomes
+    result = done[bad.name]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    prefix = "equitrain-jax: error:" if bad.name == "unknown-command" else f"equitrain-jax {bad.args[0]}: error:"
+    assert lines and lines[-1].startswith(prefix), lines
+    if not bad.argparse:
+        assert len(lines) == 1, lines
+    for text in bad.expected:
+        assert text in lines[-1], (text, lines[-1])
+    assert result.stdout == "", result.stdout
+
+
+def test_nothing_written_by_a_refused_command(outcomes):
+    """No bad input creates, changes or removes a file: the finished runs, the user's own files
+    and the would-be outputs are as before."""
+    _, before, after = outcomes
+    assert after == before
