@@ -21,7 +21,8 @@ from phonopy import Phonopy
 
 from equitrain_jax.models.quantities import NodeEnergyFn
 from equitrain_jax.phonons.compare import frequencies_at, frequency_errors, mesh_qpoints
-from equitrain_jax.train.loss import KINDS, pointwise
+from equitrain_jax.train.config import LOSS_KINDS as KINDS
+from equitrain_jax.train.loss import pointwise
 
 HessianVectorProduct = Callable[[Any, jraph.GraphsTuple, jnp.ndarray], jnp.ndarray]
 """``hvp(variables, graph, tangents [K, n_node, 3]) -> [K, n_node, 3]`` eV/Å²: the Hessian of the
