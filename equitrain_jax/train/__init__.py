@@ -2,7 +2,7 @@
 schedules, EMA, early stopping, checkpoints and data parallelism, and the fine-tuning job."""
 
 from equitrain_jax.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from equitrain_jax.train.data import LabelKeys, labelled_batches, labelled_graph, sharded_batches, to_device
+from equitrain_jax.train.data import LabelKeys, labelled_batches, labelled_graph, sharded_batches
 from equitrain_jax.train.loop import (
     SCHEDULES,
     FitResult,
@@ -50,6 +50,5 @@ __all__ = [
     "metrics",
     "save_checkpoint",
     "sharded_batches",
-    "to_device",
     "weighted_loss",
 ]

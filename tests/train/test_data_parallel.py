@@ -17,13 +17,12 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from conftest import converted_bundle
-    from train.conftest import ELEMENTS, emt_cells
+    from common import ALLOY_ELEMENTS as ELEMENTS, alloy_bundle, emt_cells
     from equitrain_jax.adapters import lora_finetune
     from equitrain_jax.train import TrainConfig, data_mesh, fit, labelled_batches, sharded_batches
 
     assert len(jax.devices()) == 2, jax.devices()
-    bundle = converted_bundle("mp0a-medium", ELEMENTS, seed=1)
+    bundle = alloy_bundle(seed=1)
     cutoff, config = bundle.config.r_max, TrainConfig(epochs=3, learning_rate=5e-3, ema_decay=0.9, seed=2)
     train, valid = emt_cells(8, seed=30), emt_cells(4, seed=31)
     model = bundle.module(np.float64)
