@@ -68,16 +68,22 @@ def periodic_heights(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
 
 def check_neighbour_search(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> None:
     """Raise a ValueError, stating the limit, for any input vesin cannot take without crashing or
-    exhausting memory (finite positions and a non-degenerate periodic cell are assumed, as
-    `equitrain_jax.data.atoms_to_graph` checks them).
+    exhausting memory: a cutoff that is not a positive number, non-finite coordinates, coordinates
+    or cell vectors beyond `MAX_COORDINATE`, a region vesin cannot bin, or more than
+    `MAX_NEIGHBOUR_PAIRS` expected pairs.  (A degenerate periodic cell is refused earlier, by
+    `equitrain_jax.data.atoms_to_graph`, with a clearer message.)
 
     The region searched spans, along each direction, the cell height where periodic and the extent
     of the atoms (plus vesin's margin) where not; in cutoffs that is n_a × n_b × n_c cells.  Up to
     `MAX_CELL_LIST_CELLS` cells vesin uses them as they are; beyond, it coarsens the grid keeping
     its proportions, which needs every direction to keep several cells (n_min ≥ 4·(Πn/cap)^⅓).
     """
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"the neighbour-list cutoff must be a finite positive number of Å, got {cutoff!r}")
     if len(positions) == 0:
         return
+    if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(cell))):
+        raise ValueError("positions and cell must be finite numbers (NaN or inf found)")
     far = np.flatnonzero(np.abs(positions).max(axis=1) > MAX_COORDINATE)
     if len(far):
         raise ValueError(
