@@ -25,9 +25,12 @@ CONFIG = SevenNetConfig(
 
 
 def fresh_variables(config: SevenNetConfig, seed: int = 0) -> dict:
+    """Random variables of the shapes ``config``'s module declares (shapes from an abstract init)."""
     graph = padded_device_graph(atoms_to_graph(Atoms("OH", positions=[[0, 0, 0], [0, 0, 1]]), config.r_max,
                                                config.atomic_numbers), np.float32)
-    return jax.tree_util.tree_map(np.asarray, config.module(np.float32).init(jax.random.PRNGKey(seed), graph))
+    shapes = jax.eval_shape(config.module(np.float32).init, jax.random.PRNGKey(seed), graph)
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(x.dtype), shapes)
 
 
 @pytest.fixture(scope="module")
