@@ -102,7 +102,7 @@ def work_units(method: str, structure: str) -> tuple[int, int, int]:
     from phonopy import Phonopy
     from phonopy.harmonic.displacement import get_least_displacements
 
-    from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy
+    from equitrain_jax.phonons import ase_to_phonopy
 
     unitcell, matrix = unitcell_and_matrix(structure)
     phonon = Phonopy(ase_to_phonopy(unitcell), supercell_matrix=matrix, primitive_matrix=None)
@@ -125,7 +125,7 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
     import torch
     from phonopy import Phonopy
 
-    from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy, finite_displacement_force_constants, phonopy_to_ase
+    from equitrain_jax.phonons import ase_to_phonopy, finite_displacement_force_constants, phonopy_to_ase
 
     torch.set_num_threads(os.cpu_count() or 1)
     module = torch_model(channels)
@@ -137,7 +137,7 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
     if method.startswith("jax"):
         from equitrain_jax.convert import convert_model
         from equitrain_jax.models.io import ModelBundle
-        from equitrain_jax.phonons.phonopy_interface import force_constants
+        from equitrain_jax.phonons import force_constants
         from equitrain_jax.potential import Potential
 
         potential = Potential(ModelBundle(*convert_model(module)), dtype="float64")

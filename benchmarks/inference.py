@@ -78,7 +78,7 @@ def torch_model_level(module, atoms, dtype, repeats):
 
 
 def jax_model_level(potential, atoms, repeats, stress=False):
-    graph = potential.to_device(potential.graph(atoms))
+    graph = potential.device_graph(potential.graph(atoms))
     apply = functools.partial(potential.module.apply, method=type(potential.module).node_energies)
 
     def energy_forces(variables, graph):

@@ -125,7 +125,7 @@ def force_mae(potential, structures) -> float:
 
 def evaluate_model(model_dir, reference, valid) -> tuple[dict, object]:
     from equitrain_jax.phonons.compare import compare_phonons, phonopy_like_reference
-    from equitrain_jax.phonons.phonopy_interface import gamma_frequencies
+    from equitrain_jax.phonons import gamma_frequencies
     from equitrain_jax.potential import Potential
 
     potential = Potential(model_dir, dtype="float64")
@@ -199,7 +199,7 @@ def imaginary_scan(reference, models: dict, path: Path, title: str, dft_scan: di
             energies = np.array([o["energy"] for o in Potential(model_dir, dtype="float64").evaluate(structures)])
             curves[name] = energies - energies[len(q_half) - 1]
     else:
-        from equitrain_jax.phonons.modes import default_amplitudes, imaginary_modes, scan_mode
+        from equitrain_jax.phonons.scans import default_amplitudes, imaginary_modes, scan_mode
 
         modes = imaginary_modes(reference)
         if not modes:
@@ -438,7 +438,7 @@ def main() -> None:
 
     from equitrain_jax.cli import enable_compilation_cache
     from equitrain_jax.phonons.compare import load_reference, phonopy_like_reference
-    from equitrain_jax.phonons.phonopy_interface import gamma_frequencies
+    from equitrain_jax.phonons import gamma_frequencies
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
     from equitrain_jax.train import TrainConfig

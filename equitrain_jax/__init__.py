@@ -12,11 +12,11 @@ from typing import Any
 _EXPORTS = {
     "Calculator": "equitrain_jax.calculator",
     "MACE": "equitrain_jax.models.mace",
-    "MACEConfig": "equitrain_jax.models.config",
+    "MACEConfig": "equitrain_jax.models.mace",
     "ModelBundle": "equitrain_jax.models.io",
     "Potential": "equitrain_jax.potential",
     "SevenNet": "equitrain_jax.models.sevennet",
-    "SevenNetConfig": "equitrain_jax.models.config",
+    "SevenNetConfig": "equitrain_jax.models.sevennet",
     "load_model": "equitrain_jax.models.io",
     "save_model": "equitrain_jax.models.io",
 }

@@ -1,6 +1,6 @@
 """A loaded model ready to evaluate structures: dtype, head, jit-compiled outputs, batching.
 
-`Potential` is what the ASE calculator, scripts and later the phonon code share.
+`Potential` is what the ASE calculator, the phonon code and scripts share.
 """
 
 from __future__ import annotations
@@ -11,21 +11,14 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import ase
 import jax
-import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
+from equitrain_jax.data import DTYPES, atoms_to_graph, batch_graphs, device_arrays, enable_float64, padded_device_graph
 from equitrain_jax.models.io import ModelBundle, load_model
-from equitrain_jax.models.quantities import energy_forces_stress
+from equitrain_jax.models.quantities import energy_forces_stress, node_energy_function
 
-DTYPES = {"float64": np.float64, "float32": np.float32}
-
-
-def enable_float64() -> None:
-    """Let JAX create float64 arrays (off by default in JAX)."""
-    if not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
+__all__ = ["DTYPES", "Potential", "enable_float64", "resolve_head"]
 
 
 def resolve_head(heads: Sequence[str], head: Union[str, int, None]) -> int:
@@ -70,12 +63,9 @@ class Potential:
         self.dtype = DTYPES[dtype]
         self.head = resolve_head(self.config.heads, head)
         self.module = self.bundle.module(self.dtype)
-        self.variables = jax.tree_util.tree_map(
-            lambda a: jnp.asarray(a, self.dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a),
-            self.bundle.variables,
-        )
-        node_energies = functools.partial(self.module.apply, method=type(self.module).node_energies)
-        self._outputs = jax.jit(functools.partial(energy_forces_stress, node_energies))
+        self.variables = device_arrays(self.bundle.variables, self.dtype)
+        self.node_energy_fn = node_energy_function(self.module)
+        self._outputs = jax.jit(functools.partial(energy_forces_stress, self.node_energy_fn))
         self._compiled: dict[str, Callable] = {}
 
     def compiled(self, name: str, build: Callable[[], Callable]) -> Callable:
@@ -92,19 +82,14 @@ class Potential:
         """Unpadded numpy graph of one structure; raises ValueError naming any bad input."""
         return atoms_to_graph(atoms, self.cutoff, self.config.atomic_numbers, head=self.head)
 
-    def to_device(self, graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
-        """Pad to bucket sizes and move to JAX arrays in this potential's dtype."""
-        padded = pad_to_bucket(graph)
-
-        def convert(x):
-            x = np.asarray(x)
-            return jnp.asarray(x, self.dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
-
-        return jax.tree_util.tree_map(convert, padded)
+    def device_graph(self, graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+        """A numpy graph (see `graph`; or a batch of them) padded to bucket sizes as JAX arrays in
+        this potential's dtype (`equitrain_jax.data.padded_device_graph`)."""
+        return padded_device_graph(graph, self.dtype)
 
     def evaluate_graph(self, graph: jraph.GraphsTuple) -> list[dict[str, np.ndarray]]:
         """Outputs of every structure of a (batched, unpadded) graph as numpy, one dict each."""
-        out = self._outputs(self.variables, self.to_device(graph))
+        out = self._outputs(self.variables, self.device_graph(graph))
         energy, node_energy, forces, stress, virial = (np.asarray(x) for x in out)
         results = []
         start = 0

@@ -1,150 +1,19 @@
-"""Shared fixtures: test structures and mace-torch references computed on the spot."""
+"""Session fixtures; the shared helpers live in ``common``."""
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk, molecule, surface
 
-ELEMENTS = (1, 6, 8, 14)
+from common import structures
 
 # The command line keeps compiled programs on disk (equitrain_jax.cli.enable_compilation_cache);
 # the tests that call it in-process stay hermetic and write nothing to the user's cache.
 os.environ.setdefault("EQUITRAIN_JAX_CACHE_DIR", "")
 
 
-def triclinic_crystal() -> Atoms:
-    """Periodic triclinic cell with H, C, O, Si at random positions (no pair closer than 0.9 Å)."""
-    rng = np.random.default_rng(7)
-    cell = np.array([[5.2, 0.0, 0.0], [1.1, 4.9, 0.0], [0.7, -0.9, 5.6]])
-    positions = []
-    while len(positions) < 12:
-        candidate = rng.uniform(size=3) @ cell
-        trial = Atoms("X" * (len(positions) + 1), positions=positions + [candidate], cell=cell, pbc=True)
-        if len(positions) == 0 or trial.get_distances(len(positions), range(len(positions)), mic=True).min() > 0.9:
-            positions.append(candidate)
-    numbers = rng.choice(ELEMENTS, size=len(positions))
-    return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
-
-
-def ethanol() -> Atoms:
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=2)
-    return atoms
-
-
-def with_isolated_atom() -> Atoms:
-    """A molecule plus a Si atom 20 Å away: it has no neighbours within any cutoff."""
-    atoms = molecule("H2O")
-    atoms += Atoms("Si", positions=[[20.0, 0.0, 0.0]])
-    return atoms
-
-
-def silicon_slab() -> Atoms:
-    """Si(100) slab periodic in x, y only, with 8 Å of vacuum along z."""
-    atoms = surface(bulk("Si", "diamond", a=5.43), (1, 0, 0), 4, vacuum=4.0)
-    atoms.pbc = (True, True, False)
-    atoms.rattle(0.03, seed=3)
-    return atoms
-
-
-def structures() -> dict[str, Atoms]:
-    return {
-        "triclinic": triclinic_crystal(),
-        "molecule": ethanol(),
-        "isolated_atom": with_isolated_atom(),
-        "slab": silicon_slab(),
-    }
-
-
 @pytest.fixture(scope="session")
 def test_structures() -> dict[str, Atoms]:
     return structures()
-
-
-def torch_reference(module, atoms_list, head=None):
-    """Energy, forces, stress (3x3) and virial from mace-torch's own calculator in float64.
-
-    mace-torch divides the virial by the volume of a cell it enlarges along non-periodic
-    directions; the virial is recovered with that same volume.
-    """
-    import mace  # noqa: F401  (before e3nn)
-    import torch
-    from mace.calculators import MACECalculator
-    from mace.data.neighborhood import get_neighborhood
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        calc = MACECalculator(models=module, default_dtype="float64", head=head)
-        results = []
-        for atoms in atoms_list:
-            atoms = atoms.copy()
-            atoms.calc = calc
-            stress = atoms.get_stress(voigt=False)
-            *_, mace_cell = get_neighborhood(
-                atoms.positions, calc.r_max, tuple(bool(p) for p in atoms.pbc), atoms.cell.array.copy()
-            )
-            results.append(
-                dict(
-                    energy=atoms.get_potential_energy(),
-                    forces=atoms.get_forces(),
-                    stress=stress,
-                    virial=-stress * abs(np.linalg.det(mace_cell)),
-                    periodic=bool(atoms.pbc.all()),
-                )
-            )
-    finally:
-        torch.set_default_dtype(previous)
-    return results
-
-
-def converted_bundle(architecture: str, atomic_numbers, seed: int, channels: int = 8, **kwargs):
-    """A mace-torch model of ``architecture`` with random weights, converted in memory (float64)."""
-    import mace  # noqa: F401  (before e3nn)
-
-    from equitrain_jax.convert import convert_model
-    from equitrain_jax.convert.architectures import build_mace_torch
-    from equitrain_jax.models.io import ModelBundle
-    from equitrain_jax.potential import enable_float64
-
-    enable_float64()
-    module = build_mace_torch(architecture, atomic_numbers=atomic_numbers, channels=channels, seed=seed, **kwargs)
-    return ModelBundle(*convert_model(module))
-
-
-# ----------------------------------------------------------------------------- symmetry checks
-
-SYMMETRY_RTOL = 1e-9  # relative to the largest |value| of the compared quantity
-
-
-def random_rotation(seed: int, proper: bool = True) -> np.ndarray:
-    """Haar-random orthogonal 3x3 matrix with det +1 (proper) or −1 (with a reflection)."""
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q = -q
-    if not proper:
-        q = q @ np.diag([1.0, 1.0, -1.0])  # a reflection; not a rotation
-    assert np.allclose(q @ q.T, np.eye(3), atol=1e-14)
-    assert np.isclose(np.linalg.det(q), 1.0 if proper else -1.0)
-    return q
-
-
-def rotated(atoms: Atoms, rotation: np.ndarray) -> Atoms:
-    """Positions and cell (rows) mapped r → R r."""
-    atoms = atoms.copy()
-    atoms.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
-    atoms.positions = atoms.positions @ rotation.T
-    return atoms
-
-
-def assert_close(actual, expected, name, rtol=SYMMETRY_RTOL):
-    """Largest |actual − expected| within ``rtol`` of the largest |expected|."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = max(np.abs(expected).max(), 1e-12)
-    error = np.abs(actual - expected).max()
-    assert error <= rtol * scale, f"{name}: max error {error:.3g} > {rtol:g} x {scale:.3g}"

@@ -22,7 +22,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 from ase.spacegroup.symmetrize import check_symmetry
 
-from conftest import ELEMENTS
+from common import ELEMENTS
 
 pytest.importorskip("torch")
 pytest.importorskip("mace")

@@ -16,13 +16,12 @@ from ase.calculators.emt import EMT
 from equitrain_jax.adapters import lora_finetune
 from equitrain_jax.adapters.heads import add_head
 from equitrain_jax.calculator import Calculator
-from equitrain_jax.data import atoms_to_graph, pad_to_bucket
-from equitrain_jax.models.config import SevenNetConfig
+from equitrain_jax.data import atoms_to_graph, padded_device_graph
+from equitrain_jax.models.sevennet import SevenNetConfig
 from equitrain_jax.models.io import ModelBundle, load_model
-from equitrain_jax.phonons import phonopy_from_potential
-from equitrain_jax.phonons.phonopy_interface import phonopy_from_calculator
+from equitrain_jax.phonons import phonopy_from_calculator, phonopy_from_potential
 from equitrain_jax.potential import Potential
-from equitrain_jax.train import TrainConfig, fit, labelled_batches, to_device
+from equitrain_jax.train import TrainConfig, fit, labelled_batches
 
 ELEMENTS = (13, 28, 29)
 
@@ -35,7 +34,7 @@ def sevennet():
         scale=(0.5, 0.6, 0.7), shift=(-3.0, -4.5, -3.5), r_max=4.5, cutoff_on=4.0, radial_mlp=(16, 16), readout_hidden=4,
     )
     cell = bulk("Cu", "fcc", a=3.6, cubic=True)
-    graph = to_device(pad_to_bucket(atoms_to_graph(cell, config.r_max, ELEMENTS)))
+    graph = padded_device_graph(atoms_to_graph(cell, config.r_max, ELEMENTS))
     module = ModelBundle(config, {}).module(np.float64)
     return ModelBundle(config, jax.tree_util.tree_map(np.asarray, module.init(jax.random.PRNGKey(0), graph)))
 

@@ -52,11 +52,7 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--architecture {args.architecture!r} is not one of {sorted(ARCHITECTURES)}")
         module = build_mace_torch(args.architecture, channels=args.channels, seed=args.seed)
         config = convert_module(module, args.output)
-    if isinstance(config, sevennet.SevenNetConfig):
-        description = f"SevenNet {' → '.join(config.node_irreps)}"
-    else:
-        description = f"{config.model_class} {config.hidden_irreps}"
     print(
-        f"wrote {args.output}: {description}, {config.num_interactions} interactions, r_max {config.r_max} Å, "
+        f"wrote {args.output}: {config.description}, {config.num_interactions} interactions, r_max {config.r_max} Å, "
         f"elements {list(config.atomic_numbers)}, heads {list(config.heads)}"
     )

@@ -54,7 +54,7 @@ def finetune_phonons(args: argparse.Namespace) -> None:
 
     from equitrain_jax.convert.sevennet import convert_pretrained
     from equitrain_jax.phonons.compare import compare_phonons, load_reference, phonopy_like_reference
-    from equitrain_jax.phonons.phonopy_interface import phonopy_to_ase
+    from equitrain_jax.phonons import phonopy_to_ase
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos
     from equitrain_jax.potential import Potential
     from equitrain_jax.train.config import FinetuneConfig, TrainConfig

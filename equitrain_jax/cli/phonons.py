@@ -66,7 +66,7 @@ def supercell_for_min_length(cell: Any, min_length: float) -> list[int]:
     (``cell``: [3, 3] rows, Å)."""
     import numpy as np
 
-    from equitrain_jax.phonons.phonopy_interface import perpendicular_widths
+    from equitrain_jax.phonons import perpendicular_widths
 
     widths = perpendicular_widths(np.asarray(cell))
     return [int(np.ceil(min_length / w - 1e-9)) for w in widths]
@@ -91,16 +91,13 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     if args.relax:
-        from ase.constraints import FixSymmetry
-        from ase.filters import FrechetCellFilter
-        from ase.optimize import BFGS
         from ase.spacegroup.symmetrize import check_symmetry
 
+        from equitrain_jax.phonons import relax
+
         before = check_symmetry(atoms, 1e-5).international
-        atoms.calc = Calculator(potential)
-        atoms.set_constraint(FixSymmetry(atoms))
-        converged = BFGS(FrechetCellFilter(atoms), logfile=str(out / "relax.log")).run(fmax=args.fmax, steps=args.relax_steps)
-        atoms.set_constraint()
+        converged, _ = relax(atoms, Calculator(potential), args.fmax, args.relax_steps, relax_cell=True,
+                             keep_symmetry=True, logfile=str(out / "relax.log"))
         ase.io.write(out / "relaxed.extxyz", atoms)
         after = check_symmetry(atoms, 1e-5).international
         print(f"relaxation {'converged' if converged else 'did NOT converge'} to fmax {args.fmax} eV/Å; "
@@ -135,7 +132,7 @@ def same_crystal(atoms, supercell, reference, reference_path: str) -> None:
     from phonopy import Phonopy
 
     from equitrain_jax.phonons.compare import primitive_transformation
-    from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy
+    from equitrain_jax.phonons import ase_to_phonopy
 
     try:
         primitive_transformation(Phonopy(ase_to_phonopy(atoms), supercell_matrix=np.diag(supercell),
@@ -148,7 +145,7 @@ def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Pa
     """List the imaginary modes at the supercell's q-points; with --scan-modes scan and follow each."""
     import ase.io
 
-    from equitrain_jax.phonons.modes import analyse_imaginary_modes, imaginary_modes
+    from equitrain_jax.phonons import analyse_imaginary_modes, imaginary_modes
     from equitrain_jax.phonons.plots import plot_mode_scan_2d, plot_mode_scans
 
     if args.scan_modes:

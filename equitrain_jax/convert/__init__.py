@@ -1,15 +1,16 @@
 """Converters from PyTorch checkpoints (mace-torch models, SevenNet checkpoints); the only part of
-the package that imports torch."""
+the package that imports torch (through `common.import_torch`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from equitrain_jax.convert.mace_torch import ConversionError, convert_model, load_torch_model
+from equitrain_jax.convert.common import ConversionError
+from equitrain_jax.convert.mace_torch import convert_model, load_torch_model
 from equitrain_jax.convert.sevennet import convert_pretrained, pretrained_checkpoint
 from equitrain_jax.convert.to_mace_torch import export_to_mace_torch
-from equitrain_jax.models.config import MACEConfig
 from equitrain_jax.models.io import save_model
+from equitrain_jax.models.mace import MACEConfig
 
 
 def convert_module(module, output: str | Path) -> MACEConfig:

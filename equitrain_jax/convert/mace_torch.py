@@ -1,10 +1,14 @@
 """mace-torch ``.model`` → equitrain-jax model directory.
 
-The only module that imports torch.  Every tensor of the torch state dict is either mapped into the
-JAX parameter tree, read into `MACEConfig`, or on an explicit list of entries that carry no
-information (masks, flags, codegen constants); anything else stops the conversion with its name.
-The per-tensor layout lives in one table, `parameter_mappings`, whose inverse direction
-`equitrain_jax.convert.to_mace_torch` uses to write JAX weights back into a mace-torch module.
+Every tensor of the torch state dict is either mapped into the JAX parameter tree, read into
+`MACEConfig`, or on an explicit list of entries that carry no information (masks, flags, codegen
+constants); anything else stops the conversion with its name.  The per-tensor layout lives in one
+table, `parameter_mappings`, whose inverse direction `equitrain_jax.convert.to_mace_torch` uses to
+write JAX weights back into a mace-torch module.
+
+Longer than most modules (about 450 lines) on purpose: it is the one place that knows mace-torch's
+layout, and the config it reads, the ignore list and the mapping table check each other (every
+tensor is accounted for exactly once), which only holds while they are read side by side.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from equitrain_jax.convert.common import ConversionError, import_torch, to_float, to_numpy
 from equitrain_jax.models import equivariant as eq
-from equitrain_jax.models.config import INTERACTION_BLOCKS, MACEConfig
+from equitrain_jax.models.mace import maths
+from equitrain_jax.models.mace.config import INTERACTION_BLOCKS, MACEConfig
 
 # state-dict entries that hold no weights: output masks, zeroed-path flags, e3nn codegen buffers,
 # and buffers whose values are read into the config (checked there) rather than mapped.
@@ -49,26 +55,9 @@ UNSUPPORTED_FLAGS = (
 )
 
 
-class ConversionError(ValueError):
-    """The torch model uses something this converter does not map; the message names it."""
-
-
-def import_torch():
-    """Import mace before e3nn (mace sets the torch.load flag that e3nn 0.4.4 needs)."""
-    try:
-        import mace  # noqa: F401
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            "converting a mace-torch model needs torch and mace-torch: "
-            "pip install 'equitrain-jax[torch]'"
-        ) from error
-    return torch
-
-
 def load_torch_model(path: str | Path):
     """Load a pickled mace-torch model, normalising cuEquivariance checkpoints to e3nn layout."""
-    torch = import_torch()
+    torch = import_torch(require_mace=True)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
@@ -98,14 +87,6 @@ def normalise_cueq(model):
         return run(model, return_model=True)
     finally:
         torch.set_default_dtype(previous)
-
-
-def _item(x) -> float:
-    return float(x.detach().cpu().reshape(-1)[0]) if hasattr(x, "detach") else float(x)
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy().copy()
 
 
 def _irrep_name(ir) -> str:
@@ -162,12 +143,12 @@ def config_from_torch(model) -> MACEConfig:
     heads = tuple(getattr(model, "heads", None) or ["Default"])
     n_heads = len(heads)
     atomic_numbers = [int(z) for z in model.atomic_numbers]
-    e0 = np.atleast_2d(_numpy(model.atomic_energies_fn.atomic_energies))
+    e0 = np.atleast_2d(to_numpy(model.atomic_energies_fn.atomic_energies))
     if e0.shape != (n_heads, len(atomic_numbers)):
         raise ConversionError(f"atomic energies of shape {e0.shape}, expected {(n_heads, len(atomic_numbers))}")
     if name == "ScaleShiftMACE":
-        scale = np.broadcast_to(np.atleast_1d(_numpy(model.scale_shift.scale)), (n_heads,))
-        shift = np.broadcast_to(np.atleast_1d(_numpy(model.scale_shift.shift)), (n_heads,))
+        scale = np.broadcast_to(np.atleast_1d(to_numpy(model.scale_shift.scale)), (n_heads,))
+        shift = np.broadcast_to(np.atleast_1d(to_numpy(model.scale_shift.shift)), (n_heads,))
     else:
         scale, shift = np.ones(n_heads), np.zeros(n_heads)
 
@@ -195,10 +176,10 @@ def config_from_torch(model) -> MACEConfig:
         if transform is None:
             raise ConversionError(f"distance transform {type(t).__name__} is not supported")
         if transform == "Agnesi":
-            agnesi = (_item(t.q), _item(t.p), _item(t.a))
+            agnesi = (to_float(t.q), to_float(t.p), to_float(t.a))
         else:
-            soft_alpha = _item(t.alpha)
-        covalent_table = _numpy(t.covalent_radii)
+            soft_alpha = to_float(t.alpha)
+        covalent_table = to_numpy(t.covalent_radii)
     zbl = {}
     if hasattr(model, "pair_repulsion_fn"):
         fn = model.pair_repulsion_fn
@@ -206,17 +187,17 @@ def config_from_torch(model) -> MACEConfig:
             raise ConversionError(f"ZBL envelope p={int(fn.p)} differs from the radial p={int(radial.cutoff_fn.p)}")
         zbl = dict(
             pair_repulsion=True,
-            zbl_a_prefactor=_item(fn.a_prefactor),
-            zbl_a_exponent=_item(fn.a_exp),
-            zbl_coefficients=tuple(float(c) for c in _numpy(fn.c)),
+            zbl_a_prefactor=to_float(fn.a_prefactor),
+            zbl_a_exponent=to_float(fn.a_exp),
+            zbl_coefficients=tuple(float(c) for c in to_numpy(fn.c)),
         )
-        covalent_table = _numpy(fn.covalent_radii) if covalent_table is None else covalent_table
+        covalent_table = to_numpy(fn.covalent_radii) if covalent_table is None else covalent_table
     if covalent_table is None:
         from ase.data import covalent_radii as covalent_table
 
     return MACEConfig(
         atomic_numbers=tuple(atomic_numbers),
-        r_max=_item(model.r_max),
+        r_max=to_float(model.r_max),
         num_bessel=len(radial.bessel_fn.bessel_weights),
         num_polynomial_cutoff=int(radial.cutoff_fn.p),
         max_ell=max_ell,
@@ -350,7 +331,7 @@ def _conv_path_signs(block, config: MACEConfig, prefix: str, irreps_in, irreps_t
     from e3nn import o3
 
     tp = block.conv_tp
-    ours = eq.convolution_paths(irreps_in, config.max_ell, irreps_target)
+    ours = maths.convolution_paths(irreps_in, config.max_ell, irreps_target)
     theirs = [
         eq.ConvolutionPath(
             _irrep_name(tp.irreps_in1[ins.i_in1].ir),
@@ -367,7 +348,7 @@ def _conv_path_signs(block, config: MACEConfig, prefix: str, irreps_in, irreps_t
         if ins.connection_mode != "uvu" or not math.isclose(ins.path_weight, math.sqrt(2 * l3 + 1), rel_tol=1e-12):
             raise ConversionError(f"{prefix}.conv_tp: path {path} has mode {ins.connection_mode}, weight {ins.path_weight}")
         torch_cg = o3.wigner_3j(l1, l2, l3).double().numpy()
-        jax_cg = eq._coupling(l1, l2, l3) / math.sqrt(2 * l3 + 1)
+        jax_cg = eq.clebsch_gordan(l1, l2, l3) / math.sqrt(2 * l3 + 1)
         sign = 1.0 if np.allclose(torch_cg, jax_cg, atol=1e-10) else -1.0
         if not np.allclose(torch_cg, sign * jax_cg, atol=1e-10):
             raise ConversionError(f"{prefix}.conv_tp: Clebsch–Gordan coefficients of {path} do not match")
@@ -434,8 +415,8 @@ def _symmetric_contraction_constants(product) -> dict[str, Any]:
         contraction = sc.contractions[k]
         compressed = {}
         for nu in range(1, contraction.correlation + 1):
-            u = _numpy(getattr(contraction, f"U_matrix_{nu}"))
-            monomials, coupling = eq.compress_coupling(u if u.ndim == nu + 2 else u[None])
+            u = to_numpy(getattr(contraction, f"U_matrix_{nu}"))
+            monomials, coupling = maths.compress_coupling(u if u.ndim == nu + 2 else u[None])
             compressed[f"monomials_{nu}"], compressed[f"coupling_{nu}"] = monomials, coupling
         constants[f"symmetric_contraction_{_irrep_name(ir)}"] = compressed
     return constants
@@ -453,7 +434,7 @@ def variables_from_torch(model, config: MACEConfig) -> dict[str, Any]:
         tree = params
         for key in mapping.jax_path[:-1]:
             tree = tree.setdefault(key, {})
-        tree[mapping.jax_path[-1]] = mapping.to_jax(_numpy(tensors[mapping.torch_name]))
+        tree[mapping.jax_path[-1]] = mapping.to_jax(to_numpy(tensors[mapping.torch_name]))
     left = [
         k for k, v in tensors.items()
         if k not in used and v.numel() > 0 and not any(re.search(p, k) for p in IGNORED)

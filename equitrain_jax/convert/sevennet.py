@@ -14,6 +14,9 @@ Edge tensor-product weights: checkpoints written before sevenn 0.11 store the pe
 outputs in e3nn's instruction order, later ones sorted by output irrep (our order).  The sign of
 the Clebsch–Gordan coefficients each checkpoint was trained with is read from its own ``_w3j_*``
 constants and folded into the radial MLP's last layer wherever it differs from e3nn-jax's.
+
+Slightly over 350 lines for the same reason as `equitrain_jax.convert.mace_torch`: everything that
+knows sevenn's checkpoint layout, kept together so that every tensor is seen to be accounted for.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from equitrain_jax.convert.mace_torch import ConversionError
+from equitrain_jax.convert.common import ConversionError, import_torch, to_numpy
 from equitrain_jax.models import equivariant as eq
-from equitrain_jax.models import nequip
-from equitrain_jax.models.config import SevenNetConfig, irreps_list
+from equitrain_jax.models.equivariant import irreps_list
 from equitrain_jax.models.io import save_model
-from equitrain_jax.models.sevennet import gate_input
+from equitrain_jax.models.sevennet import nequip
+from equitrain_jax.models.sevennet.config import SevenNetConfig
+from equitrain_jax.models.sevennet.model import gate_input
 
 PRETRAINED = {
     "sevennet-0": "pretrained_potentials/SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth",
@@ -90,8 +94,7 @@ def pretrained_checkpoint(name: str = "sevennet-0") -> Path:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict (``config``, ``model_state_dict``, …), unpickled with torch's restricted
     loader plus numpy arrays; raises `ConversionError` for anything else."""
-    import torch
-
+    torch = import_torch()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
@@ -138,8 +141,7 @@ def instruction_order_weights(version: str) -> bool:
 def silu_normalisation() -> float:
     """e3nn's ``normalize2mom`` constant of SiLU, 1/√E[silu(z)²] over its own 10⁶ seeded normal
     samples: the exact number e3nn (torch) multiplies SiLU by."""
-    import torch
-
+    torch = import_torch()
     z = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return float(torch.nn.functional.silu(z).pow(2).mean().pow(-0.5))
 
@@ -148,7 +150,7 @@ class _StateDict:
     """Checkpoint state dict (numpy) that records which entries were used."""
 
     def __init__(self, tensors):
-        self.tensors = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+        self.tensors = {k: to_numpy(v) for k, v in tensors.items()}
         self.used: set[str] = set()
 
     def take(self, key: str) -> np.ndarray:
@@ -271,7 +273,7 @@ def _coupling_sign(sd: _StateDict, prefix: str, path: eq.ConvolutionPath) -> flo
     computes paths with an l = 0 in closed form, δ/√(2l+1).
     """
     l1, l2, l3 = eq.irrep(path.ir_in).l, path.l_sh, eq.irrep(path.ir_out).l
-    ours = eq._coupling(l1, l2, l3) / math.sqrt(2 * l3 + 1)
+    ours = eq.clebsch_gordan(l1, l2, l3) / math.sqrt(2 * l3 + 1)
     if min(l1, l2, l3) > 0:
         theirs = sd.take(f"{prefix}.convolution._compiled_main_left_right._w3j_{l1}_{l2}_{l3}").astype(np.float64)
         tol = 1e-6

@@ -22,15 +22,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from equitrain_jax.convert.mace_torch import (
-    _numpy,
-    config_from_torch,
-    import_torch,
-    load_torch_model,
-    normalise_cueq,
-    parameter_mappings,
-)
-from equitrain_jax.models.config import MACEConfig
+from equitrain_jax.convert.common import import_torch, to_numpy
+from equitrain_jax.convert.mace_torch import config_from_torch, load_torch_model, normalise_cueq, parameter_mappings
+from equitrain_jax.models.mace import MACEConfig
 from equitrain_jax.models.io import ModelBundle, load_model
 
 E0_BUFFER = "atomic_energies_fn.atomic_energies"
@@ -94,7 +88,7 @@ def with_weights(bundle: ModelBundle, template) -> Any:
     updated = dict(state)
     mapped: dict[str, tuple[int, ...]] = {}
     for mapping in parameter_mappings(module, config):
-        template_shapes = _leaf_shapes(mapping.to_jax(_numpy(state[mapping.torch_name])), mapping.jax_path)
+        template_shapes = _leaf_shapes(mapping.to_jax(to_numpy(state[mapping.torch_name])), mapping.jax_path)
         value = _subtree(params, mapping.jax_path)
         shapes = _leaf_shapes(value, mapping.jax_path)
         if shapes != template_shapes:

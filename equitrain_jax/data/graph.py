@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import ase
 import jraph
 import numpy as np
 from ase.data import chemical_symbols
 
-from equitrain_jax.data.neighbours import neighbour_list
+from equitrain_jax.data.neighbours import neighbour_list, periodic_heights
 
 MIN_DISTANCE = 0.1
 """Smallest allowed interatomic distance in Å (periodic images included)."""
@@ -67,26 +68,6 @@ def _check_positions(positions: np.ndarray) -> None:
         raise ValueError(f"NaN or inf positions for atom indices {bad.tolist()}")
 
 
-def _periodic_heights(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
-    """Distance in Å of each periodic cell vector from the span of the other periodic ones.
-
-    Args:
-        cell: [3, 3] cell vectors as rows, in Å.
-        pbc: [3] periodicity flags.
-
-    Returns:
-        [P] heights for the P periodic directions, in order.
-    """
-    periodic = cell[pbc]
-    heights = []
-    for i, vector in enumerate(periodic):
-        others = np.delete(periodic, i, axis=0).T
-        if others.size:
-            vector = vector - others @ np.linalg.lstsq(others, vector, rcond=None)[0]
-        heights.append(np.linalg.norm(vector))
-    return np.array(heights)
-
-
 def _check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
     """Raise if the cell [3, 3] (Å) is non-finite, or zero/degenerate along a periodic direction.
 
@@ -97,7 +78,7 @@ def _check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
     if not np.all(np.isfinite(cell)):
         raise ValueError(f"cell contains NaN or inf: {cell.tolist()}")
     axes = np.flatnonzero(pbc)
-    heights = _periodic_heights(cell, pbc)
+    heights = periodic_heights(cell, pbc)
     bad = heights < MIN_DISTANCE
     if np.any(bad):
         names = [f"{axis} ({_DIRECTIONS[axis]})" for axis in axes[bad]]
@@ -310,15 +291,28 @@ def bucket_size(n: int, minimum: int = 8) -> int:
     return math.ceil(n / step) * step
 
 
-def pad_to_bucket(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
-    """Pad ``graph`` to bucketed sizes (see :func:`bucket_size`) with room for padding.
+class PaddedShape(NamedTuple):
+    """Sizes of a padded graph (see `pad_graph`)."""
+
+    n_node: int
+    max_neighbours: int
+    n_graph: int
+
+
+def bucket_shape(graphs: Sequence[jraph.GraphsTuple]) -> PaddedShape:
+    """Bucketed sizes (see :func:`bucket_size`) that fit every one of ``graphs``, with room for padding.
 
     Nodes are padded to ``bucket_size(nodes)``, the neighbour slots per node to
-    ``bucket_size(in-degree, minimum=4)``, graphs to ``bucket_size(graphs + 1, minimum=2)``.
+    ``bucket_size(in-degree, minimum=4)``, graphs to ``bucket_size(graphs + 1, minimum=2)``, each
+    for the largest of ``graphs`` (one graph, or the shards of a data-parallel batch).
     """
-    return pad_graph(
-        graph,
-        n_node=bucket_size(int(np.sum(graph.n_node))),
-        max_neighbours=bucket_size(in_degree(graph), minimum=4),
-        n_graph=bucket_size(len(graph.n_node) + 1, minimum=2),
+    return PaddedShape(
+        n_node=bucket_size(max(int(np.sum(g.n_node)) for g in graphs)),
+        max_neighbours=bucket_size(max(in_degree(g) for g in graphs), minimum=4),
+        n_graph=bucket_size(max(len(g.n_node) for g in graphs) + 1, minimum=2),
     )
+
+
+def pad_to_bucket(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """Pad ``graph`` to its bucketed sizes, `bucket_shape` ``([graph])``."""
+    return pad_graph(graph, *bucket_shape([graph]))

@@ -1,4 +1,4 @@
-"""Equivariant building blocks of MACE as pure functions of arrays and weights.
+"""Equivariant building blocks shared by the model families, as pure functions of arrays and weights.
 
 Features are dicts from an irrep name (``"0e"``, ``"1o"``, …) to arrays ``[n, channels, 2l+1]``:
 the channel-major layout that mace-torch reshapes its features into.  Normalisations follow e3nn
@@ -9,7 +9,6 @@ converted from mace-torch are used as they are.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from typing import Mapping, NamedTuple, Sequence
 
@@ -23,6 +22,15 @@ Features = dict[str, jnp.ndarray]
 
 def irrep(name: str) -> e3nn.Irrep:
     return e3nn.Irrep(name)
+
+
+def irreps_list(text: str) -> list[tuple[int, str]]:
+    """``"128x0e+64x1e"`` → ``[(128, "0e"), (64, "1e")]``."""
+    out = []
+    for term in text.replace(" ", "").split("+"):
+        mul, ir = term.split("x")
+        out.append((int(mul), ir))
+    return out
 
 
 def torch_sort_key(name: str) -> tuple[int, int]:
@@ -39,28 +47,10 @@ class ConvolutionPath(NamedTuple):
     ir_out: str
 
 
-def convolution_paths(
-    irreps_in: Sequence[str], max_ell: int, irreps_target: Sequence[str]
-) -> tuple[ConvolutionPath, ...]:
-    """All paths node irrep ⊗ spherical harmonic → target irrep, in mace-torch's weight order.
-
-    mace-torch enumerates (input irrep, harmonic, output l ascending) and then stably sorts the
-    outputs by irrep; the per-edge weights and the following linear layer use that sorted order.
-    """
-    paths = []
-    for ir_in in irreps_in:
-        a = irrep(ir_in)
-        for l_sh in range(max_ell + 1):
-            for l_out in range(abs(a.l - l_sh), a.l + l_sh + 1):
-                out = e3nn.Irrep(l_out, a.p * (-1) ** l_sh)
-                if str(out) in irreps_target:
-                    paths.append(ConvolutionPath(ir_in, l_sh, str(out)))
-    return tuple(sorted(paths, key=lambda path: torch_sort_key(path.ir_out)))
-
-
 @functools.lru_cache(maxsize=None)
-def _coupling(l1: int, l2: int, l3: int) -> np.ndarray:
-    """Clebsch–Gordan coefficients with e3nn's component normalisation factor √(2l3+1)."""
+def clebsch_gordan(l1: int, l2: int, l3: int) -> np.ndarray:
+    """Clebsch–Gordan coefficients [2l1+1, 2l2+1, 2l3+1] with e3nn's component normalisation
+    factor √(2l3+1)."""
     return np.asarray(e3nn.clebsch_gordan(l1, l2, l3)) * math.sqrt(2 * l3 + 1)
 
 
@@ -75,22 +65,6 @@ def channel_linear(x: Features, weights: Mapping[str, jnp.ndarray]) -> Features:
     }
 
 
-def species_linear(
-    x: Features, species: jnp.ndarray, weights: Mapping[str, jnp.ndarray]
-) -> Features:
-    """Tensor product of features with the one-hot species: a species-dependent linear map.
-
-    ``weights[ir]`` is ``[C_in, n_species, C_out]``; normalised by √(C_in·n_species) as e3nn's
-    ``FullyConnectedTensorProduct`` with a one-hot second input.
-    """
-    out = {}
-    for name, w in weights.items():
-        c_in, n_species, _ = w.shape
-        w_node = jnp.take(w, species, axis=1)  # [C_in, n, C_out]
-        out[name] = jnp.einsum("nci,cnd->ndi", x[name], w_node) / math.sqrt(c_in * n_species)
-    return out
-
-
 def convolution_messages(
     x: Features,
     senders: jnp.ndarray,
@@ -98,27 +72,30 @@ def convolution_messages(
     weights: jnp.ndarray,
     paths: Sequence[ConvolutionPath],
 ) -> Features:
-    """Sum over incoming edges of the uvu tensor product of sender features with the edge
-    spherical harmonics, per path weighted per channel.
+    """Sum over incoming edges of the uvu tensor products of sender features with the edge
+    spherical harmonics, each path weighted per edge and channel.
 
     Edges are neighbour-major (edge n·K + k is the k-th edge into node n), so the sum over edges
-    is a contraction, not a scatter, and no per-edge output features are ever stored.
-    x: ``{ir: [N, C, 2l+1]}``; senders: ``[N·K]``; sh: ``{l: [N·K, 2l+1]}``;
-    weights: ``[N·K, n_paths, C]``.  Returns ``{ir_out: [N, k·C, 2l+1]}``, the k paths into
-    ``ir_out`` stacked along channels in path order.
+    is a contraction, not a scatter, and no per-edge output features are ever stored.  The
+    multiplicity may differ between irreps (SevenNet-0: 128x0e+64x1e+32x2e).
+    x: ``{ir: [N, C_ir, 2l+1]}``; senders: ``[N·K]``; sh: ``{l: [N·K, 2l+1]}``;
+    weights: ``[N·K, Σ_p C_p]``, one block of the path's input multiplicity C_p per path, in path
+    order.  Returns ``{ir_out: [N, Σ C_p, 2l+1]}``, the paths into ``ir_out`` stacked along channels
+    in path order (the input of the following linear layer).
     """
     n = next(iter(x.values())).shape[0]
     k = senders.shape[0] // n
-    c = weights.shape[-1]
     gathered = {
-        ir: x[ir][senders].reshape(n, k, c, -1) for ir in dict.fromkeys(p.ir_in for p in paths)
+        ir: x[ir][senders].reshape(n, k, x[ir].shape[1], -1) for ir in dict.fromkeys(p.ir_in for p in paths)
     }
+    offsets = np.cumsum([0] + [x[p.ir_in].shape[1] for p in paths])
     grouped: dict[str, list[jnp.ndarray]] = {}
     for p, path in enumerate(paths):
         l_in, l_out = irrep(path.ir_in).l, irrep(path.ir_out).l
-        cg = jnp.asarray(_coupling(l_in, path.l_sh, l_out), dtype=weights.dtype)
+        c = x[path.ir_in].shape[1]
+        cg = jnp.asarray(clebsch_gordan(l_in, path.l_sh, l_out), dtype=weights.dtype)
         edge_coupling = jnp.einsum("ej,ijo->eio", sh[path.l_sh], cg).reshape(n, k, 2 * l_in + 1, 2 * l_out + 1)
-        weighted = gathered[path.ir_in] * weights[:, p, :].reshape(n, k, c, 1)
+        weighted = gathered[path.ir_in] * weights[:, offsets[p] : offsets[p] + c].reshape(n, k, c, 1)
         grouped.setdefault(path.ir_out, []).append(jnp.einsum("nkci,nkio->nco", weighted, edge_coupling))
     return {name: jnp.concatenate(ms, axis=1) for name, ms in grouped.items()}
 
@@ -126,55 +103,6 @@ def convolution_messages(
 def sum_over_neighbours(edge_values: jnp.ndarray, n_nodes: int) -> jnp.ndarray:
     """Sum of neighbour-major edge values into their receivers: [N·K, …] → [N, …]."""
     return edge_values.reshape(n_nodes, -1, *edge_values.shape[1:]).sum(axis=1)
-
-
-def compress_coupling(u: np.ndarray, tol: float = 1e-14) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse symmetric form of a U matrix ``[M, D, …(ν times), K]``.
-
-    The contraction only sees the symmetric product x_i1…x_iν, so U is summed over permutations
-    of its feature axes and kept only at the sorted index tuples where it is non-zero (about 1 %
-    of its entries for MACE's U matrices).  Returns ``monomials [T, ν]`` (int32, i1 ≤ … ≤ iν)
-    and ``coupling [T, M, K]``.
-    """
-    u = np.asarray(u)
-    nu = u.ndim - 2
-    symmetric = np.zeros_like(u)
-    for perm in itertools.permutations(range(1, nu + 1)):
-        symmetric += np.transpose(u, (0, *perm, nu + 1))
-    tuples = np.array(list(itertools.combinations_with_replacement(range(u.shape[1]), nu)), dtype=np.int32)
-    tuples = tuples.reshape(-1, nu)
-    # Σ over the distinct permutations of a tuple = (its number of orderings / ν!) · Σ over all ν!.
-    orderings = np.array([len(set(itertools.permutations(t))) for t in tuples.tolist()])
-    coupling = np.moveaxis(symmetric[(slice(None), *tuples.T)], 1, 0)  # [T, M, K]
-    coupling = coupling * (orderings / math.factorial(nu))[:, None, None]
-    keep = np.abs(coupling).reshape(len(tuples), -1).max(axis=1) > tol
-    return tuples[keep], coupling[keep]
-
-
-def symmetric_contraction(
-    x: jnp.ndarray,
-    species: jnp.ndarray,
-    weights: Sequence[jnp.ndarray],
-    monomials: Sequence[jnp.ndarray],
-    couplings: Sequence[jnp.ndarray],
-) -> jnp.ndarray:
-    """MACE's symmetric contraction for one output irrep, up to body order len(weights)+1.
-
-    out[n, c, M] = Σ_ν Σ_k W_ν[z_n, k, c] Σ_{i1..iν} U_ν[M, i1, …, iν, k] x[n, c, i1]…x[n, c, iν]
-
-    evaluated in the sparse symmetric form of `compress_coupling`.  x: ``[n, C, D]`` (all irreps
-    of the node features, concatenated); species: ``[n]``; weights[ν−1]: ``[n_species, K_ν, C]``;
-    monomials[ν−1]: ``[T_ν, ν]``; couplings[ν−1]: ``[T_ν, M, K_ν]``.  Returns ``[n, C, M]``.
-    """
-    out = 0.0
-    d = x.shape[-1]
-    for w, index, coupling in zip(weights, monomials, couplings):
-        # factors selected by one-hot matmuls: their gradient is a matmul too, not a slow scatter
-        factors = [x @ jax.nn.one_hot(index[:, j], d, dtype=x.dtype).T for j in range(index.shape[1])]
-        monomial = functools.reduce(jnp.multiply, factors)  # [n, C, T]
-        poly = jnp.einsum("nct,tmk->ncmk", monomial, coupling)
-        out = out + jnp.einsum("ncmk,nkc->ncm", poly, jnp.take(w, species, axis=0))
-    return out
 
 
 def radial_mlp(

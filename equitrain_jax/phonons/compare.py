@@ -18,13 +18,9 @@ import phonopy
 from ase.formula import Formula
 from phonopy import Phonopy
 
-from equitrain_jax.phonons.phonopy_interface import (
-    CUTOFF_FREQUENCY_THZ,
-    band_structure,
-    phonopy_from_potential,
-    phonopy_to_ase,
-    thermal_properties,
-)
+from equitrain_jax.phonons.bridge import phonopy_to_ase
+from equitrain_jax.phonons.harmonic import phonopy_from_potential
+from equitrain_jax.phonons.results import CUTOFF_FREQUENCY_THZ, band_structure, thermal_properties
 
 THERMAL_KEYS = {
     "free_energy": "free_energy_kJ_per_mol",

@@ -1,91 +1,41 @@
-"""Exact second derivatives of a model's energy with respect to atomic positions.
+"""Exact second derivatives of a model's energy with respect to atomic positions, for ASE structures.
 
-The Hessian H[i, a, j, b] = ∂²E/∂r_ia ∂r_jb (eV/Å²) is computed forward-over-reverse: each row
-block is a batch of Hessian-vector products ``jax.jvp(jax.grad(E), (r,), (v,))`` with unit
-vectors v, ``chunk_size`` rows per compiled call, so memory grows with ``chunk_size`` and not
-with the number of rows.  The neighbour list is built once at the given structure and kept fixed
-while positions vary: the derivatives are exact for the model at that structure (the MACE cutoff
-envelope is smooth, so edges at the cutoff contribute nothing to the first and second derivatives).
+The Hessian H[i, a, j, b] = ∂²E/∂r_ia ∂r_jb (eV/Å²) is built from Hessian-vector products of the
+model's one energy function (`equitrain_jax.models.quantities.hessian_vector_product`, a `jax.jvp`
+of its gradient): each row block is a batch of products with unit vectors, ``chunk_size`` rows per
+compiled call, so memory grows with ``chunk_size`` and not with the number of rows.  The
+neighbour list is built once at the given structure and kept fixed while positions vary: the
+derivatives are exact for the model at that structure (the cutoff envelopes are smooth, so edges
+at the cutoff contribute nothing to the first and second derivatives).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import ase
 import jax
 import jax.numpy as jnp
-import jraph
 import numpy as np
 
-from equitrain_jax.models.mace import MACE
-from equitrain_jax.models.sevennet import SevenNet
+from equitrain_jax.models.quantities import hessian_vector_product
 from equitrain_jax.potential import Potential
 
-EnergyFn = Callable[[jnp.ndarray], jnp.ndarray]  # positions [N, 3] Å -> energy eV (scalar)
 
-
-def positions_energy(
-    module: Union[MACE, SevenNet], variables: Any, graph: jraph.GraphsTuple, positions: jnp.ndarray
-) -> jnp.ndarray:
-    """Total energy (eV) of the first (real) structure of a padded ``graph`` at ``positions``.
-
-    Args:
-        module: the Flax model module, MACE or SevenNet (code only; no arrays).
-        variables: the model's variables (``params`` and ``constants``).
-        graph: a padded device graph of ONE structure (``Potential.to_device``); its neighbour
-            list and periodic shifts are kept, its positions replaced.
-        positions: [N, 3] Å, positions of the N real atoms (N ≤ padded node count).
-
-    Returns:
-        Scalar energy in eV.
-    """
-    padded = graph.nodes["positions"]
-    positions = padded.at[: positions.shape[0]].set(positions.astype(padded.dtype))
-    graph = graph._replace(nodes={**graph.nodes, "positions": positions})
-    node_energy = module.apply(variables, graph, method=type(module).node_energies)
-    return jnp.sum(node_energy)
-
-
-def device_graph(potential: Potential, atoms: ase.Atoms) -> jraph.GraphsTuple:
-    """The padded device graph of ``atoms`` (neighbour list at the current positions)."""
-    return potential.to_device(potential.graph(atoms))
-
-
-def energy_of_positions(potential: Potential, atoms: ase.Atoms) -> tuple[EnergyFn, jnp.ndarray]:
-    """Energy (eV) as a function of the real atoms' positions [N, 3] (Å), neighbour list fixed.
-
-    Returns ``(fn, positions0)``.  ``fn`` is a ``functools.partial`` of `positions_energy` whose
-    bound arguments (``fn.args``: module, variables, graph) are arrays and code kept apart, so it
-    can be passed to ``jax.jit``, ``jax.grad`` and ``jax.hessian``; the functions in this module
-    jit `positions_energy` with the variables and graph as arguments instead of constants.
-    ``positions0`` [N, 3] Å are the positions of ``atoms`` in the potential's dtype.
-    """
-    graph = device_graph(potential, atoms)
-    fn = functools.partial(positions_energy, potential.module, potential.variables, graph)
-    return fn, graph.nodes["positions"][: len(atoms)]
-
-
-def _hvp(
-    module: Union[MACE, SevenNet],
-    variables: Any,
-    graph: jraph.GraphsTuple,
-    positions: jnp.ndarray,
-    tangents: jnp.ndarray,
-) -> jnp.ndarray:
-    """Hessian-vector products H·v for tangents [k, N, 3] (Å): [k, N, 3] eV/Å², forward over reverse.
-
-    The primal (energy and its reverse pass) is shared by the k tangents: ``jax.vmap`` batches
-    only the tangent computation.
-    """
-    grad = jax.grad(functools.partial(positions_energy, module, variables, graph))
-    return jax.vmap(lambda tangent: jax.jvp(grad, (positions,), (tangent,))[1])(tangents)
-
-
-def _compiled_hvp(potential: Potential) -> Callable:
-    """The jit-compiled `_hvp` of this potential's module, built once per potential."""
-    return potential.compiled("hessian_vector_products", lambda: jax.jit(functools.partial(_hvp, potential.module)))
+def compiled_hessian_vector_products(potential: Potential) -> Callable:
+    """``(variables, graph, positions [n_node, 3], tangents [k, n_node, 3]) → [k, n_node, 3]`` eV/Å²:
+    `equitrain_jax.models.quantities.hessian_vector_product` of this potential's model, vmapped over
+    the k tangents (one shared primal) and jit-compiled once per potential."""
+    return potential.compiled(
+        "hessian_vector_products",
+        lambda: jax.jit(
+            jax.vmap(
+                functools.partial(hessian_vector_product, potential.node_energy_fn),
+                in_axes=(None, None, None, 0),
+            )
+        ),
+    )
 
 
 def default_chunk_size(n_atoms: int) -> int:
@@ -123,15 +73,17 @@ def hessian_vector_products(
     if chunk < 1:
         raise ValueError(f"chunk_size must be a positive number of products, got {chunk_size}")
     chunk = min(chunk, max(len(vectors), 1))
-    fn, positions = energy_of_positions(potential, atoms)
-    _, variables, graph = fn.args
-    compiled = _compiled_hvp(potential)
+    graph = potential.device_graph(potential.graph(atoms))  # neighbour list at these positions
+    positions = graph.nodes["positions"]
+    padding = np.zeros((chunk, positions.shape[0] - n, 3))
+    compiled = compiled_hessian_vector_products(potential)
     blocks = []
     for start in range(0, len(vectors), chunk):
         part = vectors[start : start + chunk]
         padded = np.concatenate([part, np.zeros((chunk - len(part), n, 3))]) if len(part) < chunk else part
-        out = compiled(variables, graph, positions, jnp.asarray(padded, dtype=positions.dtype))
-        blocks.append(np.asarray(out)[: len(part)])
+        tangents = jnp.asarray(np.concatenate([padded, padding], axis=1), dtype=positions.dtype)
+        out = compiled(potential.variables, graph, positions, tangents)
+        blocks.append(np.asarray(out)[: len(part), :n])
     return np.concatenate(blocks).astype(np.float64) if blocks else np.zeros((0, n, 3))
 
 

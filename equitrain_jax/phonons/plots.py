@@ -10,7 +10,7 @@ import numpy as np
 from phonopy import Phonopy
 
 from equitrain_jax.phonons.compare import frequencies_at, primitive_transformation
-from equitrain_jax.phonons.phonopy_interface import CUTOFF_FREQUENCY_THZ, band_structure, thermal_properties, total_dos
+from equitrain_jax.phonons.results import CUTOFF_FREQUENCY_THZ, band_structure, thermal_properties, total_dos
 
 GAS_CONSTANT = 8.314462618  # J/(K mol)
 
@@ -106,7 +106,7 @@ def plot_thermal_properties(
     K), per mole of primitive cells, three panels, into the PNG ``path``.
 
     ``phonons`` is one `Phonopy` or several by label, as in `plot_band_structure_and_dos`; each
-    on its own Γ-centred ``mesh`` (`phonopy_interface.thermal_properties`, imaginary modes left
+    on its own Γ-centred ``mesh`` (`results.thermal_properties`, imaginary modes left
     out).  The Cv panel marks the classical Dulong–Petit limit 3nR of the first one's primitive
     cell.  Several models must share the primitive cell, as the numbers are per mole of it.
     """

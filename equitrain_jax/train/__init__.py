@@ -14,7 +14,7 @@ _EXPORTS = {
     "checkpoint": ("TrainState", "load_checkpoint", "read_checkpoint_record", "save_checkpoint"),
     "config": ("E0_CHOICES", "LOSS_KINDS", "SCHEDULES", "STRATEGIES", "FinetuneConfig", "LossConfig", "SettingError",
                "TrainConfig"),
-    "data": ("LabelKeys", "labelled_batches", "labelled_graph", "sharded_batches", "to_device"),
+    "data": ("LabelKeys", "labelled_batches", "labelled_graph", "sharded_batches"),
     "finetune": ("split_train_valid",),
     "loop": ("FitResult", "adamw", "data_mesh", "evaluate", "fit", "learning_rate_schedule"),
     "loss": ("combine_loss", "error_sums", "loss_sums", "loss_terms", "metrics", "weighted_loss"),

@@ -19,14 +19,11 @@ from typing import Any, NamedTuple, Optional
 
 import ase
 import jax
-import jax.numpy as jnp
 import jraph
 import numpy as np
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
-from equitrain_jax.data.graph import bucket_size, in_degree, pad_graph
-from equitrain_jax.potential import enable_float64
+from equitrain_jax.data import atoms_to_graph, batch_graphs, bucket_shape, device_arrays, pad_graph, padded_device_graph
 
 
 class LabelKeys(NamedTuple):
@@ -99,18 +96,6 @@ def labelled_graph(
     )
 
 
-def to_device(graph: jraph.GraphsTuple, dtype: Any = np.float64) -> jraph.GraphsTuple:
-    """JAX arrays, floating fields in ``dtype`` (float64 switches on JAX's x64 mode, as `Potential` does)."""
-    if np.dtype(dtype) == np.float64:
-        enable_float64()
-
-    def convert(x):
-        x = np.asarray(x)
-        return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
-
-    return jax.tree_util.tree_map(convert, graph)
-
-
 def labelled_batches(
     structures: Sequence[ase.Atoms],
     cutoff: float,
@@ -127,7 +112,7 @@ def labelled_batches(
     """
     graphs = _checked_graphs(structures, cutoff, atomic_numbers, batch_size, keys, head)
     return [
-        to_device(pad_to_bucket(batch_graphs(graphs[start : start + batch_size])), dtype)
+        padded_device_graph(batch_graphs(graphs[start : start + batch_size]), dtype)
         for start in range(0, len(graphs), batch_size)
     ]
 
@@ -174,9 +159,7 @@ def sharded_batches(
     for b, start in enumerate(starts):
         stop = starts[b + 1] if b + 1 < len(starts) else len(graphs)
         shards = [batch_graphs(graphs[start + s : stop : n_shards]) for s in range(n_shards)]
-        n_node = bucket_size(max(int(np.sum(g.n_node)) for g in shards))
-        neighbours = bucket_size(max(in_degree(g) for g in shards), minimum=4)
-        n_graph = bucket_size(max(len(g.n_node) for g in shards) + 1, minimum=2)
-        padded = [pad_graph(g, n_node, neighbours, n_graph) for g in shards]
-        batches.append(to_device(jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded), dtype))
+        shape = bucket_shape(shards)
+        padded = [pad_graph(g, *shape) for g in shards]
+        batches.append(device_arrays(jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded), dtype))
     return batches

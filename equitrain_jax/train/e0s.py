@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import ase
 import numpy as np
 
-from equitrain_jax.models.config import MACEConfig
 from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.train.data import LabelKeys, labelled_graph
 
 
 def refit_e0s(bundle: ModelBundle, structures: Sequence[ase.Atoms], keys: LabelKeys = LabelKeys(), head: int = 0) -> ModelBundle:
     """``bundle`` with head ``head``'s E0s (eV) shifted so the model's energies fit the labelled
-    ``structures`` best in the least-squares sense (for SevenNet, whose per-element ``shift`` is
-    the per-atom energy offset, that head's shift).
+    ``structures`` best in the least-squares sense: the family's per-element energy offsets
+    (`ModelConfig.energy_offsets`: MACE's E0s, SevenNet's per-element shift).
 
     Energies are linear in the E0s (E = Σ_atoms E0[Z] + rest), so the change ΔE0 solves
     ``counts · ΔE0 = E_label − E_model``; when the compositions do not determine every E0 (one
@@ -26,9 +24,10 @@ def refit_e0s(bundle: ModelBundle, structures: Sequence[ase.Atoms], keys: LabelK
     from equitrain_jax.potential import Potential
 
     config = bundle.config
-    is_mace = isinstance(config, MACEConfig)
-    if is_mace and not config.atomic_energies:
-        raise ValueError("this model has no E0s to refit (atomic_energies is empty)")
+    try:
+        offsets = config.energy_offsets()
+    except ValueError as error:
+        raise ValueError(f"cannot refit E0s: {error}") from error
     graphs = [labelled_graph(a, config.r_max, config.atomic_numbers, keys, head, i) for i, a in enumerate(structures)]
     labels = np.array([float(g.globals["energy"][0]) for g in graphs])
     predicted = np.array([out["energy"] for out in Potential(bundle, dtype="float64", head=head).evaluate(list(structures))])
@@ -38,11 +37,5 @@ def refit_e0s(bundle: ModelBundle, structures: Sequence[ase.Atoms], keys: LabelK
         for z in atoms.numbers:
             counts[row, index[int(z)]] += 1
     change, *_ = np.linalg.lstsq(counts, labels - predicted, rcond=None)
-    if not is_mace:
-        scale, shift = config.head_scale_shift()
-        shift = shift.copy()
-        shift[head] += change
-        return ModelBundle(config.with_head_scale_shift(scale, shift), bundle.variables)
-    e0 = [list(row) for row in config.atomic_energies]
-    e0[head] = [float(old + delta) for old, delta in zip(e0[head], change)]
-    return ModelBundle(dataclasses.replace(config, atomic_energies=tuple(tuple(row) for row in e0)), bundle.variables)
+    offsets[head] += change
+    return ModelBundle(config.with_energy_offsets(offsets), bundle.variables)

@@ -43,7 +43,7 @@ from phonopy.interface.phonopy_yaml import PhonopyYaml
 
 from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
 from equitrain_jax.phonons.compare import load_reference
-from equitrain_jax.phonons.phonopy_interface import phonopy_to_ase
+from equitrain_jax.phonons.bridge import phonopy_to_ase
 
 DIRECTION_MODES = ("random", "phonopy", "raw")
 DEFAULT_DIRECTION_MODE = "random"
@@ -354,7 +354,7 @@ def hessian_batch(
 ) -> jraph.GraphsTuple:
     """One step's batch: the items' graphs (from `phonon_graph`) with K directions and targets
     each as node fields (see the module docstring), padded to bucket sizes (numpy; move it with
-    `equitrain_jax.train.data.to_device`).
+    `equitrain_jax.data.device_arrays`).
 
     Directions are drawn from `direction_rng(seed, epoch, step)`, item by item in order.  The
     padded shapes depend only on the graphs and K, never on the draw.  ``pad=False`` returns the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import converted_bundle, structures
+from common import converted_bundle, structures
 
 from equitrain_jax.adapters.heads import add_head, rename_head
 from equitrain_jax.models.io import ModelBundle

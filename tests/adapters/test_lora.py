@@ -5,11 +5,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from conftest import random_rotation
+from common import evaluate_with_params, random_rotation
 
 from equitrain_jax.adapters import LoRAWeight, leaf_paths, lora
-
-from .conftest import evaluate
 
 
 def randomise(adapters, seed, scale=0.3):
@@ -27,7 +25,7 @@ def test_merge_at_init_is_bit_identical(bundle, potential, alloy):
     for path, base, new in zip(leaf_paths(params), jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(merged)):
         assert np.asarray(new).dtype == np.float64
         assert np.asarray(base).tobytes() == np.asarray(new).tobytes(), path
-    base_out, merged_out = evaluate(potential, params, alloy), evaluate(potential, merged, alloy)
+    base_out, merged_out = evaluate_with_params(potential, params, alloy), evaluate_with_params(potential, merged, alloy)
     assert base_out["energy"] == merged_out["energy"]
     np.testing.assert_array_equal(base_out["forces"], merged_out["forces"])
 
@@ -71,8 +69,8 @@ def test_random_update_keeps_e3_equivariance(bundle, potential, alloy):
     rotated = alloy.copy()
     rotated.positions = alloy.positions @ rotation.T
     rotated.cell = alloy.cell.array @ rotation.T
-    out, out_rotated = evaluate(potential, merged, alloy), evaluate(potential, merged, rotated)
-    base = evaluate(potential, params, alloy)
+    out, out_rotated = evaluate_with_params(potential, merged, alloy), evaluate_with_params(potential, merged, rotated)
+    base = evaluate_with_params(potential, params, alloy)
     assert abs(out["energy"] - base["energy"]) > 1e-2
     assert np.abs(out["forces"] - base["forces"]).max() > 1e-2
     assert out_rotated["energy"] == pytest.approx(out["energy"], rel=1e-12, abs=1e-10)

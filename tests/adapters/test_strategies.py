@@ -6,8 +6,7 @@ import jax
 import numpy as np
 
 from equitrain_jax.adapters import from_scratch, full_finetune, leaf_paths
-from equitrain_jax.data import atoms_to_graph, pad_to_bucket
-from equitrain_jax.train import to_device
+from equitrain_jax.data import atoms_to_graph, padded_device_graph
 
 
 def test_full_finetune_merges_to_the_given_variables(bundle):
@@ -19,7 +18,7 @@ def test_full_finetune_merges_to_the_given_variables(bundle):
 def test_from_scratch_has_the_converted_models_weights_shapes(bundle, alloy):
     """A fresh `MACE(config).init` gives a parameter tree with the paths and shapes of the weights
     converted from mace-torch, but new values."""
-    graph = to_device(pad_to_bucket(atoms_to_graph(alloy, bundle.config.r_max, bundle.config.atomic_numbers)))
+    graph = padded_device_graph(atoms_to_graph(alloy, bundle.config.r_max, bundle.config.atomic_numbers))
     strategy = from_scratch(bundle.config, graph, jax.random.PRNGKey(0))
     converted = bundle.variables["params"]
     assert leaf_paths(strategy.trainable) == leaf_paths(converted)

@@ -1,4 +1,4 @@
-"""A tiny MACE model (built in JAX with random weights, no torch; see `train.conftest.tiny_mace`)
+"""A tiny MACE model (built in JAX with random weights, no torch; see `common.tiny_mace`)
 and EMT-labelled Cu cells, written once per session, for the command-line tests that run
 ``equitrain-jax`` in subprocesses.  The model is small so that a fine-tuning subprocess compiles
 in seconds; these tests check behaviour (refusals, resumption, options), not model accuracy.
@@ -19,7 +19,7 @@ from ase.calculators.emt import EMT
 
 from equitrain_jax.models.io import save_model
 
-from train.conftest import tiny_mace
+from common import tiny_mace
 
 REPO = Path(__file__).parents[2]
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ELEMENTS, structures, torch_reference
+from common import ELEMENTS, structures, torch_reference
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("mace")
@@ -150,8 +150,8 @@ def test_cli_export_loads_in_a_fresh_mace_process(tmp_path):
 
     code = (
         "import json, sys, torch\n"
-        "from conftest import structures\n"
-        "torch.set_default_dtype(torch.float64)  # as conftest.torch_reference and mace-torch's scripts\n"
+        "from common import structures\n"
+        "torch.set_default_dtype(torch.float64)  # as common.torch_reference and mace-torch's scripts\n"
         "module = torch.load(sys.argv[1], weights_only=False)\n"
         "assert type(module).__name__ == 'ScaleShiftMACE', type(module)\n"
         "from mace.calculators import MACECalculator\n"

@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ELEMENTS, structures, torch_reference
+from common import ELEMENTS, structures, torch_reference
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("mace")

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from equitrain_jax import cli
 from equitrain_jax.convert import sevennet
 from equitrain_jax.convert.mace_torch import ConversionError
-from equitrain_jax.models.config import SevenNetConfig
+from equitrain_jax.models.sevennet import SevenNetConfig
 from equitrain_jax.models.io import load_model
 from equitrain_jax.models.sevennet import SevenNet
 

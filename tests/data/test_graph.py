@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jraph
 import numpy as np
 import pytest
@@ -296,3 +298,102 @@ def test_zero_cell_allowed_along_non_periodic_direction() -> None:
     assert _triples(graph.senders, graph.receivers, graph.edges["unit_shifts"]) == _triples(
         *ase_neighbor_list("ijS", slab, 5.0)
     )
+
+
+CRASH_SCRIPT = """
+import json, sys, warnings
+import jax, numpy as np
+from ase import Atoms
+from ase.build import bulk
+from equitrain_jax.calculator import Calculator
+from equitrain_jax.data import atoms_to_graph, padded_device_graph
+from equitrain_jax.models.io import ModelBundle
+from equitrain_jax.models.sevennet import SevenNetConfig
+from equitrain_jax.phonons import hessian, phonopy_from_potential
+from equitrain_jax.potential import Potential
+
+config = SevenNetConfig(atomic_numbers=(1, 14), node_irreps=("4x0e", "4x0e+2x1e", "4x0e"), conv_denominators=(1.0, 1.0),
+                        scale=(1.0, 1.0), shift=(0.0, 0.0), r_max=5.0, cutoff_on=4.5, num_bessel=4, radial_mlp=(8,),
+                        readout_hidden=4)
+graph = padded_device_graph(atoms_to_graph(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]]), 5.0, (1, 14)), np.float32)
+shapes = jax.eval_shape(config.module(np.float32).init, jax.random.PRNGKey(0), graph)
+potential = Potential(ModelBundle(config, jax.tree_util.tree_map(lambda x: np.ones(x.shape, x.dtype), shapes)))
+huge = bulk("Si", "diamond", a=5.43)
+huge.set_cell([[1e6, 0, 0], [0, 5.43, 0], [0, 0, 5.43]])
+cases = {
+    "far apart": Atoms("H2", positions=[[0, 0, 0], [1e6, 0, 0]]),
+    "huge cell": Atoms("H", positions=[[0, 0, 0]], cell=[1e6, 5, 5], pbc=True),
+    "wide flat cell": Atoms("H", positions=[[0, 0, 0]], cell=[2000, 2000, 5], pbc=True),
+}
+calls = {
+    "evaluate": lambda atoms: potential.evaluate([atoms]),
+    "calculator": lambda atoms: Atoms(atoms, calculator=Calculator(potential)).get_potential_energy(),
+    "hessian": lambda atoms: hessian(potential, atoms),
+}
+results = {}
+for name, atoms in cases.items():
+    for call, run in calls.items():
+        try:
+            run(atoms)
+            results[f"{name}/{call}"] = "no error"
+        except ValueError as error:
+            results[f"{name}/{call}"] = str(error)
+try:  # a 1 Å cutoff over 2e5 Å: too many cells in one direction
+    atoms_to_graph(Atoms("H2", positions=[[-99999, 0, 0], [99999, 0, 0]]), 1.0, (1,))
+    results["long thin region/graph"] = "no error"
+except ValueError as error:
+    results["long thin region/graph"] = str(error)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    try:
+        phonopy_from_potential(potential, huge, 1)
+        results["huge cell/phonopy"] = "no error"
+    except ValueError as error:
+        results["huge cell/phonopy"] = str(error)
+print(json.dumps(results))
+"""
+
+
+def test_far_apart_atoms_and_huge_cells_are_refused_not_fatal(tmp_path) -> None:
+    """Atoms 1e6 Å apart, a 1e6 Å cell, or a region vesin cannot bin (these die by SIGFPE inside
+    vesin when passed to it) give a ValueError stating the limit through `Potential.evaluate`, the
+    ASE calculator, the Hessian and phonopy; run in a subprocess, so a crash fails the test rather
+    than the test run."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = subprocess.run([sys.executable, "-c", CRASH_SCRIPT], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).parents[2])
+    assert run.returncode == 0, f"exit status {run.returncode} (negative: killed by a signal)\n{run.stderr[-2000:]}"
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(results) == 11
+    for key, message in results.items():
+        case = key.split("/")[0]
+        expected = {"far apart": r"coordinates beyond ±1e\+05 Å \(MAX_COORDINATE\)",
+                    "huge cell": r"cell vector a is 1e\+06 Å long.*MAX_COORDINATE",
+                    "long thin region": r"cubes of the cutoff \(1 Å\).*100000 \(MAX_CELL_LIST_CELLS\)",
+                    "wide flat cell": r"spans 2000 × 2000 × 5 Å.*100000 \(MAX_CELL_LIST_CELLS\)"}[case]
+        assert re.search(expected, message), (key, message)
+
+
+@pytest.mark.parametrize(
+    "atoms, cutoff",
+    [
+        (Atoms("H2", positions=[[0, 0, 0], [1, 1, 1]], cell=[300, 300, 300], pbc=True), 5.0),
+        (Atoms("H2", positions=[[0, 0, 0], [5e4, 0, 0]]), 5.0),
+    ],
+    ids=["large cube", "molecules 5e4 Å apart"],
+)
+def test_large_but_binnable_regions_are_accepted(atoms: Atoms, cutoff: float) -> None:
+    """vesin coarsens a large, not elongated grid itself, and a long one under its cell cap is fine."""
+    graph = atoms_to_graph(atoms, cutoff, MODEL_Z)
+    assert len(graph.senders) == (2 if atoms.pbc.all() else 0)
+
+
+def test_too_many_neighbour_pairs_are_refused() -> None:
+    """A 0.2 Å cell with a 1000 Å cutoff would list ~5e11 periodic images."""
+    atoms = Atoms("H", positions=[[0, 0, 0]], cell=[0.2, 0.2, 0.2], pbc=True)
+    with pytest.raises(ValueError, match=r"5\.24e\+11 neighbour pairs expected.*MAX_NEIGHBOUR_PAIRS"):
+        atoms_to_graph(atoms, 1000.0, MODEL_Z)

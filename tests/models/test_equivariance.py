@@ -16,10 +16,12 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import (
+from common import (
     ELEMENTS,
     SYMMETRY_RTOL,
     assert_close,
+    assert_forces_match_finite_differences,
+    central_difference,
     ethanol,
     random_rotation,
     rotated,
@@ -60,12 +62,6 @@ def reference(arch: str):
 @pytest.fixture(params=ARCHITECTURES)
 def arch(request):
     return request.param
-
-
-
-
-
-
 
 
 def test_outputs_are_nontrivial(arch):
@@ -128,29 +124,12 @@ def test_per_atom_energies_sum_to_total(arch):
         assert np.ptp(out["energies"]) > 1e-3, "per-atom energies should differ between atoms"
 
 
-def central_difference(energy_at, step=FD_STEP):
-    """dE/dt at t = 0 by the fourth-order central stencil (error ~ step⁴, far below the
-    tolerances); ``energy_at(t)`` returns an array of energies."""
-    e = {k: np.asarray(energy_at(k * step)) for k in (-2, -1, 1, 2)}
-    return (e[-2] - 8 * e[-1] + 8 * e[1] - e[2]) / (12 * step)
-
-
 def test_forces_match_finite_differences(arch):
     """F = −∂E/∂R by central differences, three atoms of each structure along x, y, z."""
-    crystal, molecule = triclinic_crystal(), ethanol()
-    ref_c, ref_m = reference(arch)
-    for a_c, a_m in zip([0, 5, 11], [0, 2, 8]):
-        for d in range(3):
-
-            def energies(t):
-                c, m = crystal.copy(), molecule.copy()
-                c.positions[a_c, d] += t
-                m.positions[a_m, d] += t
-                return [out["energy"] for out in evaluate(arch, c, m)]
-
-            fd_c, fd_m = -central_difference(energies)
-            assert abs(fd_c - ref_c["forces"][a_c, d]) < FD_FORCE_TOL, (a_c, d, fd_c, ref_c["forces"][a_c, d])
-            assert abs(fd_m - ref_m["forces"][a_m, d]) < FD_FORCE_TOL, (a_m, d, fd_m, ref_m["forces"][a_m, d])
+    assert_forces_match_finite_differences(
+        lambda structures: evaluate(arch, *structures), [triclinic_crystal(), ethanol()], reference(arch),
+        ([0, 5, 11], [0, 2, 8]), FD_STEP, FD_FORCE_TOL,
+    )
 
 
 def strained(atoms, epsilon: np.ndarray):
@@ -178,7 +157,7 @@ def test_stress_matches_finite_differences(arch):
             outputs = evaluate(arch, strained(crystal, t * epsilon), strained(molecule, t * epsilon))
             return [out["energy"] for out in outputs]
 
-        de_c, de_m = central_difference(energies)
+        de_c, de_m = central_difference(energies, FD_STEP)
         stress, virial = de_c / volume, -de_m
         assert abs(stress - ref_c["stress"][i, j]) < FD_STRESS_TOL, (i, j, stress, ref_c["stress"][i, j])
         assert abs(stress - ref_c["stress"][j, i]) < FD_STRESS_TOL

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ELEMENTS, structures, torch_reference
+from common import ELEMENTS, structures, torch_reference
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("mace")

@@ -24,7 +24,14 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
-from conftest import SYMMETRY_RTOL, assert_close, random_rotation, rotated
+from common import (
+    SYMMETRY_RTOL,
+    assert_close,
+    assert_forces_match_finite_differences,
+    central_difference,
+    random_rotation,
+    rotated,
+)
 
 pytest.importorskip("torch")
 if importlib.util.find_spec("sevenn") is None:
@@ -129,12 +136,6 @@ def reference(potentials):
     return evaluate(potentials, *crystal_and_molecule())
 
 
-
-
-
-
-
-
 @pytest.mark.slow
 def test_outputs_are_nontrivial(reference):
     crystal, molecule = reference
@@ -182,29 +183,13 @@ def test_permutation(potentials, reference):
         assert_close(out["forces"], ref["forces"][perm], f"{name} forces")
 
 
-def central_difference(energy_at, step=FD_STEP):
-    """dE/dt at t = 0, fourth-order central stencil."""
-    e = {k: np.asarray(energy_at(k * step)) for k in (-2, -1, 1, 2)}
-    return (e[-2] - 8 * e[-1] + 8 * e[1] - e[2]) / (12 * step)
-
-
 @pytest.mark.slow
 def test_forces_match_finite_differences(potentials, reference):
     """F = −∂E/∂R by central differences, two atoms of each structure along x, y, z."""
-    crystal, molecule = crystal_and_molecule()
-    ref_c, ref_m = reference
-    for a_c, a_m in zip([0, 13], [0, 7]):
-        for d in range(3):
-
-            def energies(t, a_c=a_c, a_m=a_m, d=d):
-                c, m = crystal.copy(), molecule.copy()
-                c.positions[a_c, d] += t
-                m.positions[a_m, d] += t
-                return [out["energy"] for out in evaluate(potentials, c, m)]
-
-            fd_c, fd_m = -central_difference(energies)
-            assert abs(fd_c - ref_c["forces"][a_c, d]) < FD_FORCE_TOL, (a_c, d, fd_c, ref_c["forces"][a_c, d])
-            assert abs(fd_m - ref_m["forces"][a_m, d]) < FD_FORCE_TOL, (a_m, d, fd_m, ref_m["forces"][a_m, d])
+    assert_forces_match_finite_differences(
+        lambda structures: evaluate(potentials, *structures), list(crystal_and_molecule()), reference,
+        ([0, 13], [0, 7]), FD_STEP, FD_FORCE_TOL,
+    )
 
 
 @pytest.mark.slow

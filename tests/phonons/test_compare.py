@@ -20,7 +20,7 @@ from equitrain_jax.phonons import (
     phonopy_from_potential,
     write_results,
 )
-from equitrain_jax.phonons.phonopy_interface import CUTOFF_FREQUENCY_THZ, ase_to_phonopy
+from equitrain_jax.phonons import CUTOFF_FREQUENCY_THZ, ase_to_phonopy
 from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
 
 MESH = (4, 4, 4)

@@ -1,15 +1,22 @@
-"""Analytic Hessians against finite differences of the model's own forces (float64)."""
+"""Analytic Hessians against finite differences of the model's own forces, and third derivatives
+against finite differences of Hessian-vector products (float64)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from ase.build import bulk
 
-from phonon_models import hessian_potential, rattled_sic
+from phonon_models import hessian_potential, phonon_potential, rattled_sic
 
 from equitrain_jax.calculator import Calculator
-from equitrain_jax.phonons.hessian import energy_of_positions, hessian, hessian_rows, hessian_vector_products
+from equitrain_jax.data import batch_graphs
+from equitrain_jax.models import quantities
+from equitrain_jax.phonons.hessian import hessian, hessian_rows, hessian_vector_products
 
 STEP = 2e-3  # Å
 STENCIL = {-2: 1.0 / 12, -1: -8.0 / 12, 1: 8.0 / 12, 2: -1.0 / 12}  # 4th-order first derivative
@@ -82,15 +89,81 @@ def test_hessian_symmetric_and_translation_invariant(system):
     assert np.abs(analytic.sum(axis=0)).max() < 1e-8
 
 
-def test_energy_of_positions_gives_model_energy_and_forces(system):
-    """fn(positions0) is the model's energy and −∇fn its forces (Potential.evaluate)."""
+def batched_graph(potential, structures):
+    """One padded device graph holding all ``structures`` (a batch, as a train step sees it)."""
+    return potential.device_graph(batch_graphs([potential.graph(atoms) for atoms in structures]))
+
+
+def test_pure_hessian_vector_product_on_a_batch(system):
+    """`quantities.hessian_vector_product` on a padded graph of two structures (as a train step
+    sees a batch): each structure's block of H·v is its own product, against the
+    finite-difference Hessian, and padding nodes get none."""
+    potential, atoms, _, reference = system
+    n = len(atoms)
+    graph = batched_graph(potential, [atoms, atoms])
+    positions = graph.nodes["positions"]
+    tangent = np.zeros(positions.shape)
+    tangent[: 2 * n] = np.random.default_rng(5).normal(size=(2 * n, 3))
+    hvp = jax.jit(functools.partial(quantities.hessian_vector_product, potential.node_energy_fn))
+    product = np.asarray(hvp(potential.variables, graph, positions, jnp.asarray(tangent)))
+    for block in (slice(0, n), slice(n, 2 * n)):
+        expected = (reference @ tangent[block].reshape(-1)).reshape(n, 3)
+        np.testing.assert_allclose(product[block], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    assert np.all(product[2 * n :] == 0.0)
+
+
+@pytest.mark.slow
+def test_hessian_vector_product_is_differentiable_in_the_parameters(system):
+    """A Hessian-supervised loss, Σ (H·v)·w, differentiated with respect to the model's parameters
+    inside jit, against a 4th-order central difference of the loss along a random parameter
+    direction (relative agreement 1e-7)."""
     potential, atoms, _, _ = system
-    fn, positions = energy_of_positions(potential, atoms)
-    np.testing.assert_allclose(np.asarray(positions), atoms.positions, rtol=0, atol=1e-12)
-    (expected,) = potential.evaluate([atoms])
-    energy, gradient = jax.jit(jax.value_and_grad(fn))(positions)
-    assert abs(float(energy) - expected["energy"]) < 1e-9
-    np.testing.assert_allclose(-np.asarray(gradient), expected["forces"], rtol=0, atol=1e-10)
+    graph = potential.device_graph(potential.graph(atoms))
+    positions = graph.nodes["positions"]
+    rng = np.random.default_rng(7)
+    tangent, weights = (np.zeros(positions.shape) for _ in range(2))
+    tangent[: len(atoms)], weights[: len(atoms)] = rng.normal(size=(2, len(atoms), 3))
+    hvp = functools.partial(quantities.hessian_vector_product, potential.node_energy_fn)
+
+    def loss(params):
+        variables = {**potential.variables, "params": params}
+        return jnp.sum(hvp(variables, graph, positions, jnp.asarray(tangent)) * weights)
+
+    params = potential.variables["params"]
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
+    direction = treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    gradient = jax.jit(jax.grad(loss))(params)
+    analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(gradient), jax.tree_util.tree_leaves(direction)))
+    step = 1e-4
+    moved = jax.jit(lambda t: loss(jax.tree_util.tree_map(lambda p, d: p + t * d, params, direction)))
+    numeric = (8 * (moved(step) - moved(-step)) - (moved(2 * step) - moved(-2 * step))) / (12 * step)
+    assert abs(analytic - float(numeric)) <= 1e-7 * abs(analytic), (analytic, float(numeric))
+
+
+def test_third_order_product_matches_finite_differences_of_hessian_vector_products():
+    """Σ ∂³E/∂R_i∂R_j∂R_k v_j w_k as `jax.jvp` of H·v against a 4th-order central difference of
+    H(R + t w)·v in t (same neighbour list), h = 1e-3 Å: stencil error ~h⁴·|∂⁵E| and rounding
+    ~1e-13/h, far below the 1e-7 (relative to max |result|) tolerance.  The small mp0a-small
+    model on a rattled 8-atom rocksalt cell keeps the two compilations cheap."""
+    potential = phonon_potential()
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    atoms.rattle(0.05, seed=8)
+    graph = potential.device_graph(potential.graph(atoms))
+    positions = graph.nodes["positions"]
+    rng = np.random.default_rng(6)
+    v, w = (np.zeros(positions.shape) for _ in range(2))
+    v[: len(atoms)], w[: len(atoms)] = rng.normal(size=(2, len(atoms), 3))
+    v, w = jnp.asarray(v), jnp.asarray(w)
+    third = jax.jit(functools.partial(quantities.third_order_product, potential.node_energy_fn))
+    analytic = np.asarray(third(potential.variables, graph, positions, v, w))
+    hvp = jax.jit(functools.partial(quantities.hessian_vector_product, potential.node_energy_fn))
+    step = 1e-3
+    at = {k: np.asarray(hvp(potential.variables, graph, positions + k * step * w, v)) for k in (-2, -1, 1, 2)}
+    numeric = (8 * (at[1] - at[-1]) - (at[2] - at[-2])) / (12 * step)
+    scale = np.abs(analytic).max()
+    assert scale > 0.1, f"third derivatives too small ({scale:.3g} eV/Å³) to test anything"
+    np.testing.assert_allclose(analytic, numeric, rtol=0, atol=1e-7 * scale)
 
 
 def test_hessian_vector_products_along_arbitrary_patterns(system):

@@ -23,7 +23,7 @@ from equitrain_jax.phonons import (
     scan_mode,
     scan_mode_2d,
 )
-from equitrain_jax.phonons.modes import scan_minimum
+from equitrain_jax.phonons.scans import scan_minimum
 from equitrain_jax.phonons.plots import plot_mode_scan_2d, plot_mode_scans
 
 # CODATA 2018, independent of phonopy's unit factors

@@ -29,7 +29,7 @@ from equitrain_jax.phonons import (
     total_dos,
     write_results,
 )
-from equitrain_jax.phonons.phonopy_interface import CUTOFF_FREQUENCY_THZ, ase_to_phonopy, perpendicular_widths, phonopy_to_ase
+from equitrain_jax.phonons import CUTOFF_FREQUENCY_THZ, ase_to_phonopy, perpendicular_widths, phonopy_to_ase
 
 SUPERCELL = 2 * np.eye(3, dtype=int)
 DISTANCE = 1e-3  # Å, phonopy's displacement (±): FD error ~ DISTANCE² ≈ 1e-6 relative

@@ -9,7 +9,7 @@ from ase import Atoms
 from ase.build import bulk
 from phonopy import Phonopy
 
-from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy, phonopy_to_ase
+from equitrain_jax.phonons.bridge import ase_to_phonopy, phonopy_to_ase
 
 
 def finite_displacement_phonopy(

@@ -8,7 +8,7 @@ from ase.build import bulk
 
 from equitrain_jax.train import LabelKeys, labelled_batches
 
-from .conftest import ELEMENTS, emt_cells
+from common import ALLOY_ELEMENTS as ELEMENTS, emt_cells
 
 
 def test_labels_from_calculator_and_from_info_arrays():

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     import ase.io, jax
-    from train.conftest import ELEMENTS, emt_cells, tiny_mace
+    from common import ALLOY_ELEMENTS as ELEMENTS, emt_cells, tiny_mace
     from equitrain_jax import cli
     from equitrain_jax.models.io import save_model
     from equitrain_jax.train import data_mesh, sharded_batches

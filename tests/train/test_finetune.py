@@ -12,7 +12,7 @@ from equitrain_jax.models.io import load_model
 from equitrain_jax.potential import Potential
 from equitrain_jax.train import TrainConfig, fit, labelled_batches, make_train_step
 
-from .conftest import ELEMENTS, emt_cells
+from common import ALLOY_ELEMENTS as ELEMENTS, emt_cells
 
 
 def as_float32(variables):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from conftest import converted_bundle
+from common import converted_bundle
 
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.potential import Potential
-from equitrain_jax.train.data import to_device
+from equitrain_jax.data import device_arrays as to_device
 from equitrain_jax.train.hessian_loss import (
     HessianLossConfig,
     combine_hessian_loss,

@@ -12,7 +12,7 @@ from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.potential import Potential
 from equitrain_jax.train import TrainConfig, ema_update, fit, labelled_batches
 
-from .conftest import ELEMENTS, emt_cells
+from common import ALLOY_ELEMENTS as ELEMENTS, emt_cells
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from equitrain_jax.models.quantities import Outputs
 from equitrain_jax.train import LossConfig, error_sums, labelled_batches, metrics, weighted_loss
 
-from .conftest import ELEMENTS, emt_cells
+from common import ALLOY_ELEMENTS as ELEMENTS, emt_cells
 
 
 def reference(residual, kind, delta=0.01):

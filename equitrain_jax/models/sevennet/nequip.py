@@ -1,4 +1,5 @@
-"""NequIP-style interaction maths (as SevenNet builds it) as pure functions of arrays and weights.
+"""NequIP-style interaction maths (as SevenNet builds it) as pure functions of arrays and weights;
+the edge convolution itself is `equivariant.convolution_messages`.
 
 Features are dicts irrep → ``[n, channels, 2l+1]`` as in `equivariant`, but the multiplicity may
 differ between irreps (SevenNet-0: 128x0e+64x1e+32x2e).  All irreps are even: SevenNet without
@@ -8,11 +9,9 @@ parity treats the spherical harmonics of the edge as even irreps, so l_out runs 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from equitrain_jax.models import equivariant as eq
 from equitrain_jax.models.equivariant import ConvolutionPath, Features
@@ -44,35 +43,6 @@ def convolution_paths(
     """The paths of `instruction_paths`, stably sorted by output irrep: the order of the per-edge
     weights and of the message channels in the model (and in sevenn ≥ 0.11)."""
     return tuple(sorted(instruction_paths(irreps_in, lmax_sh, irreps_target), key=lambda p: eq.torch_sort_key(p.ir_out)))
-
-
-def convolution_messages(
-    x: Features,
-    senders: jnp.ndarray,
-    sh: Mapping[int, jnp.ndarray],
-    weights: jnp.ndarray,
-    paths: Sequence[ConvolutionPath],
-) -> Features:
-    """Sum over incoming (neighbour-major) edges of the uvu tensor products of sender features
-    with the edge harmonics, each path weighted per edge and channel.
-
-    weights: ``[N·K, Σ_p C(ir_in of p)]``, one block of the path's input multiplicity per path, in
-    path order.  Returns ``{ir_out: [N, Σ C, 2l+1]}``, the paths into ``ir_out`` stacked along
-    channels in path order (the input of the following linear layer).
-    """
-    offsets = np.cumsum([0] + [x[p.ir_in].shape[1] for p in paths])
-    grouped: dict[str, list[jnp.ndarray]] = {}
-    # paths are sorted by output irrep from input-major order, so within one output irrep the
-    # paths of one input irrep are contiguous and the input irreps come in their own order
-    for ir_in in dict.fromkeys(p.ir_in for p in paths):
-        index = [i for i, p in enumerate(paths) if p.ir_in == ir_in]
-        c = x[ir_in].shape[1]
-        w = jnp.stack([weights[:, offsets[i] : offsets[i] + c] for i in index], axis=1)
-        out = eq.convolution_messages({ir_in: x[ir_in]}, senders, sh, w, [paths[i] for i in index])
-        for ir_out, m in out.items():
-            grouped.setdefault(ir_out, []).append(m)
-    order = dict.fromkeys(p.ir_out for p in paths)
-    return {ir: jnp.concatenate(grouped[ir], axis=1) for ir in order}
 
 
 def gate(x: Features, gated: Sequence[str], activation_constant: float) -> Features:

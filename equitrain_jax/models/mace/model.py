@@ -1,4 +1,4 @@
-"""MACE as Flax linen modules: thin shells that own the parameters and call `equivariant`.
+"""MACE as Flax linen modules: thin shells that own the parameters and call `equivariant` and `maths`.
 
 ``MACE(config).apply(variables, graph)`` returns the energy of each graph (eV).  ``variables`` has
 two collections: ``params`` (trainable weights) and ``constants`` (the symmetric-contraction
@@ -18,24 +18,9 @@ import numpy as np
 
 from equitrain_jax.models import equivariant as eq
 from equitrain_jax.models import radial
-from equitrain_jax.models.config import MACEConfig
-from equitrain_jax.models.quantities import node_graph_index
-
-
-def _normal(scale: float = 1.0):
-    return nn.initializers.normal(stddev=scale)
-
-
-class Linear(nn.Module):
-    """Per-irrep channel mixing; ``shapes`` maps irrep → (C_in, C_out)."""
-
-    shapes: tuple[tuple[str, tuple[int, int]], ...]
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: eq.Features) -> eq.Features:
-        weights = {ir: self.param(ir, _normal(), shape, self.param_dtype) for ir, shape in self.shapes}
-        return eq.channel_linear(x, weights)
+from equitrain_jax.models.layers import EnergyModel, Linear, RadialMLP, edge_geometry, masked_node_energies, normal
+from equitrain_jax.models.mace import maths
+from equitrain_jax.models.mace.config import MACEConfig
 
 
 class SpeciesLinear(nn.Module):
@@ -46,24 +31,8 @@ class SpeciesLinear(nn.Module):
 
     @nn.compact
     def __call__(self, x: eq.Features, species: jnp.ndarray) -> eq.Features:
-        weights = {ir: self.param(ir, _normal(), shape, self.param_dtype) for ir, shape in self.shapes}
-        return eq.species_linear(x, species, weights)
-
-
-class RadialMLP(nn.Module):
-    """Bias-free MLP on the radial basis; sizes = (input, hidden…, output)."""
-
-    sizes: tuple[int, ...]
-    activation_constant: float
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        layers = [
-            self.param(f"layer_{i}", _normal(), (h_in, h_out), self.param_dtype)
-            for i, (h_in, h_out) in enumerate(zip(self.sizes, self.sizes[1:]))
-        ]
-        return eq.radial_mlp(x, layers, self.activation_constant)
+        weights = {ir: self.param(ir, normal(), shape, self.param_dtype) for ir, shape in self.shapes}
+        return maths.species_linear(x, species, weights)
 
 
 def u_matrix(irreps_in: tuple[str, ...], ir_out: str, degree: int) -> np.ndarray:
@@ -96,17 +65,17 @@ class SymmetricContraction(nn.Module):
     def __call__(self, x: jnp.ndarray, species: jnp.ndarray) -> jnp.ndarray:
         weights, monomials, couplings = [], [], []
         for nu in range(1, self.correlation + 1):
-            compressed = lambda nu=nu: eq.compress_coupling(u_matrix(self.irreps_in, self.ir_out, nu))
+            compressed = lambda nu=nu: maths.compress_coupling(u_matrix(self.irreps_in, self.ir_out, nu))
             index = self.variable("constants", f"monomials_{nu}", lambda c=compressed: jnp.asarray(c()[0])).value
             coupling = self.variable(
                 "constants", f"coupling_{nu}", lambda c=compressed: jnp.asarray(c()[1], self.param_dtype)
             ).value
             k = coupling.shape[-1]
             shape = (self.num_elements, k, self.num_channels)
-            weights.append(self.param(f"weights_{nu}", _normal(1.0 / max(k, 1)), shape, self.param_dtype))
+            weights.append(self.param(f"weights_{nu}", normal(1.0 / max(k, 1)), shape, self.param_dtype))
             monomials.append(index)
             couplings.append(coupling)
-        return eq.symmetric_contraction(x, species, weights, monomials, couplings)
+        return maths.symmetric_contraction(x, species, weights, monomials, couplings)
 
 
 class Interaction(nn.Module):
@@ -126,19 +95,17 @@ class Interaction(nn.Module):
         n_nodes = species.shape[0]
         residual = "Residual" in self.block
         density_normalised = "Density" in self.block
-        paths = eq.convolution_paths(self.irreps_in, cfg.max_ell, self.irreps_target)
+        paths = maths.convolution_paths(self.irreps_in, cfg.max_ell, self.irreps_target)
         sc = None
         if residual:
             skip = tuple((ir, (c, z, c)) for ir in self.irreps_hidden_out if ir in self.irreps_in)
             sc = SpeciesLinear(skip, self.param_dtype, name="skip_tp")(feats, species)
         up = Linear(tuple((ir, (c, c)) for ir in self.irreps_in), self.param_dtype, name="linear_up")(feats)
         sizes = (cfg.num_bessel,) + tuple(cfg.radial_mlp) + (len(paths) * c,)
-        weights = RadialMLP(sizes, cfg.radial_activation_constant, self.param_dtype, name="radial_mlp")(
-            edge_feats
-        ).reshape(-1, len(paths), c)
+        weights = RadialMLP(sizes, cfg.radial_activation_constant, self.param_dtype, name="radial_mlp")(edge_feats)
         if cutoff is not None:
-            weights = weights * cutoff[:, None, None]
-        weights = weights * edge_mask[:, None, None]
+            weights = weights * cutoff[:, None]
+        weights = weights * edge_mask[:, None]
         messages = eq.convolution_messages(up, senders, sh, weights, paths)
         paths_into = {ir: sum(p.ir_out == ir for p in paths) for ir in self.irreps_target}
         messages = Linear(
@@ -224,7 +191,7 @@ def sorted_irreps(names) -> tuple[str, ...]:
     return tuple(sorted(names, key=eq.torch_sort_key))
 
 
-class MACE(nn.Module):
+class MACE(EnergyModel):
     """MACE / ScaleShiftMACE energy model on `jraph.GraphsTuple` batches (see `equitrain_jax.data`)."""
 
     config: MACEConfig
@@ -236,7 +203,7 @@ class MACE(nn.Module):
         hidden = tuple(ir for _, ir in cfg.hidden_irreps_list)
         target = sorted_irreps(str(e3nn.Irrep(l, (-1) ** l)) for l in range(cfg.max_ell + 1))
         self.embedding = self.param(
-            "node_embedding", _normal(), (cfg.num_elements, c), self.param_dtype
+            "node_embedding", normal(), (cfg.num_elements, c), self.param_dtype
         )
         interactions, products, readouts = [], [], []
         irreps_in = ("0e",)
@@ -258,13 +225,6 @@ class MACE(nn.Module):
         self.products = products
         self.readouts = readouts
 
-    def __call__(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
-        """Total energy of each graph (eV), [n_graph]."""
-        node_graph = node_graph_index(graph)
-        return jax.ops.segment_sum(
-            self.node_energies(graph), node_graph, num_segments=graph.n_node.shape[0]
-        )
-
     def node_energies(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
         """Energy of each atom (eV), [n_node]; zero on padding nodes."""
         cfg = self.config
@@ -272,20 +232,9 @@ class MACE(nn.Module):
         dtype = positions.dtype
         species = graph.nodes["species"]
         senders, receivers = graph.senders, graph.receivers
-        node_graph = node_graph_index(graph)
-        node_heads = graph.globals["head"][node_graph]
-
-        if "neighbour_mask" not in graph.nodes:
-            raise ValueError(
-                "the graph is not padded into the neighbour-major layout the model needs; "
-                "build it with equitrain_jax.data.pad_to_bucket (or pad_graph)"
-            )
-        edge_mask = graph.edges["mask"]
-        vectors = jnp.where(edge_mask[:, None], edge_vectors(graph, node_graph), 2.0 * cfg.r_max)
-        lengths = jnp.linalg.norm(vectors, axis=-1)
-        sh_irreps = "+".join(str(e3nn.Irrep(l, (-1) ** l)) for l in range(cfg.max_ell + 1))
-        sh_all = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component").array
-        sh = {l: sh_all[:, l * l : (l + 1) ** 2] for l in range(cfg.max_ell + 1)}
+        geometry = edge_geometry(graph, cfg.max_ell, cfg.r_max)
+        node_heads = graph.globals["head"][geometry.node_graph]
+        edge_mask, lengths, sh = geometry.mask, geometry.lengths, geometry.harmonics
 
         atomic_numbers = jnp.asarray(cfg.atomic_numbers)
         covalent = jnp.asarray(cfg.covalent_radii or [0.0] * cfg.num_elements, dtype)
@@ -331,14 +280,5 @@ class MACE(nn.Module):
         scale = jnp.asarray(cfg.scale, dtype)[node_heads]
         shift = jnp.asarray(cfg.shift, dtype)[node_heads]
         energies = e0[node_heads, species] + scale * node_inter + shift
-        if "mask" in graph.nodes:
-            energies = jnp.where(graph.nodes["mask"], energies, 0.0)
-        return energies
+        return masked_node_energies(graph, energies)
 
-
-def edge_vectors(graph: jraph.GraphsTuple, node_graph: jnp.ndarray) -> jnp.ndarray:
-    """r_receiver − r_sender + S·cell for every edge (Å), [n_edge, 3]; node_graph: [n_node]."""
-    positions = graph.nodes["positions"]
-    cell = graph.globals["cell"][node_graph[graph.senders]]
-    shifts = jnp.einsum("ei,eij->ej", graph.edges["unit_shifts"].astype(positions.dtype), cell)
-    return positions[graph.receivers] - positions[graph.senders] + shifts

@@ -20,20 +20,16 @@ from __future__ import annotations
 
 import math
 
-import e3nn_jax as e3nn
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import jraph
 
-from equitrain_jax.models import nequip, radial
-from equitrain_jax.models.config import SevenNetConfig, irreps_list
-from equitrain_jax.models.mace import Linear, RadialMLP, edge_vectors
-from equitrain_jax.models.quantities import node_graph_index
-
-
-def _normal(key, shape, dtype):
-    return jax.random.normal(key, shape, dtype)
+from equitrain_jax.models import equivariant as eq
+from equitrain_jax.models import radial
+from equitrain_jax.models.equivariant import irreps_list
+from equitrain_jax.models.layers import EnergyModel, Linear, RadialMLP, edge_geometry, masked_node_energies, normal
+from equitrain_jax.models.sevennet import nequip
+from equitrain_jax.models.sevennet.config import SevenNetConfig
 
 
 def gate_input(irreps_out: list[tuple[int, str]]) -> dict[str, int]:
@@ -70,7 +66,7 @@ class Interaction(nn.Module):
         n_weights = sum(irreps_in[p.ir_in] for p in paths)
         sizes = (cfg.num_bessel,) + tuple(cfg.radial_mlp) + (n_weights,)
         weights = RadialMLP(sizes, cfg.activation_constant, self.param_dtype, name="radial_mlp")(edge_feats)
-        messages = nequip.convolution_messages(x, senders, sh, weights * edge_mask[:, None], paths)
+        messages = eq.convolution_messages(x, senders, sh, weights * edge_mask[:, None], paths)
         messages = {ir: m / cfg.conv_denominators[self.layer] for ir, m in messages.items()}
         x = Linear(
             tuple((ir, (messages[ir].shape[1], mul)) for ir, mul in gate_in.items()),
@@ -95,7 +91,7 @@ class Readout(nn.Module):
         return Linear((("0e", (cfg.readout_hidden, 1)),), self.param_dtype, name="linear_2")(h)["0e"][:, 0, 0]
 
 
-class SevenNet(nn.Module):
+class SevenNet(EnergyModel):
     """SevenNet energy model on `jraph.GraphsTuple` batches (see `equitrain_jax.data`)."""
 
     config: SevenNetConfig
@@ -105,7 +101,7 @@ class SevenNet(nn.Module):
         cfg = self.config
         channels = irreps_list(cfg.node_irreps[0])[0][0]
         self.species_embedding = self.param(
-            "species_embedding", _normal, (cfg.num_elements, channels), self.param_dtype
+            "species_embedding", normal(), (cfg.num_elements, channels), self.param_dtype
         )
         self.bessel_frequencies = self.param(
             "bessel_frequencies",
@@ -118,31 +114,13 @@ class SevenNet(nn.Module):
         ]
         self.readouts = [Readout(cfg, self.param_dtype, name=f"readouts_{h}") for h in range(len(cfg.heads))]
 
-    def __call__(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
-        """Total energy of each graph (eV), [n_graph]."""
-        return jax.ops.segment_sum(
-            self.node_energies(graph), node_graph_index(graph), num_segments=graph.n_node.shape[0]
-        )
-
     def node_energies(self, graph: jraph.GraphsTuple) -> jnp.ndarray:
         """Energy of each atom (eV), [n_node]; zero on padding nodes."""
         cfg = self.config
-        positions = graph.nodes["positions"]
-        dtype = positions.dtype
+        dtype = graph.nodes["positions"].dtype
         species = graph.nodes["species"]
-        if "neighbour_mask" not in graph.nodes:
-            raise ValueError(
-                "the graph is not padded into the neighbour-major layout the model needs; "
-                "build it with equitrain_jax.data.pad_to_bucket (or pad_graph)"
-            )
-        node_graph = node_graph_index(graph)
-        edge_mask = graph.edges["mask"]
-        # sevenn's edge vector points from the receiving atom to its neighbour
-        vectors = jnp.where(edge_mask[:, None], -edge_vectors(graph, node_graph), 2.0 * cfg.r_max)
-        lengths = jnp.linalg.norm(vectors, axis=-1)
-        sh_irreps = "+".join(str(e3nn.Irrep(l, (-1) ** l)) for l in range(cfg.lmax + 1))
-        sh_all = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component").array
-        sh = {l: sh_all[:, l * l : (l + 1) ** 2] for l in range(cfg.lmax + 1)}
+        geometry = edge_geometry(graph, cfg.lmax, cfg.r_max, towards_sender=True)  # sevenn's edge direction
+        edge_mask, lengths, sh = geometry.mask, geometry.lengths, geometry.harmonics
         edge_feats = (
             radial.bessel_basis_frequencies(lengths, self.bessel_frequencies, cfg.r_max)
             * (radial.xplor_cutoff(lengths, cfg.cutoff_on, cfg.r_max) * edge_mask)[:, None]
@@ -156,13 +134,11 @@ class SevenNet(nn.Module):
             node_heads = jnp.zeros_like(species)
             readout = self.readouts[0](feats)
         else:  # one readout per head; each atom takes its structure's head
-            node_heads = graph.globals["head"][node_graph]
+            node_heads = graph.globals["head"][geometry.node_graph]
             per_head = jnp.stack([readout(feats) for readout in self.readouts], axis=1)
             readout = jnp.take_along_axis(per_head, node_heads[:, None], axis=1)[:, 0]
 
         scale = jnp.asarray(head_scale, dtype)[node_heads, species]
         shift = jnp.asarray(head_shift, dtype)[node_heads, species]
         energies = scale * readout + shift
-        if "mask" in graph.nodes:
-            energies = jnp.where(graph.nodes["mask"], energies, 0.0)
-        return energies
+        return masked_node_energies(graph, energies)

@@ -1,0 +1,137 @@
+"""MACE architecture and constants: everything the JAX side needs besides the weights.
+
+Stored as ``config.json`` next to the converted weights, tagged with ``MACEConfig.FORMAT``;
+human-readable and torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import numpy as np
+
+from equitrain_jax.models.equivariant import irreps_list
+from equitrain_jax.models.family import ModelConfig
+from equitrain_jax.models.mace import heads
+
+INTERACTION_BLOCKS = (
+    "RealAgnosticInteractionBlock",
+    "RealAgnosticResidualInteractionBlock",
+    "RealAgnosticDensityInteractionBlock",
+    "RealAgnosticDensityResidualInteractionBlock",
+)
+MODEL_CLASSES = ("ScaleShiftMACE", "MACE")
+DISTANCE_TRANSFORMS = (None, "Agnesi", "Soft")
+
+
+@dataclasses.dataclass(frozen=True)
+class MACEConfig(ModelConfig):
+    """MACE hyper-parameters and fixed constants (energies in eV, lengths in Å).
+
+    ``atomic_energies`` is ``[n_heads][n_elements]`` (E0 per element and head); ``scale`` and
+    ``shift`` have one value per head.  ``covalent_radii`` has one value per element of the model,
+    in the order of ``atomic_numbers`` (used by distance transforms and ZBL).
+    """
+
+    FORMAT = "equitrain-jax/mace"
+    FAMILY = "MACE"
+
+    atomic_numbers: tuple[int, ...]
+    r_max: float
+    num_bessel: int = 8
+    num_polynomial_cutoff: int = 5
+    max_ell: int = 3
+    hidden_irreps: str = "128x0e+128x1o"
+    num_interactions: int = 2
+    correlation: tuple[int, ...] = (3, 3)
+    interaction_first: str = "RealAgnosticResidualInteractionBlock"
+    interaction: str = "RealAgnosticResidualInteractionBlock"
+    readout_mlp_channels: int = 16
+    radial_mlp: tuple[int, ...] = (64, 64, 64)
+    avg_num_neighbors: float = 1.0
+    model_class: str = "ScaleShiftMACE"
+    heads: tuple[str, ...] = ("Default",)
+    atomic_energies: tuple[tuple[float, ...], ...] = ()
+    scale: tuple[float, ...] = (1.0,)
+    shift: tuple[float, ...] = (0.0,)
+    apply_cutoff: bool = True
+    distance_transform: Optional[str] = None
+    agnesi: tuple[float, float, float] = (0.9183, 4.5791, 1.0805)  # q, p, a
+    soft_alpha: float = 4.0
+    pair_repulsion: bool = False
+    zbl_a_prefactor: float = 0.4543
+    zbl_a_exponent: float = 0.3
+    zbl_coefficients: tuple[float, ...] = (0.1818, 0.5099, 0.2802, 0.02817)
+    covalent_radii: tuple[float, ...] = ()
+    radial_activation_constant: float = 1.6791767923989418
+    readout_activation_constant: float = 1.6791767923989418
+
+    def __post_init__(self):
+        problems = []
+        if self.model_class not in MODEL_CLASSES:
+            problems.append(f"model_class {self.model_class!r} not in {MODEL_CLASSES}")
+        for name in (self.interaction_first, self.interaction):
+            if name not in INTERACTION_BLOCKS:
+                problems.append(f"interaction block {name!r} not in {INTERACTION_BLOCKS}")
+        if self.distance_transform not in DISTANCE_TRANSFORMS:
+            problems.append(f"distance_transform {self.distance_transform!r} not supported")
+        if len(self.correlation) != self.num_interactions:
+            problems.append(
+                f"{len(self.correlation)} correlation orders for {self.num_interactions} interactions"
+            )
+        if not 0 <= self.max_ell <= 3:
+            problems.append(f"max_ell {self.max_ell} outside 0…3")
+        n_heads, n_elements = len(self.heads), len(self.atomic_numbers)
+        if self.atomic_energies and (
+            len(self.atomic_energies) != n_heads
+            or any(len(e) != n_elements for e in self.atomic_energies)
+        ):
+            problems.append(f"atomic_energies must be [{n_heads} heads][{n_elements} elements]")
+        if len(self.scale) != n_heads or len(self.shift) != n_heads:
+            problems.append(f"scale and shift need one value per head ({n_heads})")
+        if self.covalent_radii and len(self.covalent_radii) != n_elements:
+            problems.append(f"covalent_radii needs one value per element ({n_elements})")
+        channels = {mul for mul, _ in self.hidden_irreps_list}
+        if len(channels) != 1:
+            problems.append(f"hidden_irreps {self.hidden_irreps!r} must have one multiplicity")
+        if any(e3nn_parity(ir) != (-1) ** int(ir[:-1]) for _, ir in self.hidden_irreps_list):
+            problems.append(f"hidden_irreps {self.hidden_irreps!r}: only l with parity (-1)^l")
+        if problems:
+            raise ValueError("invalid MACE configuration: " + "; ".join(problems))
+
+    @property
+    def hidden_irreps_list(self) -> list[tuple[int, str]]:
+        return irreps_list(self.hidden_irreps)
+
+    @property
+    def num_channels(self) -> int:
+        return self.hidden_irreps_list[0][0]
+
+    @classmethod
+    def module_class(cls) -> type[nn.Module]:
+        from equitrain_jax.models.mace.model import MACE
+
+        return MACE
+
+    @property
+    def description(self) -> str:
+        return f"{self.model_class} {self.hidden_irreps}"
+
+    def energy_offsets(self) -> np.ndarray:
+        """The E0s (eV), [n_heads, n_elements]; ValueError for a model without E0s."""
+        if not self.atomic_energies:
+            raise ValueError("this model has no E0s (atomic_energies is empty)")
+        return np.array(self.atomic_energies, dtype=float)
+
+    def with_energy_offsets(self, offsets: np.ndarray) -> "MACEConfig":
+        rows = tuple(tuple(float(v) for v in row) for row in np.asarray(offsets, dtype=float))
+        return dataclasses.replace(self, atomic_energies=rows)
+
+    def with_head(self, variables: dict[str, Any], name: str, copy_from: int) -> tuple["MACEConfig", dict[str, Any]]:
+        return heads.add_head(self, variables, name, copy_from)
+
+
+def e3nn_parity(ir: str) -> int:
+    return 1 if ir.endswith("e") else -1

@@ -1,0 +1,94 @@
+"""The bridge between ASE and phonopy: structures both ways, phonopy objects from a unit cell and a
+supercell matrix, and the supercell-size check of a model's cutoff.
+
+Lengths in Å, masses in amu (ASE's), as phonopy expects them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence, Union
+
+import ase
+import numpy as np
+from phonopy import Phonopy
+from phonopy.structure.atoms import PhonopyAtoms
+
+from equitrain_jax.data.neighbours import periodic_heights
+
+SupercellMatrix = Union[int, Sequence[int], Sequence[Sequence[int]], np.ndarray]
+
+
+class SupercellTooSmallWarning(UserWarning):
+    """The supercell is narrower than twice the model's cutoff along some direction."""
+
+
+def ase_to_phonopy(atoms: ase.Atoms) -> PhonopyAtoms:
+    """`PhonopyAtoms` of an ASE structure (cell in Å, masses in amu taken from ASE)."""
+    return PhonopyAtoms(
+        numbers=atoms.numbers,
+        cell=atoms.cell.array,
+        scaled_positions=atoms.get_scaled_positions(wrap=False),
+        masses=atoms.get_masses(),
+    )
+
+
+def phonopy_to_ase(cell: PhonopyAtoms) -> ase.Atoms:
+    """Periodic ASE structure of a `PhonopyAtoms` (same atom order, masses in amu)."""
+    return ase.Atoms(
+        numbers=cell.numbers,
+        cell=cell.cell,
+        scaled_positions=cell.scaled_positions,
+        masses=cell.masses,
+        pbc=True,
+    )
+
+
+def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
+    """Widths of a periodic cell [3] in Å: the distances between opposite faces, V / |b × c| etc."""
+    return periodic_heights(np.asarray(cell, dtype=float), np.ones(3, dtype=bool))
+
+
+def check_supercell_size(
+    supercell: ase.Atoms, cutoff: float, num_interactions: int = 2, stacklevel: int = 2
+) -> np.ndarray:
+    """Warn (`SupercellTooSmallWarning`) if the supercell is narrower than 2·cutoff; return its widths (Å).
+
+    Criterion: smallest perpendicular width W ≥ 2·r_max.  Below that, an atom's cutoff sphere
+    overlaps its own periodic image, so one neighbour can appear several times and an atom can
+    be its own neighbour: even the direct (one-edge) part of the force constants is folded onto
+    images, and phonopy's minimum-image interpolation between supercell q-points is wrong
+    already at nearest-neighbour range.  Message passing stretches the range of the force
+    constants to 2·num_interactions·r_max, but those terms decay quickly; W ≥ 2·r_max is the
+    least one needs, and convergence in the supercell size should still be checked.
+    """
+    widths = perpendicular_widths(supercell.cell.array)
+    if widths.min() < 2 * cutoff:
+        warnings.warn(
+            f"supercell too small for the model: smallest perpendicular width {widths.min():.3f} Å "
+            f"(widths {', '.join(f'{w:.3f}' for w in widths)} Å) is below 2·r_max = {2 * cutoff:.3f} Å "
+            f"(r_max = {cutoff:.3f} Å; {num_interactions} interactions reach "
+            f"{num_interactions * cutoff:.3f} Å); atoms see their own periodic images, so force "
+            "constants are folded and phonons between commensurate q-points are unreliable; "
+            "use a larger supercell_matrix",
+            SupercellTooSmallWarning,
+            stacklevel=stacklevel,
+        )
+    return widths
+
+
+def supercell_matrix(matrix: SupercellMatrix) -> np.ndarray:
+    """Phonopy's 3×3 integer supercell matrix from an int, 3 ints or a 3×3 matrix."""
+    matrix = np.asarray(matrix, dtype=int)
+    return np.eye(3, dtype=int) * int(matrix) if matrix.ndim == 0 else matrix
+
+
+def new_phonopy(unitcell: ase.Atoms, matrix: SupercellMatrix, primitive_matrix: Any = "auto", symprec: float = 1e-5) -> Phonopy:
+    """A `phonopy.Phonopy` of ``unitcell`` (Å, amu) with phonopy's supercell ``matrix`` (an int, 3 ints
+    or a 3×3 matrix), ``primitive_matrix`` and symmetry tolerance ``symprec`` (Å); no force constants yet."""
+    return Phonopy(
+        ase_to_phonopy(unitcell),
+        supercell_matrix=supercell_matrix(matrix),
+        primitive_matrix=primitive_matrix,
+        symprec=symprec,
+    )
