@@ -1,0 +1,225 @@
+"""Exact third derivatives of a model's energy with respect to atomic positions.
+
+The third derivative contracted with two directions, ∂³E[u, v, ·]_kγ = Σ_iα,jβ ∂³E/∂r_iα ∂r_jβ ∂r_kγ
+u_iα v_jβ (eV/Å³ per Å of u and of v), is one forward-mode derivative of a Hessian-vector product:
+the change of H·u along v, ``jax.jvp`` of ``jax.jvp(jax.grad(E))``.  The same nested call also gives
+the gradient, H·u and H·v, so the forces of a displaced structure to second order in the displacement,
+F(r + u) = −∇E − H·u − ½ ∂³E[u, u] (eV/Å), cost one call.
+
+The pure functions (`third_order_product`, `second_order_forces`) take any energy function of the
+positions and compose with ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (e.g. with respect to model
+parameters the energy function closes over).  The potential-level functions batch K directions per
+compiled call (``chunk_size``, memory bound), as `equitrain_jax.phonons.hessian` does for the Hessian,
+with the neighbour list built once at the given structure and kept fixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional
+
+import ase
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equitrain_jax.potential import Potential
+
+EnergyFn = Callable[[jnp.ndarray], jnp.ndarray]  # positions [N, 3] Å -> energy eV (scalar)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelEnergy:
+    """``energy(variables, graph, positions)``: eV of the real atoms at ``positions`` [N, 3] (Å) of a
+    padded device graph, neighbour list fixed.  Holds only code (the Flax module), compared by value,
+    so one compilation serves every `Potential` of the same architecture and dtype."""
+
+    module: Any
+
+    def __call__(self, variables: Any, graph: Any, positions: jnp.ndarray) -> jnp.ndarray:
+        from equitrain_jax.phonons.hessian import positions_energy
+
+        return positions_energy(self.module, variables, graph, positions)
+
+
+def _energy_fn(potential: Potential, atoms: ase.Atoms) -> tuple[Callable, tuple, jnp.ndarray]:
+    """The model's energy at ``atoms`` as a pure function: ``(energy, args, positions0)``.
+
+    ``energy(*args, positions)`` is the total energy (eV) of the N real atoms at ``positions`` [N, 3]
+    (Å), with the neighbour list and periodic shifts of ``atoms`` kept fixed; ``args`` are arrays (a
+    pytree: the model's variables and the padded device graph) so that ``jax.jit`` takes them as
+    arguments, not constants; ``energy`` holds only code and is hashable by value (a static argument
+    of ``jax.jit``).  ``positions0`` [N, 3] Å are the positions of ``atoms`` in the potential's dtype.
+
+    This and `_ModelEnergy` are the only places this module reaches into the model's internals
+    (`equitrain_jax.phonons.hessian.energy_of_positions` and ``positions_energy``); re-point them here
+    if the energy function changes.
+    """
+    from equitrain_jax.phonons.hessian import energy_of_positions
+
+    fn, positions0 = energy_of_positions(potential, atoms)
+    module, variables, graph = fn.args
+    return _ModelEnergy(module), (variables, graph), positions0
+
+
+# ---------------------------------------------------------------------------- pure functions
+
+
+def _nested_jvp(energy: EnergyFn, positions: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray):
+    """(∇E, H·u, H·v, ∂³E[u, v, ·]) at ``positions``, each [N, 3]: the jvp along v of (∇E, H·u)."""
+    grad = jax.grad(energy)
+
+    def gradient_and_hvp(r):
+        return jax.jvp(grad, (r,), (u,))
+
+    (gradient, hu), (hv, tuv) = jax.jvp(gradient_and_hvp, (positions,), (v,))
+    return gradient, hu, hv, tuv
+
+
+def third_order_product(energy: EnergyFn, positions: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+    """∂³E[u, v, ·] = Σ ∂³E/∂r_iα ∂r_jβ ∂r_kγ u_iα v_jβ, [N, 3] eV/Å³ times the units of u·v (Å²).
+
+    Args:
+        energy: pure energy function of the positions [N, 3] Å, scalar eV.
+        positions: [N, 3] Å, where the derivative is taken.
+        u, v: [N, 3] directions (Å); the result is bilinear and symmetric in them.
+    """
+    return _nested_jvp(energy, positions, u, v)[3]
+
+
+def second_order_forces(energy: EnergyFn, positions: jnp.ndarray, displacement: jnp.ndarray) -> jnp.ndarray:
+    """Forces (eV/Å) at ``positions + displacement`` to second order: −∇E − H·u − ½ ∂³E[u, u], [N, 3].
+
+    Exact for an energy that is a cubic polynomial of the positions; for a model, the error is the
+    quartic term, O(|u|³).  ``displacement`` u is [N, 3] Å.
+    """
+    gradient, hu, _, tuu = _nested_jvp(energy, positions, displacement, displacement)
+    return -(gradient + hu + 0.5 * tuu)
+
+
+# ---------------------------------------------------------------------------- batched over a structure
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batched(energy: Callable, args: tuple, positions: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray):
+    """`_nested_jvp` for K pairs of directions u, v [K, N, 3]: (∇E [N, 3], H·u, ∂³E[u, v]) [K, N, 3].
+
+    ``jax.vmap`` batches only the tangents; the primal pass is shared.  Compiled once per energy
+    function (static, compared by value), structure size and K.
+    """
+    bound = functools.partial(energy, *args)
+    gradient, hu, _, tuv = jax.vmap(lambda a, b: _nested_jvp(bound, positions, a, b))(u, v)
+    return gradient[0], hu, tuv
+
+
+def default_chunk_size(n_atoms: int) -> int:
+    """Direction pairs per compiled call: ⌊96/N⌋ between 1 and 12 (12 up to 8 atoms, 3 at 32, 1 from 49).
+
+    One call holds the forward-over-forward-over-reverse intermediates of ``chunk_size`` pairs,
+    about four Hessian-vector products' worth each, so this is a quarter of the Hessian's rows per
+    call (`equitrain_jax.phonons.hessian.default_chunk_size`, at most 24 and 3·⌊256/N⌋).
+    """
+    return int(min(12, max(1, 96 // max(int(n_atoms), 1))))
+
+
+def _run_chunks(
+    potential: Potential,
+    atoms: ase.Atoms,
+    u: np.ndarray,
+    v: np.ndarray,
+    chunk_size: Optional[int],
+    progress: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_batched` over K pairs [K, N, 3] in padded chunks of equal shape (one compilation per size).
+
+    ``progress``: a tqdm-like object whose ``update(n)`` is called after each chunk, or None.
+    Returns float64 numpy (∇E [N, 3], H·u [K, N, 3], ∂³E[u, v] [K, N, 3]).
+    """
+    n = len(atoms)
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    for name, value in (("u", u), ("v", v)):
+        if value.ndim != 3 or value.shape[1:] != (n, 3):
+            raise ValueError(f"{name} must have shape [K, {n}, 3] for {n} atoms, got {list(value.shape)}")
+    if u.shape != v.shape:
+        raise ValueError(f"u and v must have the same shape, got {list(u.shape)} and {list(v.shape)}")
+    chunk = int(chunk_size or default_chunk_size(n))
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be a positive number of direction pairs, got {chunk_size}")
+    energy, args, positions = _energy_fn(potential, atoms)
+    gradient = np.zeros((n, 3))
+    hu_blocks, tuv_blocks = [], []
+    for start in range(0, len(u), chunk):
+        parts = [x[start : start + chunk] for x in (u, v)]
+        size = len(parts[0])
+        if size < chunk:
+            parts = [np.concatenate([x, np.zeros((chunk - size, n, 3))]) for x in parts]
+        g, hu, tuv = _batched(energy, args, positions, *(jnp.asarray(x, dtype=positions.dtype) for x in parts))
+        gradient = np.asarray(g, dtype=np.float64)
+        hu_blocks.append(np.asarray(hu, dtype=np.float64)[:size])
+        tuv_blocks.append(np.asarray(tuv, dtype=np.float64)[:size])
+        if progress is not None:
+            progress.update(size)
+    if not hu_blocks:
+        return gradient, np.zeros((0, n, 3)), np.zeros((0, n, 3))
+    return gradient, np.concatenate(hu_blocks), np.concatenate(tuv_blocks)
+
+
+def third_order_products(
+    potential: Potential,
+    atoms: ase.Atoms,
+    u: np.ndarray,
+    v: np.ndarray,
+    chunk_size: Optional[int] = None,
+) -> np.ndarray:
+    """∂³E[u_k, v_k, ·] for K pairs of directions u, v [K, N, 3] (Å): [K, N, 3] eV/Å³·Å².
+
+    Args:
+        potential: the model.
+        atoms: structure (Å); the neighbour list is built once here and kept fixed.
+        u, v: K pairs of displacement patterns of the N atoms.
+        chunk_size: pairs per compiled call (memory bound), default `default_chunk_size`; every call
+            has this many (the last chunk, or a shorter K, padded with zero directions), so the
+            function compiles once per structure size and chunk size, whatever K.
+    """
+    return _run_chunks(potential, atoms, u, v, chunk_size)[2]
+
+
+def displaced_forces(
+    potential: Potential,
+    atoms: ase.Atoms,
+    displacements: np.ndarray,
+    chunk_size: Optional[int] = None,
+    progress: Any = None,
+) -> np.ndarray:
+    """Forces (eV/Å) of ``atoms`` displaced by each of K patterns [K, N, 3] (Å), to second order:
+
+    F(u) = −∇E − H·u − ½ ∂³E[u, u] at ``atoms``, [K, N, 3] (`second_order_forces`, batched; one
+    nested jvp per pattern).  ``progress``: a tqdm-like object updated after each chunk.
+    """
+    gradient, hu, tuu = _run_chunks(potential, atoms, displacements, displacements, chunk_size, progress)
+    return -(gradient[None] + hu + 0.5 * tuu)
+
+
+def third_order_rows(
+    potential: Potential,
+    atoms: ase.Atoms,
+    direction: np.ndarray,
+    chunk_size: Optional[int] = None,
+    progress: Any = None,
+) -> np.ndarray:
+    """The change of the force constants along a displacement, ∂³E[u, ·, ·]: [N, N, 3, 3] eV/Å² per Å of u.
+
+    Entry [j, k, β, γ] = Σ_iα ∂³E/∂r_iα ∂r_jβ ∂r_kγ u_iα, phonopy's fc2 layout: the exact
+    ``fc2(r + u) − fc2(r)`` of a cubic energy (phono3py's ``delta_fc2`` of a first displacement u).
+    3N nested jvps, one per (j, β).  ``direction`` u is [N, 3] Å.
+    """
+    n = len(atoms)
+    direction = np.asarray(direction, dtype=np.float64)
+    if direction.shape != (n, 3):
+        raise ValueError(f"direction must have shape [{n}, 3] for {n} atoms, got {list(direction.shape)}")
+    unit = np.eye(3 * n).reshape(3 * n, n, 3)
+    outer = np.broadcast_to(direction, unit.shape)
+    rows = _run_chunks(potential, atoms, unit, outer, chunk_size, progress)[2]
+    return np.ascontiguousarray(rows.reshape(n, 3, n, 3).transpose(0, 2, 1, 3))
