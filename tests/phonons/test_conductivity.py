@@ -207,3 +207,23 @@ def test_conductivity_command_rejects_bad_inputs_before_any_work(model_and_struc
         assert message in error and error.count("\n") == 1, error
     assert [p.name for p in used.iterdir()] == ["mine.txt"]
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+@pytest.mark.slow
+def test_finite_differences_with_phono3pys_default_displacements_are_first_order():
+    """In the 16-atom supercell (2×2×2 primitive cells) phono3py's default ("auto") displaces the first
+    atom one way only, its opposite being a symmetry image: then the finite-difference fc3 error is of
+    FIRST order in the distance (halving it halves the error), and of second order only with ±
+    displacements.  Ours is the limit of both."""
+    potential = kappa_potential()
+    unitcell = bulk("Si", "diamond", a=silicon().cell[0, 0])
+    ours = quiet(phono3py_from_potential, potential, unitcell, 2)
+    scale = np.abs(ours.fc3).max()
+    calculator = Calculator(potential)
+    ratios = {}
+    for plusminus in ("auto", True):
+        errors = [largest_difference(quiet(phono3py_from_calculator, calculator, unitcell, 2, distance=d,
+                                           is_plusminus=plusminus).fc3, ours.fc3) for d in (0.03, 0.015)]
+        assert errors[1] < 0.05 * scale, (plusminus, errors, scale)
+        ratios[plusminus] = errors[0] / errors[1]
+    assert 1.7 < ratios["auto"] < 2.5 and 3.2 < ratios[True] < 4.8, ratios

@@ -124,6 +124,7 @@ def test_third_derivatives_obey_the_crystal_symmetry(full_tensor):
         np.testing.assert_allclose(moved, phi, rtol=0, atol=1e-11 * scale)
 
 
+@pytest.mark.slow
 def test_pure_function_composes_with_jit():
     """`third_order_product` of the private energy function, jitted, equals the batched product, and
     `second_order_forces` at zero displacement are the forces."""
