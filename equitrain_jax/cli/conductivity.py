@@ -20,9 +20,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "conductivity",
         help="lattice thermal conductivity: exact fc2 and fc3 from the model, Boltzmann transport by phono3py",
-        description="Lattice thermal conductivity (W/(m·K)): phono3py's displaced-pair supercells get the model's "
-                    "exact forces to second order (no finite-difference error), fc2 comes from the analytic "
-                    "Hessian, and phono3py solves the phonon Boltzmann transport equation. Needs phono3py "
+        description="Lattice thermal conductivity (W/(m·K)): phono3py gets the model's exact third derivatives "
+                    "for its own displacement data set (no finite-difference error) and fc2 from the analytic "
+                    "Hessian, and solves the phonon Boltzmann transport equation. Needs phono3py "
                     "(pip install 'equitrain-jax[kappa]').",
     )
     p.add_argument("structure", help="crystal unit cell (any ASE-readable file)")
@@ -49,10 +49,10 @@ def add_parser(sub) -> None:
                         "fc3 elements are zero (default: none)")
     p.add_argument("--sym-fc", action="store_true",
                    help="symmetrise fc2 and fc3 (translational invariance, index permutation), phono3py's --sym-fc")
-    p.add_argument("--fc3-method", choices=("displacements", "rows"), default="displacements",
-                   help="how the exact fc3 is computed: second-order forces of each displaced supercell "
-                        "(default, fewer derivatives for symmetric crystals) or the exact change of fc2 along each "
-                        "first displacement (3N derivatives each)")
+    p.add_argument("--fc3-method", choices=("rows", "displacements"), default="rows",
+                   help="how the exact fc3 is computed, both exact: the change of fc2 along each of phono3py's "
+                        "first displacements, rows of the symmetrically distinct atoms (default, the fewest "
+                        "derivatives), or second-order forces of every displaced-pair supercell")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="derivatives per compiled call (memory bound; default from the supercell size)")
     p.add_argument("--head", default=None)
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
                                chunk_size=args.chunk_size, progress=bar)
     fc_seconds = time.perf_counter() - start
     print(f"exact fc3 and fc2 in {fc_seconds:.1f} s")
-    _write_force_constants(ph3, out)
+    written = _write_force_constants(ph3, out, args.fc3_method)
 
     start = time.perf_counter()
     print(f"Boltzmann transport ({'direct solution' if args.lbte else 'RTA'}) by phono3py on a "
@@ -160,20 +160,26 @@ def run(args: argparse.Namespace) -> None:
     kappa_plot = kappa.plot_kappa({formula: summary}, out / "kappa.png", title=formula)
     lifetime_plot = kappa.plot_lifetimes(ph3, out / "lifetimes.png", title=formula)
     _print_kappa(summary)
-    written = sorted(str(path) for path in out.glob("kappa-m*.hdf5"))
-    print(f"wrote {', '.join(written + [str(out / name) for name in ('fc2.hdf5', 'fc3.hdf5', 'phono3py_params.yaml', 'summary.json')])}, "
-          f"{kappa_plot}, {lifetime_plot}")
+    written += sorted(out.glob("kappa-m*.hdf5")) + [out / "summary.json", kappa_plot, lifetime_plot]
+    print(f"wrote {', '.join(map(str, written))}")
 
 
-def _write_force_constants(ph3, out: Path) -> None:
-    """phono3py's own files: ``fc2.hdf5`` and ``fc3.hdf5`` (read by ``phono3py --fc2 --fc3``) and
-    ``phono3py_params.yaml`` (structure, displacements and the exact second-order forces)."""
+def _write_force_constants(ph3, out: Path, method: str) -> list[Path]:
+    """phono3py's own files: ``fc2.hdf5`` and ``fc3.hdf5`` and ``phono3py_disp.yaml`` (structure, supercells
+    and displacements; ``phono3py-load phono3py_disp.yaml --fc2 --fc3 --mesh ...`` reruns the transport),
+    and with the "displacements" method ``phono3py_params.yaml`` (with the exact second-order forces of
+    every displaced supercell, from which phono3py fits the same fc3)."""
     from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
 
-    write_fc3_to_hdf5(ph3.fc3, filename=out / "fc3.hdf5", p2s_map=ph3.primitive.p2s_map)
-    write_fc2_to_hdf5(ph3.fc2, filename=out / "fc2.hdf5", p2s_map=ph3.phonon_primitive.p2s_map,
+    paths = [out / "fc2.hdf5", out / "fc3.hdf5", out / "phono3py_disp.yaml"]
+    write_fc2_to_hdf5(ph3.fc2, filename=paths[0], p2s_map=ph3.phonon_primitive.p2s_map,
                       physical_unit="eV/angstrom^2")
-    ph3.save(out / "phono3py_params.yaml")
+    write_fc3_to_hdf5(ph3.fc3, filename=paths[1], p2s_map=ph3.primitive.p2s_map)
+    ph3.save(paths[2], settings={"force_sets": False})
+    if method == "displacements":
+        paths.append(out / "phono3py_params.yaml")
+        ph3.save(paths[-1])
+    return paths
 
 
 def _print_kappa(summary: dict) -> None:

@@ -23,15 +23,17 @@ from typing import Any, Iterator, Literal, Optional, Sequence, Union
 import ase
 import numpy as np
 from phono3py import Phono3py
-from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
+from phono3py.phonon3.displacement_fc3 import get_reduced_site_symmetry
+from phonopy.harmonic.force_constants import distribute_force_constants
+from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning, compute_all_sg_permutations
 
 from equitrain_jax.phonons import check_supercell_size, force_constants
 from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy, phonopy_to_ase
-from equitrain_jax.phonons.third_order import displaced_forces, third_order_rows
+from equitrain_jax.phonons.third_order import displaced_forces, displacement_rows
 from equitrain_jax.potential import Potential
 
-Fc3Method = Literal["displacements", "rows"]
-FC3_METHODS = ("displacements", "rows")
+Fc3Method = Literal["rows", "displacements"]
+FC3_METHODS = ("rows", "displacements")
 DEFAULT_DISTANCE = 0.03
 """phono3py's default displacement distance (Å)."""
 KAPPA_COMPONENTS = ("xx", "yy", "zz", "yz", "xz", "xy")
@@ -102,7 +104,7 @@ def phono3py_with_displacements(
 def exact_fc3(
     ph3: Phono3py,
     potential: Potential,
-    method: Fc3Method = "displacements",
+    method: Fc3Method = "rows",
     chunk_size: Optional[int] = None,
     progress: Any = None,
 ) -> None:
@@ -110,14 +112,17 @@ def exact_fc3(
 
     ``ph3`` must hold phono3py's displacement data set (``generate_displacements``).  Methods:
 
+    - ``"rows"`` (default): for each first displacement u1 only, the exact change of fc2, ∂³E[u1, ·, ·]: the rows
+      of the atoms independent under the symmetry u1 leaves (3 jvps each of the one H·u1 they share,
+      and one more for the forces F(u1); `displacement_rows`), rotated onto the others by phonopy,
+      handed to phono3py's solver as its ``delta_fc2`` (the ``second_atoms`` of the data set are then
+      not used).
     - ``"displacements"``: every displaced supercell of the data set gets the forces to second order,
       F(u) = −∇E − H·u − ½ ∂³E[u, u] (one nested jvp each, `displaced_forces`); phono3py's solver
       fits fc3 from them as from DFT forces.
-    - ``"rows"``: for each first displacement u1 only, the exact change of fc2, ∂³E[u1, ·, ·]
-      (3N nested jvps, `third_order_rows`), handed to phono3py's solver as its ``delta_fc2``.
 
-    Both are exact (equal to rounding); they differ in cost: the number of displaced supercells
-    against 3N per first displacement.  ``progress``: a tqdm-like object, updated per nested jvp.
+    Both are exact (equal to rounding); they differ in cost (`fc3_work`).  ``progress``: a tqdm-like
+    object, updated per nested jvp.
     """
     if method not in FC3_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, FC3_METHODS))}, got {method!r}")
@@ -130,13 +135,33 @@ def exact_fc3(
         ph3.forces = forces
     else:
         dataset = ph3.dataset
-        firsts = dataset["first_atoms"]
-        first_forces = displaced_forces(potential, supercell, displacements[: len(firsts)], chunk_size)
-        for first, u1, forces in zip(firsts, displacements, first_forces):
-            first["forces"] = forces
-            first["delta_fc2"] = third_order_rows(potential, supercell, u1, chunk_size, progress)
+        for first, u1 in zip(dataset["first_atoms"], displacements):
+            independent, rotations, permutations = _displaced_site_symmetry(ph3, first)
+            first["forces"], rows = displacement_rows(potential, supercell, u1, independent, chunk_size, progress)
+            first["delta_fc2"] = np.zeros((n, n, 3, 3), dtype=np.double, order="C")
+            first["delta_fc2"][independent] = rows
+            distribute_force_constants(first["delta_fc2"], independent, np.array(ph3.supercell.cell.T, order="C"),
+                                       rotations, permutations)
         ph3.dataset = dataset
     ph3.produce_fc3(is_compact_fc=True)
+
+
+def _displaced_site_symmetry(ph3: Phono3py, first: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The symmetry a first displacement leaves: (independent atoms, rotations, atom permutations).
+
+    The rotations of the displaced atom's site symmetry that keep its displacement (phono3py's
+    reduced site symmetry, about the displaced atom), their permutations of the supercell's atoms,
+    and one atom of each orbit they make (the lowest index).
+    """
+    cell = ph3.supercell
+    symprec = ph3.symmetry.tolerance
+    direction = np.asarray(first["displacement"]) @ np.linalg.inv(cell.cell)
+    rotations = get_reduced_site_symmetry(ph3.symmetry.get_site_symmetry(first["number"]), direction, symprec)
+    positions = cell.scaled_positions - cell.scaled_positions[first["number"]]
+    permutations = compute_all_sg_permutations(positions, rotations, np.zeros((len(rotations), 3)), cell.cell.T,
+                                               symprec, cell.permutation_types)
+    independent = np.unique(permutations.min(axis=0))
+    return independent, rotations, permutations
 
 
 def exact_fc2(ph3: Phono3py, potential: Potential, chunk_size: Optional[int] = None) -> None:
@@ -161,7 +186,7 @@ def phono3py_from_potential(
     phonon_supercell_matrix: Optional[SupercellMatrix] = None,
     primitive_matrix: Any = "auto",
     cutoff_pair_distance: Optional[float] = None,
-    method: Fc3Method = "displacements",
+    method: Fc3Method = "rows",
     distance: float = DEFAULT_DISTANCE,
     symmetrize_fc: bool = False,
     symprec: float = 1e-5,
@@ -180,7 +205,7 @@ def phono3py_from_potential(
         primitive_matrix: phono3py's primitive matrix (``"auto"``, ``"P"``, ``"F"``, a 3×3 matrix…).
         cutoff_pair_distance: phono3py's pair cutoff (Å, ``--cutoff-pair``): pairs farther apart are
             not displaced and their fc3 elements are zero.
-        method: ``"displacements"`` (default) or ``"rows"``, see `exact_fc3`.
+        method: ``"rows"`` (default) or ``"displacements"``, see `exact_fc3`.
         distance: phono3py's displacement distance (Å); the result does not depend on it beyond
             rounding, since the forces are exactly quadratic in the displacement.
         symmetrize_fc: phono3py's ``--sym-fc``: impose translational invariance and index
@@ -203,7 +228,7 @@ def phono3py_from_potential(
 def produce_exact_fc(
     ph3: Phono3py,
     potential: Potential,
-    method: Fc3Method = "displacements",
+    method: Fc3Method = "rows",
     symmetrize_fc: bool = False,
     chunk_size: Optional[int] = None,
     progress: Any = None,
@@ -225,12 +250,13 @@ def check_supercell_sizes(ph3: Phono3py, potential: Potential, stacklevel: int =
                              stacklevel=stacklevel + 1)
 
 
-def fc3_work(ph3: Phono3py, method: Fc3Method = "displacements") -> int:
-    """Number of nested jvps `exact_fc3` makes: included displaced supercells, or 3N per first displacement."""
+def fc3_work(ph3: Phono3py, method: Fc3Method = "rows") -> int:
+    """Number of nested jvps `exact_fc3` makes: the included displaced supercells ("displacements"), or
+    per first displacement 3 per atom independent under the symmetry it leaves, plus 1 ("rows")."""
     displacements, included = pair_displacements(ph3.dataset, len(ph3.supercell))
     if method == "displacements":
         return int(included.sum())
-    return 3 * len(ph3.supercell) * len(ph3.dataset["first_atoms"])
+    return sum(3 * len(_displaced_site_symmetry(ph3, first)[0]) + 1 for first in ph3.dataset["first_atoms"])
 
 
 def phono3py_from_calculator(

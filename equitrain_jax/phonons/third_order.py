@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import ase
 import jax
@@ -103,13 +103,16 @@ def second_order_forces(energy: EnergyFn, positions: jnp.ndarray, displacement: 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _batched(energy: Callable, args: tuple, positions: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray):
-    """`_nested_jvp` for K pairs of directions u, v [K, N, 3]: (∇E [N, 3], H·u, ∂³E[u, v]) [K, N, 3].
+    """`_nested_jvp` for K directions v [K, N, 3] and K directions u [K, N, 3] or one, [N, 3], shared:
+    (∇E [N, 3], H·u [K, N, 3], ∂³E[u, v] [K, N, 3]).
 
-    ``jax.vmap`` batches only the tangents; the primal pass is shared.  Compiled once per energy
-    function (static, compared by value), structure size and K.
+    ``jax.vmap`` batches only what depends on the batched directions: the primal pass is shared, and
+    with one shared u so is its Hessian-vector product (only the jvp along each v is batched).
+    Compiled once per energy function (static, compared by value), structure size, K and u's rank.
     """
     bound = functools.partial(energy, *args)
-    gradient, hu, _, tuv = jax.vmap(lambda a, b: _nested_jvp(bound, positions, a, b))(u, v)
+    nested = jax.vmap(lambda a, b: _nested_jvp(bound, positions, a, b), in_axes=(0 if u.ndim == 3 else None, 0))
+    gradient, hu, _, tuv = nested(u, v)
     return gradient[0], hu, tuv
 
 
@@ -131,7 +134,8 @@ def _run_chunks(
     chunk_size: Optional[int],
     progress: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_batched` over K pairs [K, N, 3] in padded chunks of equal shape (one compilation per size).
+    """`_batched` over K directions v [K, N, 3] (and u [K, N, 3], or one u [N, 3] for all) in padded
+    chunks of equal shape (one compilation per size).
 
     ``progress``: a tqdm-like object whose ``update(n)`` is called after each chunk, or None.
     Returns float64 numpy (∇E [N, 3], H·u [K, N, 3], ∂³E[u, v] [K, N, 3]).
@@ -139,23 +143,28 @@ def _run_chunks(
     n = len(atoms)
     u = np.asarray(u, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
-    for name, value in (("u", u), ("v", v)):
-        if value.ndim != 3 or value.shape[1:] != (n, 3):
-            raise ValueError(f"{name} must have shape [K, {n}, 3] for {n} atoms, got {list(value.shape)}")
-    if u.shape != v.shape:
-        raise ValueError(f"u and v must have the same shape, got {list(u.shape)} and {list(v.shape)}")
+    if v.ndim != 3 or v.shape[1:] != (n, 3):
+        raise ValueError(f"v must have shape [K, {n}, 3] for {n} atoms, got {list(v.shape)}")
+    if u.shape not in (v.shape, (n, 3)):
+        raise ValueError(f"u must have the shape of v, {list(v.shape)}, or [{n}, 3]; got {list(u.shape)}")
     chunk = int(chunk_size or default_chunk_size(n))
     if chunk < 1:
         raise ValueError(f"chunk_size must be a positive number of direction pairs, got {chunk_size}")
     energy, args, positions = _energy_fn(potential, atoms)
+
+    def padded(x: np.ndarray, start: int) -> jnp.ndarray:
+        part = x[start : start + chunk]
+        if len(part) < chunk:
+            part = np.concatenate([part, np.zeros((chunk - len(part), n, 3))])
+        return jnp.asarray(part, dtype=positions.dtype)
+
+    shared_u = jnp.asarray(u, dtype=positions.dtype) if u.ndim == 2 else None
     gradient = np.zeros((n, 3))
     hu_blocks, tuv_blocks = [], []
-    for start in range(0, len(u), chunk):
-        parts = [x[start : start + chunk] for x in (u, v)]
-        size = len(parts[0])
-        if size < chunk:
-            parts = [np.concatenate([x, np.zeros((chunk - size, n, 3))]) for x in parts]
-        g, hu, tuv = _batched(energy, args, positions, *(jnp.asarray(x, dtype=positions.dtype) for x in parts))
+    for start in range(0, len(v), chunk):
+        size = min(chunk, len(v) - start)
+        u_part = shared_u if shared_u is not None else padded(u, start)
+        g, hu, tuv = _batched(energy, args, positions, u_part, padded(v, start))
         gradient = np.asarray(g, dtype=np.float64)
         hu_blocks.append(np.asarray(hu, dtype=np.float64)[:size])
         tuv_blocks.append(np.asarray(tuv, dtype=np.float64)[:size])
@@ -202,24 +211,47 @@ def displaced_forces(
     return -(gradient[None] + hu + 0.5 * tuu)
 
 
+def displacement_rows(
+    potential: Potential,
+    atoms: ase.Atoms,
+    displacement: np.ndarray,
+    atom_indices: Optional[Sequence[int]] = None,
+    chunk_size: Optional[int] = None,
+    progress: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a displacement u does, to second order: the forces F(u) [N, 3] (eV/Å, `second_order_forces`)
+    and the change of the force constants ∂³E[u, ·, ·] in the rows of the given atoms (`third_order_rows`),
+    [M, N, 3, 3] eV/Å² per Å of u.  One compiled program: 3M + 1 jvps of the one H·u they share.
+    ``displacement`` u is [N, 3] Å; ``atom_indices`` default all N atoms."""
+    n = len(atoms)
+    displacement = np.asarray(displacement, dtype=np.float64)
+    if displacement.shape != (n, 3):
+        raise ValueError(f"displacement must have shape [{n}, 3] for {n} atoms, got {list(displacement.shape)}")
+    atom_indices = np.arange(n) if atom_indices is None else np.asarray(atom_indices, dtype=np.int64).reshape(-1)
+    if atom_indices.size and (atom_indices.min() < 0 or atom_indices.max() >= n):
+        raise ValueError(f"atom indices {atom_indices.tolist()} out of range for {n} atoms")
+    unit = np.zeros((len(atom_indices), 3, n, 3))
+    unit[np.arange(len(atom_indices)), :, atom_indices, :] = np.eye(3)
+    outer = np.concatenate([displacement[None], unit.reshape(-1, n, 3)])
+    gradient, hu, tuv = _run_chunks(potential, atoms, displacement, outer, chunk_size, progress)
+    forces = -(gradient + hu[0] + 0.5 * tuv[0])
+    rows = tuv[1:].reshape(len(atom_indices), 3, n, 3).transpose(0, 2, 1, 3)
+    return forces, np.ascontiguousarray(rows)
+
+
 def third_order_rows(
     potential: Potential,
     atoms: ase.Atoms,
     direction: np.ndarray,
+    atom_indices: Optional[Sequence[int]] = None,
     chunk_size: Optional[int] = None,
-    progress: Any = None,
 ) -> np.ndarray:
-    """The change of the force constants along a displacement, ∂³E[u, ·, ·]: [N, N, 3, 3] eV/Å² per Å of u.
+    """The change of the force constants along a displacement, ∂³E[u, ·, ·], rows of the given atoms:
+    [M, N, 3, 3] eV/Å² per Å of u.
 
-    Entry [j, k, β, γ] = Σ_iα ∂³E/∂r_iα ∂r_jβ ∂r_kγ u_iα, phonopy's fc2 layout: the exact
-    ``fc2(r + u) − fc2(r)`` of a cubic energy (phono3py's ``delta_fc2`` of a first displacement u).
-    3N nested jvps, one per (j, β).  ``direction`` u is [N, 3] Å.
+    Entry [j, k, β, γ] = Σ_iα ∂³E/∂r_iα ∂r_jβ ∂r_kγ u_iα for j in ``atom_indices`` (default all N),
+    phonopy's fc2 layout: the exact ``fc2(r + u) − fc2(r)`` of a cubic energy (phono3py's ``delta_fc2``
+    of a first displacement u).  3M jvps, one per (j, β), of the one Hessian-vector product H·u, which
+    they share.  ``direction`` u is [N, 3] Å.
     """
-    n = len(atoms)
-    direction = np.asarray(direction, dtype=np.float64)
-    if direction.shape != (n, 3):
-        raise ValueError(f"direction must have shape [{n}, 3] for {n} atoms, got {list(direction.shape)}")
-    unit = np.eye(3 * n).reshape(3 * n, n, 3)
-    outer = np.broadcast_to(direction, unit.shape)
-    rows = _run_chunks(potential, atoms, unit, outer, chunk_size, progress)[2]
-    return np.ascontiguousarray(rows.reshape(n, 3, n, 3).transpose(0, 2, 1, 3))
+    return displacement_rows(potential, atoms, direction, atom_indices, chunk_size)[1]
