@@ -395,24 +395,24 @@ def kappa_summary(ph3: Phono3py, is_lbte: bool = False) -> dict[str, Any]:
 
 
 def plot_kappa(summaries: dict[str, dict[str, Any]], path: Union[str, os.PathLike], title: str = "") -> Path:
-    """κ(T) per direction (xx, yy, zz; off-diagonal ones where they are not zero), W/(m·K), one line
-    style per summary (`kappa_summary`), into ``path`` (PNG)."""
+    """κ(T) per direction (xx, yy, zz; off-diagonal ones where they are not zero), W/(m·K): one line style
+    per component, one colour per summary (`kappa_summary`), into ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    styles = ("-", "--", ":", "-.")
-    for (label, summary), style in zip(summaries.items(), styles * len(summaries)):
+    styles = ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3)))  # one per component: equal ones stay visible
+    for colour, (label, summary) in enumerate(summaries.items()):
         temperatures = np.asarray(summary["temperatures_K"])
         kappa = np.asarray(summary["kappa_W_per_mK"])
         scale = np.abs(kappa).max() if kappa.size else 0.0
         for c, name in enumerate(KAPPA_COMPONENTS):
             if c >= 3 and np.abs(kappa[:, c]).max() <= 1e-6 * max(scale, 1e-30):
                 continue
-            ax.plot(temperatures, kappa[:, c], style, marker="o" if len(temperatures) < 3 else None,
-                    color=f"C{c}", label=f"{label} κ_{name}" if len(summaries) > 1 else f"κ_{name}")
+            ax.plot(temperatures, kappa[:, c], linestyle=styles[c], marker="o" if len(temperatures) < 12 else None,
+                    color=f"C{colour}", label=f"{label} κ_{name}" if len(summaries) > 1 else f"κ_{name}")
     ax.set_xlabel("temperature (K)")
     ax.set_ylabel("κ (W/(m·K))")
     if all(np.asarray(s["kappa_W_per_mK"])[:, :3].min() > 0 for s in summaries.values()):

@@ -37,7 +37,7 @@ def random_directions(n_atoms, count, seed):
 def test_jvp_of_hvp_equals_finite_differences_of_hvps():
     """∂³E[u, v, ·] against (H(r + hv)·u − H(r − hv)·u)/2h from `hessian_vector_products` at displaced
     structures (neighbour list rebuilt at each): the error is the h² term, so halving h quarters it.
-    Measured on rattled 8-atom Si, max |∂³E[u, v]| 14 eV/Å: errors 4.0e-4 (h = 5e-4 Å) and 1.0e-4 (2.5e-4 Å)."""
+    Measured on rattled 8-atom Si, max |∂³E[u, v]| 93 eV/Å: errors 5.3e-4 (h = 5e-4 Å) and 1.3e-4 (2.5e-4 Å)."""
     potential, atoms = kappa_potential(), rattled_silicon()
     u, v = random_directions(len(atoms), 3, seed=0), random_directions(len(atoms), 3, seed=1)
     exact = third_order_products(potential, atoms, u, v)
@@ -61,7 +61,8 @@ def test_jvp_of_hvp_equals_finite_differences_of_hvps():
 
 def test_second_order_forces_against_the_models_forces():
     """F(r + su) to second order against the model's forces at the displaced structure (ASE
-    calculator, neighbour list rebuilt): the error is the cubic term, so halving s divides it by 8."""
+    calculator, neighbour list rebuilt): the error is the cubic term, so halving s divides it by 8.
+    Measured: 3.4e-4 (s = 0.02 Å) and 4.3e-5 eV/Å (0.01 Å), ratio 7.9."""
     potential, atoms = kappa_potential(), rattled_silicon()
     direction = random_directions(len(atoms), 1, seed=2)[0]
     direction /= np.abs(direction).max()
