@@ -199,7 +199,7 @@ def main() -> None:
                 if args.chunk_size:
                     command += ["--chunk-size", str(args.chunk_size)]
                 start = time.perf_counter()
-                done = subprocess.run(command, capture_output=True, text=True, env=env)
+                done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
                 if done.returncode:
                     raise SystemExit(f"{material} {route} failed:\n{done.stderr[-3000:]}")
                 record = json.loads(done.stdout.strip().splitlines()[-1])

@@ -253,9 +253,8 @@ def check_supercell_sizes(ph3: Phono3py, potential: Potential, stacklevel: int =
 def fc3_work(ph3: Phono3py, method: Fc3Method = "rows") -> int:
     """Number of nested jvps `exact_fc3` makes: the included displaced supercells ("displacements"), or
     per first displacement 3 per atom independent under the symmetry it leaves, plus 1 ("rows")."""
-    displacements, included = pair_displacements(ph3.dataset, len(ph3.supercell))
     if method == "displacements":
-        return int(included.sum())
+        return int(pair_displacements(ph3.dataset, len(ph3.supercell))[1].sum())
     return sum(3 * len(_displaced_site_symmetry(ph3, first)[0]) + 1 for first in ph3.dataset["first_atoms"])
 
 
