@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from equitrain_jax.cli import convert, demo, evaluate, export, finetune, phonons
+from equitrain_jax.cli import convert, demo, evaluate, export, finetune, phonons, qha
 
-SUBCOMMANDS = (convert, export, evaluate, finetune, phonons, demo)
+SUBCOMMANDS = (convert, export, evaluate, finetune, phonons, qha, demo)
 
 
 CACHE_ENV = "EQUITRAIN_JAX_CACHE_DIR"
