@@ -190,6 +190,13 @@ def run(args: argparse.Namespace) -> None:
     nte = model.summary["nte_minimum"]
     print("negative thermal expansion: " + (f"minimum α {1e6 * nte['linear_per_K']:.3f}e-6/K at {nte['temperature_K']:.0f} K"
                                             if nte else "none"))
+    smoothness = model.summary["phonon_free_energy_smoothness"]
+    if not smoothness["smooth"]:
+        print(f"warning: the phonon free energy at {smoothness['temperature_K']:.0f} K is not smooth in V (cubic-fit "
+              f"residual {smoothness['cubic_fit_max_residual_meV_per_atom']:.3f} meV/atom > "
+              f"{smoothness['tolerance_meV_per_atom']} meV/atom): the model's force constants jump between volumes "
+              "(e.g. neighbours crossing a radius where its energy is not twice differentiable, such as SevenNet's "
+              "XPLOR switching radius); the thermal expansion from this grid is unreliable")
     if model.summary["extrapolated_from_K"] is not None:
         print(f"warning: above {model.summary['extrapolated_from_K']:.0f} K V(T) leaves the sampled volumes "
               "(extrapolated; widen --strain-range)")

@@ -36,6 +36,7 @@ import phonopy
 from phonopy import Phonopy
 from phonopy.gruneisen.core import GruneisenBase
 from phonopy.gruneisen.band_structure import GruneisenBandStructure
+from phonopy.phonon.grid import length2mesh
 from phonopy.physical_units import get_physical_units
 from phonopy.qha import output as qha_output
 from phonopy.qha.core import BulkModulus
@@ -56,8 +57,13 @@ DISPLACEMENT_DISTANCE = 0.01
 EOS = "vinet"
 """Phonopy's default equation of state for F(V; T)."""
 MESH = 100.0
-"""Phonopy's default q-point sampling of `phonopy.run_qha` (a length in Å; a Γ-centred mesh of
-⌈100·|b_i|⌉ points along reciprocal vector b_i)."""
+"""Phonopy's default q-point sampling of `phonopy.run_qha`: a length in Å, round(100·|b_i|)
+points along reciprocal vector b_i (|b_i| in 1/Å without 2π)."""
+SMOOTHNESS_TOLERANCE_MEV = 0.05
+"""meV per atom: the largest residual of a cubic fit to the phonon free energy F_ph(V) at 300 K
+above which `qha_summary` calls F_ph(V) not smooth.  Smooth models leave ~0.003 (NaCl with the
+test model, SevenNet-0 Si on one side of its kink); SevenNet-0 Si across its XPLOR switching
+radius leaves 1.7."""
 GRUNEISEN_MIN_FREQUENCY_THZ = 0.5
 """Modes below this frequency (THz; the acoustic ones near Γ) are left out of Grüneisen errors:
 γ = −(V/ω) dω/dV is 0/0 at Γ and its rounding error grows as 1/ω² next to it."""
@@ -307,9 +313,15 @@ def quasi_harmonic(
 
     The three acoustic modes at Γ are left out of the thermal properties (phonopy's
     ``exclude_gamma_acoustic``), imaginary modes as phonopy always does; ``mesh`` is phonopy's
-    q-point sampling (a length in Å or three numbers), ``eos`` 'vinet', 'birch_murnaghan' or
-    'murnaghan', ``pressure`` in GPa.  Temperatures whose F(V) fit fails are dropped by phonopy.
+    q-point sampling: three numbers, or a length in Å turned into numbers once, on the middle
+    volume (phonopy's ``length2mesh``), so that every volume is sampled on the same grid; ``eos``
+    'vinet', 'birch_murnaghan' or 'murnaghan', ``pressure`` in GPa.  Temperatures whose F(V) fit
+    fails are dropped by phonopy.
     """
+    if np.ndim(mesh) == 0:  # one grid for all volumes: a length would give each volume its own
+        middle = phonons[len(phonons) // 2]
+        mesh = length2mesh(float(mesh), middle.primitive.cell,
+                           rotations=middle.primitive_symmetry.pointgroup_operations)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # fits at temperatures phonopy drops
         return phonopy.run_qha(list(phonons), temperature_grid(t_max, t_step), internal_energies=np.asarray(energies),
@@ -330,7 +342,7 @@ def at_temperature(result: QHAResult, values: np.ndarray, temperature: float) ->
     return float(np.interp(temperature, result.temperatures, values))
 
 
-def qha_summary(result: QHAResult, volumes: Sequence[float], energies: Sequence[float],
+def qha_summary(result: QHAResult, volumes: Sequence[float], energies: Sequence[float], n_atoms_primitive: int,
                 temperature: float = 300.0) -> dict[str, Any]:
     """JSON-ready numbers of a QHA, per primitive cell; units in the keys.
 
@@ -340,6 +352,10 @@ def qha_summary(result: QHAResult, volumes: Sequence[float], energies: Sequence[
     ``nte_minimum`` is the most negative β and its temperature, or None without negative
     expansion.  ``sampled_volumes_angstrom3`` and ``extrapolated_from_K`` (the first temperature
     whose V(T) leaves the sampled volumes, or None) say where the fit is an extrapolation.
+    ``phonon_free_energy_smoothness`` checks that F_ph(V) at ``temperature`` is smooth (a cubic in V
+    within `SMOOTHNESS_TOLERANCE_MEV` per atom): force constants that jump between volumes — a
+    neighbour distance crossing a radius where the model's energy is not twice differentiable, such
+    as the inner radius of SevenNet's XPLOR cutoff switch — make β(T) meaningless.
     """
     static = static_eos(volumes, energies, result.eos_name)
     beta = np.asarray(result.thermal_expansion)
@@ -351,6 +367,10 @@ def qha_summary(result: QHAResult, volumes: Sequence[float], energies: Sequence[
         nte = {"temperature_K": float(result.temperatures[index]), "volumetric_per_K": float(beta[index]),
                "linear_per_K": float(beta[index] / 3)}
     outside = (result.equilibrium_volumes < min(volumes)) | (result.equilibrium_volumes > max(volumes))
+    index = int(np.argmin(np.abs(result.temperatures - temperature)))
+    phonon_free_energy = result.helmholtz_volume[index] - np.asarray(energies)
+    fit = np.polyval(np.polyfit(volumes, phonon_free_energy, 3), volumes)
+    residual = 1e3 * float(np.max(np.abs(fit - phonon_free_energy))) / n_atoms_primitive
     key = f"at_{temperature:g}K"
     return {
         "per": "primitive cell",
@@ -371,6 +391,12 @@ def qha_summary(result: QHAResult, volumes: Sequence[float], energies: Sequence[
         "t_max_K": float(result.temperatures[-1]),
         "sampled_volumes_angstrom3": [float(min(volumes)), float(max(volumes))],
         "extrapolated_from_K": float(result.temperatures[np.argmax(outside)]) if outside.any() else None,
+        "phonon_free_energy_smoothness": {
+            "temperature_K": float(result.temperatures[index]),
+            "cubic_fit_max_residual_meV_per_atom": residual,
+            "tolerance_meV_per_atom": SMOOTHNESS_TOLERANCE_MEV,
+            "smooth": residual <= SMOOTHNESS_TOLERANCE_MEV,
+        },
     }
 
 
@@ -525,25 +551,25 @@ def analyse(
     if np.any(np.diff(volumes) <= 0):
         raise ValueError(f"the phonons' volumes must ascend, got {volumes.round(4).tolist()} Å³")
     result = quasi_harmonic(phonons, energies, t_max=t_max, t_step=t_step, mesh=mesh, eos=eos)
-    summary = qha_summary(result, volumes, energies, temperature=temperature)
+    summary = qha_summary(result, volumes, energies, len(phonons[0].primitive), temperature=temperature)
     centre = gruneisen_centre(volumes, summary["static"]["V0_angstrom3"])
     summary["gruneisen_volume_angstrom3"] = float(volumes[centre])
     return QuasiHarmonic(list(phonons), np.asarray(energies, dtype=float), result, summary, centre)
 
 
-def gruneisen_on_path(model: QuasiHarmonic, others: Optional[Mapping[str, QuasiHarmonic]] = None, npoints: int = 51
-                      ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+def gruneisen_on_path(model: QuasiHarmonic, others: Optional[Mapping[str, QuasiHarmonic]] = None, npoints: int = 51,
+                      label: str = "model") -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Mode Grüneisen parameters on the automatic band path of ``model``'s Grüneisen volume, for the
     model and each of ``others`` at the same q-points of the same primitive cell (their cells may
     differ by a strain, `equitrain_jax.phonons.compare.primitive_transformation`).  Returns the
-    band path (`band_structure`'s dict) and, by label (``"model"`` first), (frequencies THz, γ),
-    each [Q, B]."""
+    band path (`band_structure`'s dict) and, by label (``model``'s ``label`` first), (frequencies
+    THz ascending, γ), each [Q, B]."""
     from equitrain_jax.phonons.compare import primitive_transformation
 
     centre = model.phonons[model.centre]
     bands = band_structure(centre, npoints=npoints)
     qpoints = np.concatenate(bands["qpoints"])
-    curves = {"model": mode_gruneisen(model.phonons, model.centre, qpoints)}
+    curves = {label: mode_gruneisen(model.phonons, model.centre, qpoints)}
     for label, other in (others or {}).items():
         transformation = primitive_transformation(centre, other.phonons[other.centre])
         curves[label] = mode_gruneisen(other.phonons, other.centre, qpoints @ transformation.T)
