@@ -10,6 +10,7 @@ volume, 2×2×2 primitive supercells of 16 atoms, 8×8×8 q-mesh, 0–300 K).
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import warnings
 
@@ -182,8 +183,9 @@ def test_qha_command_refuses_bad_input_before_any_work(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_qha_command_writes_phonopy_files_and_compares_with_a_reference(tmp_path, capsys):
-    """The command end to end; then again with the first run's volume series as --reference: every
-    difference in the comparison table is zero, and the written files are phonopy's."""
+    """The command end to end; then again, from the first run's relaxed structure, with the first
+    run's volume series as --reference: every difference in the comparison table vanishes (to the
+    8 decimals of the stored structure and the EOS fits' precision)."""
     import ase.io
 
     from equitrain_jax import cli
@@ -209,16 +211,17 @@ def test_qha_command_writes_phonopy_files_and_compares_with_a_reference(tmp_path
     summary = json.loads((first / "summary.json").read_text())
     expansion = np.loadtxt(first / "thermal_expansion.dat")
     assert expansion[-1, 0] == 300.0
-    np.testing.assert_allclose(summary["at_300K"]["volumetric_thermal_expansion_per_K"], expansion[-1, 1], rtol=1e-12)
+    np.testing.assert_allclose(summary["at_300K"]["volumetric_thermal_expansion_per_K"], expansion[-1, 1], rtol=1e-9)  # %.15f
 
     second = tmp_path / "second"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli.main(["qha", str(first / "relaxed.extxyz"), *common, "--keep-cell", "--reference", str(first),
                   "-o", str(second)])
-    rows = (second / "comparison.csv").read_text().splitlines()[1:]
+    with (second / "comparison.csv").open() as handle:
+        rows = list(csv.reader(handle))[1:]
     for row in rows:
-        quantity, model, reference, difference, _ = row.split(",")
-        if difference:
-            assert abs(float(difference)) <= 1e-6 * max(1.0, abs(float(reference))), row
-    assert "mode γ MAE" in rows[-1]
+        quantity, model, reference, difference, _ = row
+        if difference:  # the centre went through relaxed.extxyz (8 decimals); β's floor is the EOS fits' (3e-5)
+            assert abs(float(difference)) <= 1e-4 * max(1.0, abs(float(reference))), row
+    assert "mode γ MAE" in rows[-1][0] and float(rows[-1][1]) < 1e-4
