@@ -12,7 +12,8 @@ volumes, V/V0 = 0.955 … 1.045, 2×2×2 primitive supercells, static energies f
   structures with the energy/force protocol of ``benchmarks/phonon_finetune.py``: 40 epochs, lr
   2e-3, plateau schedule, EMA 0.99, early stopping after 15 epochs, E0s refitted, float32): the
   DFT unit cell relaxed by the model (cell and positions, symmetry kept), scaled to the same
-  volume factors around the model's own volume, the same supercell; force constants of all volumes
+  volume factors around the model's own volume (or --strain-range/--volumes), the same supercell;
+  force constants of all volumes
   in one batch of Hessian-vector products; phonopy's QHA with the same settings (0–1000 K, mesh
   100 Å, Vinet).
 
@@ -22,8 +23,8 @@ Grüneisen MAE on the band path against DFT (modes ≥ 0.5 THz).
 
 Writes into ``--output`` (default ``benchmarks/results/qha``): ``results.json``, ``table.md`` (one
 table per material), ``qha_<material>.png`` (α, V/V0 − 1, C_P, B against T) and
-``gruneisen_<material>.png``.  Fine-tuned models are kept in ``<output>/runs/`` (not in git) and
-reused when the command is repeated.
+``gruneisen_<material>.png``.  Fine-tuned models are kept in ``benchmarks/results/qha/runs/`` (not
+in git) and reused by every later invocation.
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ EPOCHS, LEARNING_RATE = 40, 2e-3  # benchmarks/phonon_finetune.py's defaults
 T_MAX = 1000.0
 
 
-def finetuned(model_dir: Path, material: str, strategy: str, data: Path, output: Path) -> Path:
-    """The model fine-tuned on the material's training structures (cached in ``output/runs``)."""
+def finetuned(model_dir: Path, material: str, strategy: str, data: Path) -> Path:
+    """The model fine-tuned on the material's training structures (cached in
+    ``benchmarks/results/qha/runs``)."""
     import ase.io
 
     from equitrain_jax.train import TrainConfig
     from equitrain_jax.train.finetune import finetune
 
-    run = output / "runs" / material / strategy
+    run = OUTPUT / "runs" / material / strategy  # one set of fine-tuned models for every --output
     if not (run / "model" / "config.json").is_file():
         train = ase.io.read(data / material / "train.extxyz", ":")
         valid = ase.io.read(data / material / "valid.extxyz", ":")
@@ -97,6 +99,9 @@ def write_table(results: dict, path: Path) -> None:
     """One Markdown table per material: a column per model, DFT first."""
     from equitrain_jax.phonons.qha import COMPARISON_ROWS
 
+    def grid(factors):
+        return f"{factors[0]:.3f} … {factors[-1]:.3f} ({len(factors)})"
+
     text = ""
     for material, entry in results.items():
         labels = list(entry["summaries"])
@@ -119,6 +124,11 @@ def write_table(results: dict, path: Path) -> None:
                     cell += f" ({fmt.format(value * scale - dft * scale)})"
                 cells.append(cell)
             text += f"| {label} | " + " | ".join(cells) + " |\n"
+        text += "| F_ph(V) at 300 K: cubic-fit residual (meV/atom; > 0.05 = force constants jump) | " + " | ".join(
+            "{:.3f}".format(entry["summaries"][name]["phonon_free_energy_smoothness"]["cubic_fit_max_residual_meV_per_atom"])
+            for name in labels) + " |\n"
+        text += "| models' V/V0 grid | " + " | ".join(
+            [grid(entry["dft_volume_factors"])] + [grid(entry["model_volume_factors"])] * (len(labels) - 1)) + " |\n"
         gruneisen = entry["gruneisen_vs_dft"]
         text += ("| mode γ MAE vs DFT (band path, f ≥ 0.5 THz) | – | "
                  + " | ".join(f"{gruneisen[name]['mae']:.3f}" for name in labels[1:]) + " |\n")
@@ -133,6 +143,9 @@ def main() -> None:
     parser.add_argument("--materials", nargs="+", help="default: every material with <data>/<material>/volumes.json")
     parser.add_argument("--strategies", nargs="*", choices=STRATEGIES, default=list(STRATEGIES),
                         help="fine-tuning strategies (none: the pretrained model only)")
+    parser.add_argument("--strain-range", type=float, default=None,
+                        help="the models' volume grid: V/V0 from 1 − s to 1 + s (default: the DFT's volume factors)")
+    parser.add_argument("--volumes", type=int, default=None, help="with --strain-range: number of volumes")
     parser.add_argument("-o", "--output", default=str(OUTPUT))
     args = parser.parse_args()
     data, output = Path(args.data), Path(args.output)
@@ -145,7 +158,13 @@ def main() -> None:
         raise SystemExit(f"no material in {data} has a DFT volume series (volumes.json) yet")
 
     from equitrain_jax.cli import enable_compilation_cache
-    from equitrain_jax.phonons.qha import analyse, gruneisen_error, gruneisen_on_path, load_reference_volumes
+    from equitrain_jax.phonons.qha import (
+        analyse,
+        gruneisen_error,
+        gruneisen_on_path,
+        load_reference_volumes,
+        volume_factors,
+    )
     from equitrain_jax.phonons.qha_plots import plot_mode_gruneisen, plot_qha
 
     enable_compilation_cache()  # the fine-tuned models share the pretrained one's programs
@@ -158,9 +177,11 @@ def main() -> None:
         phonons, energies, record = load_reference_volumes(data / material)
         dft = analyse(phonons, energies, t_max=T_MAX)
         factors = np.sort(np.asarray(record["volume_factors"], dtype=float))
+        if args.strain_range is not None:
+            factors = volume_factors(args.volumes or len(factors), args.strain_range)
         models = {"pretrained": base}
         for strategy in args.strategies:
-            models[f"{strategy} (N=10)"] = finetuned(base, material, strategy, data, output)
+            models[f"{strategy} (N=10)"] = finetuned(base, material, strategy, data)
         qhas = {}
         for label, model_dir in models.items():
             qhas[label] = model_qha(model_dir, dft, factors)
@@ -168,7 +189,8 @@ def main() -> None:
             print(f"{material} {label}: α(300 K) {1e6 * at['linear_thermal_expansion_per_K']:.2f}e-6/K, "
                   f"B(300 K) {at['B_GPa']:.1f} GPa ({qhas[label].summary['wall_s']:.0f} s)", flush=True)
         bands, curves = gruneisen_on_path(dft, qhas, label="DFT (PBE)")
-        entry = {"summaries": {"DFT (PBE)": dft.summary, **{k: q.summary for k, q in qhas.items()}},
+        entry = {"model_volume_factors": factors.tolist(), "dft_volume_factors": sorted(record["volume_factors"]),
+                 "summaries": {"DFT (PBE)": dft.summary, **{k: q.summary for k, q in qhas.items()}},
                  "gruneisen_vs_dft": {k: gruneisen_error(curves[k], curves["DFT (PBE)"]) for k in qhas},
                  "dft_wall_s": record.get("wall_s"), "wall_s": time.perf_counter() - started}
         results[material] = entry
