@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 import warnings

@@ -36,8 +36,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
-from phonon_finetune import PATIENCE, pretrained_model  # benchmarks/phonon_finetune.py, beside this script
+from phonon_finetune import (  # benchmarks/phonon_finetune.py, beside this script
+    PATIENCE,
+    pretrained_model,
+)
 
 DATA = Path(__file__).parent / "data"
 OUTPUT = Path(__file__).parent / "results" / "qha"

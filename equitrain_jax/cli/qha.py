@@ -72,7 +72,11 @@ def _read_crystal(path: str):
 
 def validate(args: argparse.Namespace):
     """Every check that needs no model evaluation; returns (structure, mesh, reference or None)."""
-    from equitrain_jax.phonons.qha import load_reference_volumes, temperature_grid, volume_factors
+    from equitrain_jax.phonons.qha import (
+        load_reference_volumes,
+        temperature_grid,
+        volume_factors,
+    )
 
     volume_factors(args.volumes, args.strain_range)
     temperature_grid(args.tmax, args.tstep)
@@ -175,7 +179,7 @@ def run(args: argparse.Namespace) -> None:
         summary["reference"] = {"directory": str(args.reference), **reference_qha.summary}
         summary["gruneisen_vs_reference"] = gruneisen
         rows = comparison_rows(model.summary, reference_qha.summary, gruneisen)
-        table, csv_table = write_comparison(rows, out)
+        table, _ = write_comparison(rows, out)
         results["reference"] = reference_qha.result
         static["reference"] = reference_qha.summary["static"]["V0_angstrom3"]
         print(table.read_text(), end="")

@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import phonopy
 from phonopy import Phonopy
-from phonopy.gruneisen.core import GruneisenBase
 from phonopy.gruneisen.band_structure import GruneisenBandStructure
+from phonopy.gruneisen.core import GruneisenBase
 from phonopy.phonon.grid import length2mesh
 from phonopy.physical_units import get_physical_units
 from phonopy.qha import output as qha_output
@@ -44,7 +44,12 @@ from phonopy.qha.qha import QHAResult
 from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 
 from equitrain_jax.data import batch_graphs
-from equitrain_jax.phonons import band_structure, check_supercell_size, load_reference, positions_energy
+from equitrain_jax.phonons import (
+    band_structure,
+    check_supercell_size,
+    load_reference,
+    positions_energy,
+)
 from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy, phonopy_to_ase
 from equitrain_jax.potential import Potential
 
@@ -570,9 +575,9 @@ def gruneisen_on_path(model: QuasiHarmonic, others: Optional[Mapping[str, QuasiH
     bands = band_structure(centre, npoints=npoints)
     qpoints = np.concatenate(bands["qpoints"])
     curves = {label: mode_gruneisen(model.phonons, model.centre, qpoints)}
-    for label, other in (others or {}).items():
+    for name, other in (others or {}).items():
         transformation = primitive_transformation(centre, other.phonons[other.centre])
-        curves[label] = mode_gruneisen(other.phonons, other.centre, qpoints @ transformation.T)
+        curves[name] = mode_gruneisen(other.phonons, other.centre, qpoints @ transformation.T)
     return bands, curves
 
 

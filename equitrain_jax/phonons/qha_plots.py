@@ -11,7 +11,11 @@ import numpy as np
 from phonopy.qha.qha import QHAResult
 
 from equitrain_jax.phonons.plots import _pyplot, _tick_labels
-from equitrain_jax.phonons.qha import EV_PER_A3_TO_GPA, EV_TO_J_PER_MOL, GRUNEISEN_MIN_FREQUENCY_THZ
+from equitrain_jax.phonons.qha import (
+    EV_PER_A3_TO_GPA,
+    EV_TO_J_PER_MOL,
+    GRUNEISEN_MIN_FREQUENCY_THZ,
+)
 
 GAS_CONSTANT = 8.314462618  # J/(K mol)
 
