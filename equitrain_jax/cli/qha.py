@@ -95,21 +95,13 @@ def validate(args: argparse.Namespace):
     atoms = _read_crystal(args.structure)
     reference = load_reference_volumes(args.reference) if args.reference else None
     if reference is not None:
-        import warnings
+        from ase.formula import Formula
 
-        from phonopy import Phonopy
-        from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
-
-        from equitrain_jax.phonons.compare import primitive_transformation
-        from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
-                ours = Phonopy(ase_to_phonopy(atoms), primitive_matrix="auto")
-            primitive_transformation(ours, reference[0][len(reference[0]) // 2])
-        except ValueError as error:
-            raise ValueError(f"--reference {args.reference}: {error}") from None
+        theirs = reference[0][0].primitive
+        if Formula.from_list(theirs.symbols).reduce()[0] != atoms.symbols.formula.reduce()[0]:
+            raise ValueError(f"--reference {args.reference} is another crystal: "
+                             f"{Formula.from_list(theirs.symbols).format('hill')} per primitive cell, the structure "
+                             f"is {atoms.get_chemical_formula()}")
     return atoms, mesh, reference
 
 

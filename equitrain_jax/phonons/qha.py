@@ -566,7 +566,9 @@ def gruneisen_on_path(model: QuasiHarmonic, others: Optional[Mapping[str, QuasiH
                       label: str = "model") -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Mode Grüneisen parameters on the automatic band path of ``model``'s Grüneisen volume, for the
     model and each of ``others`` at the same q-points of the same primitive cell (their cells may
-    differ by a strain, `equitrain_jax.phonons.compare.primitive_transformation`).  Returns the
+    differ by a strain, `equitrain_jax.phonons.compare.primitive_transformation`), or, for a cell
+    in another orientation, on its own automatic (seekpath) band path, which must have the same
+    labels and segment lengths: the same path in its own basis.  Returns the
     band path (`band_structure`'s dict) and, by label (``model``'s ``label`` first), (frequencies
     THz ascending, γ), each [Q, B]."""
     from equitrain_jax.phonons.compare import primitive_transformation
@@ -576,8 +578,17 @@ def gruneisen_on_path(model: QuasiHarmonic, others: Optional[Mapping[str, QuasiH
     qpoints = np.concatenate(bands["qpoints"])
     curves = {label: mode_gruneisen(model.phonons, model.centre, qpoints)}
     for name, other in (others or {}).items():
-        transformation = primitive_transformation(centre, other.phonons[other.centre])
-        curves[name] = mode_gruneisen(other.phonons, other.centre, qpoints @ transformation.T)
+        other_centre = other.phonons[other.centre]
+        try:
+            other_qpoints = qpoints @ primitive_transformation(centre, other_centre).T
+        except ValueError:  # another orientation (a CIF, say): the same seekpath path in its own basis
+            other_bands = band_structure(other_centre, npoints=npoints)
+            if other_bands["labels"] != bands["labels"] or [len(q) for q in other_bands["qpoints"]] != [
+                    len(q) for q in bands["qpoints"]]:
+                raise ValueError(f"{name}'s cell is neither the same lattice as the model's nor on the same "
+                                 f"automatic band path ({other_bands['labels']} against {bands['labels']})") from None
+            other_qpoints = np.concatenate(other_bands["qpoints"])
+        curves[name] = mode_gruneisen(other.phonons, other.centre, other_qpoints)
     return bands, curves
 
 

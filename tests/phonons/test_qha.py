@@ -17,10 +17,11 @@ import warnings
 import numpy as np
 import pytest
 from phonon_models import phonon_potential, quiet, unitcells
+from phonopy import Phonopy
 
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.phonons import phonopy_from_calculator, phonopy_from_potential
-from equitrain_jax.phonons.phonopy_interface import phonopy_to_ase
+from equitrain_jax.phonons.phonopy_interface import ase_to_phonopy, phonopy_to_ase
 from equitrain_jax.phonons.qha import (
     analyse,
     mode_gruneisen,
@@ -165,6 +166,15 @@ def test_qha_command_refuses_bad_input_before_any_work(tmp_path, capsys):
     used = tmp_path / "used"
     used.mkdir()
     (used / "something").write_text("mine")
+    other = tmp_path / "si-reference"  # a volume series of another crystal (zero force constants suffice)
+    silicon = Phonopy(ase_to_phonopy(unitcells()["Si-diamond"]), supercell_matrix=np.eye(3, dtype=int),
+                      primitive_matrix="P")
+    silicon.force_constants = np.zeros((2, 2, 3, 3))
+    (other / "v").mkdir(parents=True)
+    silicon.save(other / "v" / "phonopy_params.yaml", settings={"force_constants": True})
+    (other / "volumes.json").write_text(json.dumps({"phonopy_params": ["v/phonopy_params.yaml"] * 5,
+                                                    "static_energies_eV": [0.0] * 5}))
+
     def command(*extra, structure=crystal, model=model, out=tmp_path / "out"):
         return ["qha", str(structure), "--model", str(model), "-o", str(out), *extra]
 
@@ -175,6 +185,7 @@ def test_qha_command_refuses_bad_input_before_any_work(tmp_path, capsys):
         f"output {used} exists and is not an empty directory": command(out=used),
         f"{mol}: a QHA needs a crystal periodic in 3 directions": command(structure=mol),
         f"{tmp_path / 'none'}/volumes.json does not exist": command("--reference", str(tmp_path / "none")),
+        f"--reference {other} is another crystal: Si2 per primitive cell": command("--reference", str(other)),
         f"--model {tmp_path / 'nomodel'} is not a converted model directory": command(model=tmp_path / "nomodel"),
     }
     for message, argv in cases.items():
