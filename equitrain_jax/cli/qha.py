@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> None:
               f"residual {smoothness['cubic_fit_max_residual_meV_per_atom']:.3f} meV/atom > "
               f"{smoothness['tolerance_meV_per_atom']} meV/atom): the model's force constants jump between volumes "
               "(e.g. neighbours crossing a radius where its energy is not twice differentiable, such as SevenNet's "
-              "XPLOR switching radius); the thermal expansion from this grid is unreliable")
+              "XPLOR switching radii); the thermal expansion from this grid is unreliable")
     if model.summary["extrapolated_from_K"] is not None:
         print(f"warning: above {model.summary['extrapolated_from_K']:.0f} K V(T) leaves the sampled volumes "
               "(extrapolated; widen --strain-range)")

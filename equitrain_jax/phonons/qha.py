@@ -67,8 +67,8 @@ points along reciprocal vector b_i (|b_i| in 1/Å without 2π)."""
 SMOOTHNESS_TOLERANCE_MEV = 0.05
 """meV per atom: the largest residual of a cubic fit to the phonon free energy F_ph(V) at 300 K
 above which `qha_summary` calls F_ph(V) not smooth.  Smooth models leave ~0.003 (NaCl with the
-test model, SevenNet-0 Si on one side of its kink); SevenNet-0 Si across its XPLOR switching
-radius leaves 1.7."""
+test model, SevenNet-0 Si on one side of its kink); SevenNet-0 Si across the inner radius of its
+XPLOR switch leaves 1.7."""
 GRUNEISEN_MIN_FREQUENCY_THZ = 0.5
 """Modes below this frequency (THz; the acoustic ones near Γ) are left out of Grüneisen errors:
 γ = −(V/ω) dω/dV is 0/0 at Γ and its rounding error grows as 1/ω² next to it."""
@@ -360,7 +360,7 @@ def qha_summary(result: QHAResult, volumes: Sequence[float], energies: Sequence[
     ``phonon_free_energy_smoothness`` checks that F_ph(V) at ``temperature`` is smooth (a cubic in V
     within `SMOOTHNESS_TOLERANCE_MEV` per atom): force constants that jump between volumes — a
     neighbour distance crossing a radius where the model's energy is not twice differentiable, such
-    as the inner radius of SevenNet's XPLOR cutoff switch — make β(T) meaningless.
+    as either radius of SevenNet's XPLOR cutoff switch — make β(T) meaningless.
     """
     static = static_eos(volumes, energies, result.eos_name)
     beta = np.asarray(result.thermal_expansion)
