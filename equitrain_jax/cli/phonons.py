@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any
 
 from equitrain_jax.cli import checks
 
@@ -56,8 +56,8 @@ def add_parser(sub) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Every option, the model directory, the output directory, the reference file and the crystal
-    (periodic, with volume, no overlapping atoms), before any work."""
+    """Every option, the model directory, the output directory, the reference file, the crystal
+    (periodic, with volume, no overlapping atoms) and the --born file for it, before any work."""
     if args.supercell is not None and min(args.supercell) < 1:
         raise ValueError(f"--supercell takes three repetitions >= 1, got {' '.join(map(str, args.supercell))}")
     checks.positive(args.min_length, "--min-length (Å)")
@@ -75,6 +75,7 @@ def check(args: argparse.Namespace) -> None:
     checks.model_directory(args.model)
     checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
     args.atoms = checks.crystal(args.structure)
+    args.born_charges = checks.born_charges(args.born, args.atoms)
 
 
 def supercell_for_min_length(cell: Any, min_length: float) -> list[int]:
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
 
     from equitrain_jax.calculator import Calculator
     from equitrain_jax.phonons import load_reference, phonopy_from_potential, write_results
-    from equitrain_jax.phonons.nac import apply_nac, describe_nac, transfer_nac_params
+    from equitrain_jax.phonons.nac import describe_nac
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
 
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     if args.reference:  # a bad reference, or one of another crystal, is refused before any phonon is computed
         reference = load_reference(args.reference)
         same_crystal(atoms, supercell, reference, args.reference)
-    nac = choose_nac(args, atoms, supercell, reference)  # so are bad Born charges
+    nac = choose_nac(args, reference)  # so are Born charges that do not fit the reference's
     potential = Potential(args.model, dtype="float64", head=args.head)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,8 +129,7 @@ def run(args: argparse.Namespace) -> None:
         supercell = args.supercell or supercell_for_min_length(atoms.cell.array, args.min_length)
     print(f"supercell {supercell} of {atoms.get_chemical_formula()} ({len(atoms) * int(np.prod(supercell))} atoms)")
     phonon = phonopy_from_potential(potential, atoms, supercell_matrix=supercell, method=args.hessian)
-    if nac.params is not None:
-        apply_nac(phonon, transfer_nac_params(nac.params, nac.cell, phonon))
+    nac.apply(phonon)
     print(describe_nac(phonon, nac.source))
     title = atoms.get_chemical_formula() + (f" (Z*, ε∞ from {nac.source})" if nac.params is not None else "")
     paths = write_results(phonon, out, imaginary_tolerance=args.imaginary_threshold, nac_source=nac.source)
@@ -147,25 +147,17 @@ def run(args: argparse.Namespace) -> None:
         compare_with_reference(phonon, reference, args.reference, out, title=title)
 
 
-class NacChoice(NamedTuple):
-    """The NAC parameters of a run (phonopy's ``nac_params``, on the primitive cell of ``cell``, a
-    `Phonopy`), where they come from, or None for no NAC."""
+def choose_nac(args: argparse.Namespace, reference):
+    """The NAC parameters for the model (`equitrain_jax.phonons.nac.NacParameters`), and the same
+    on the reference (set or removed there), so that a comparison is like with like; each decision
+    printed, every mismatch a named error.
 
-    params: Optional[dict]
-    cell: Any
-    source: Optional[str]
-
-
-def choose_nac(args: argparse.Namespace, atoms, supercell, reference) -> NacChoice:
-    """The NAC parameters for the model, and the same on the reference (set or removed there), so
-    that a comparison is like with like; each decision printed, every mismatch a named error.
-
-    ``--nac auto``: from ``--born`` (read for the structure's primitive cell), else from the
-    reference.  Both given and different: an error.  ``--nac none``: none, the reference's removed.
+    ``--nac auto``: from ``--born`` (read for the structure's primitive cell by `check`), else from
+    the reference.  Both given and different: an error.  ``--nac none``: none, the reference's removed.
     """
     from equitrain_jax.phonons.bridge import new_phonopy
     from equitrain_jax.phonons.compare import reference_nac_source
-    from equitrain_jax.phonons.nac import apply_nac, read_born, same_nac_params, transfer_nac_params
+    from equitrain_jax.phonons.nac import NacParameters, apply_nac, same_nac_params, transfer_nac_params
 
     own = reference_nac_source(args.reference) if reference is not None and reference.nac_params is not None else None
     if args.nac == "none":
@@ -173,28 +165,26 @@ def choose_nac(args: argparse.Namespace, atoms, supercell, reference) -> NacChoi
             apply_nac(reference, None)
             print(f"--nac none: the reference's NAC parameters (from {own}) are not applied either, so model and "
                   "reference are compared without LO–TO splitting")
-        return NacChoice(None, None, None)
-    cell = new_phonopy(atoms, supercell)
-    if args.born:
-        params = read_born(args.born, cell)
-        source = str(args.born)
+        return NacParameters()
+    if args.born_charges.params is not None:
+        born = args.born_charges
         if reference is not None:
-            on_reference = transfer_nac_params(params, cell, reference)
+            on_reference = transfer_nac_params(born.params, born.cell, reference)
             if own is None:
                 apply_nac(reference, on_reference)
                 print(f"the reference has no NAC parameters; --born {args.born} is applied to it as well")
             elif not same_nac_params(on_reference, reference.nac_params):
                 raise ValueError(f"--born {args.born} holds other Born charges or ε∞ than the reference's own (from "
                                  f"{own}); pass the reference's, or none (its own are then applied to the model)")
-        return NacChoice(params, cell, source)
+        return born
     if own is not None:
         try:
-            transfer_nac_params(reference.nac_params, reference, cell)  # the structure's atoms are the reference's
+            transfer_nac_params(reference.nac_params, reference, new_phonopy(args.atoms, 1))  # the structure's atoms
         except ValueError as error:
             raise ValueError(f"--reference {args.reference}: its NAC parameters (from {own}): {error}") from None
         print(f"the reference's NAC parameters (from {own}) are applied to the model as well (--nac none: to neither)")
-        return NacChoice(reference.nac_params, reference, own)
-    return NacChoice(None, None, None)
+        return NacParameters(reference.nac_params, reference, own)
+    return NacParameters()
 
 
 def same_crystal(atoms, supercell, reference, reference_path: str) -> None:

@@ -23,14 +23,16 @@ the unit conversion, e²/(4πε₀) = 14.4 eV·Å for eV and Å).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 from phonopy import Phonopy
 from phonopy.file_IO import BORNFileParseError, parse_BORN
 from phonopy.interface.calculator import get_calculator_physical_units
 from phonopy.structure.atoms import PhonopyAtoms
+from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 from phonopy.structure.symmetry import Symmetry
 
 NAC_METHOD = "gonze"
@@ -67,6 +69,34 @@ def read_born(path: Union[str, os.PathLike], primitive: Union[Phonopy, PhonopyAt
         ) from None
     check_nac_params(params, primitive, f"BORN file {path} (its lines for {atoms})")
     return params
+
+
+class NacParameters(NamedTuple):
+    """The NAC parameters of a run: phonopy's ``nac_params`` on the primitive cell of ``cell`` (a
+    `Phonopy`) and where they come from (a file name); all None for no NAC."""
+
+    params: Optional[dict[str, Any]] = None
+    cell: Optional[Phonopy] = None
+    source: Optional[str] = None
+
+    def apply(self, phonon: Any) -> Any:
+        """Set these parameters on ``phonon`` (a `Phonopy` or phono3py's `Phono3py`), carried to
+        its primitive cell atom by atom (`transfer_nac_params`: the same crystal, possibly
+        strained or relaxed), or remove any it has when there are none.  Returns ``phonon``."""
+        if self.params is None:
+            return apply_nac(phonon, None)
+        return apply_nac(phonon, transfer_nac_params(self.params, self.cell, phonon))
+
+
+def read_born_for_structure(path: Union[str, os.PathLike], atoms: Any, symprec: float = 1e-5) -> NacParameters:
+    """`read_born` for the primitive cell phonopy finds for the ASE structure ``atoms`` (Å, amu):
+    cheap (no force constants, no JAX), so a command checks a ``--born`` file before any work."""
+    unitcell = PhonopyAtoms(numbers=atoms.numbers, cell=atoms.cell.array,
+                            scaled_positions=atoms.get_scaled_positions(wrap=False), masses=atoms.get_masses())
+    with warnings.catch_warnings():  # phonopy 4's notice that "auto" is its new default
+        warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
+        cell = Phonopy(unitcell, primitive_matrix="auto", symprec=symprec)
+    return NacParameters(read_born(path, cell, symprec=symprec), cell, str(path))
 
 
 def check_nac_params(params: dict[str, Any], primitive: PhonopyAtoms, what: str) -> None:
@@ -120,17 +150,18 @@ def atom_map(source: PhonopyAtoms, target: PhonopyAtoms, tolerance: float = 0.1)
 def transfer_nac_params(params: dict[str, Any], source: Union[Phonopy, PhonopyAtoms],
                         target: Union[Phonopy, PhonopyAtoms], source_calculator: Optional[str] = None) -> dict[str, Any]:
     """``params`` (phonopy's, on the ``source`` primitive cell) on the atoms of the ``target``
-    primitive cell, for force constants in eV/Å².
+    primitive cell (a `PhonopyAtoms`, or the primitive cell of a `Phonopy` or `Phono3py`), for
+    force constants in eV/Å².
 
     Z* and ε∞ are Cartesian tensors: both cells must share their Cartesian axes (as
     `compare.primitive_transformation` requires).  The unit factor is kept when the source's
     calculator (``source.calculator`` of a `Phonopy`, or ``source_calculator``) works in eV and Å,
     and replaced by `NAC_FACTOR_EV_ANGSTROM` otherwise.
     """
-    if isinstance(source, Phonopy):
+    if not isinstance(source, PhonopyAtoms):
         source_calculator = source.calculator
         source = source.primitive
-    if isinstance(target, Phonopy):
+    if not isinstance(target, PhonopyAtoms):
         target = target.primitive
     mapping = atom_map(source, target)
     moved = {"born": np.ascontiguousarray(np.asarray(params["born"], dtype=float)[mapping]),
@@ -143,10 +174,11 @@ def transfer_nac_params(params: dict[str, Any], source: Union[Phonopy, PhonopyAt
     return moved
 
 
-def apply_nac(phonon: Phonopy, params: Optional[dict[str, Any]]) -> Phonopy:
+def apply_nac(phonon: Any, params: Optional[dict[str, Any]]) -> Any:
     """Set ``params`` (phonopy's ``nac_params`` for ``phonon``'s primitive cell, or None for no
-    NAC) on ``phonon`` after `check_nac_params`; phonopy then applies them to every frequency,
-    band structure, DOS and thermal property it computes.  Without a ``factor`` the one of
+    NAC) on ``phonon`` (a `Phonopy` or phono3py's `Phono3py`) after `check_nac_params`; phonopy
+    then applies them to every frequency, band structure, DOS and thermal property it computes,
+    phono3py to the harmonic phonons (fc2) of its transport calculation.  Without a ``factor`` the one of
     ``phonon``'s units is set (eV and Å: `NAC_FACTOR_EV_ANGSTROM`), as ``phonopy.load`` does.
     Returns ``phonon``."""
     if params is not None:
@@ -163,7 +195,7 @@ def same_nac_params(first: Optional[dict[str, Any]], second: Optional[dict[str, 
     return all(np.allclose(first[key], second[key], rtol=0, atol=tolerance) for key in ("born", "dielectric"))
 
 
-def nac_method(phonon: Phonopy) -> Optional[str]:
+def nac_method(phonon: Any) -> Optional[str]:
     """The method phonopy applies NAC with (``"gonze"`` or ``"wang"``), None without NAC."""
     if phonon.nac_params is None:
         return None
@@ -183,9 +215,9 @@ def gamma_limit_frequencies(phonon: Phonopy, direction: Sequence[float]) -> np.n
     return np.sort(np.asarray(phonon.qpoints.frequencies[0]))
 
 
-def nac_record(phonon: Phonopy, source: Optional[str] = None) -> dict[str, Any]:
-    """JSON-ready: whether NAC is applied, how and from where; with NAC the Z* (e), ε∞, the unit
-    factor and the Γ frequencies (THz) approached along Cartesian x, y and z."""
+def nac_parameters_record(phonon: Any, source: Optional[str] = None) -> dict[str, Any]:
+    """JSON-ready: whether NAC is applied to ``phonon`` (a `Phonopy` or `Phono3py`), how and from
+    where; with NAC the Z* (e), ε∞ and the unit factor (eV·Å)."""
     params = phonon.nac_params
     if params is None:
         return {"applied": False}
@@ -197,6 +229,17 @@ def nac_record(phonon: Phonopy, source: Optional[str] = None) -> dict[str, Any]:
         "dielectric_high_frequency": np.asarray(params["dielectric"]).tolist(),
         "factor": params.get("factor", NAC_FACTOR_EV_ANGSTROM),
         "primitive_symbols": list(phonon.primitive.symbols),
+    }
+
+
+def nac_record(phonon: Phonopy, source: Optional[str] = None) -> dict[str, Any]:
+    """`nac_parameters_record`, and with NAC the Γ frequencies (THz) approached along Cartesian x,
+    y and z."""
+    record = nac_parameters_record(phonon, source)
+    if not record["applied"]:
+        return record
+    return {
+        **record,
         "gamma_limit_frequencies_THz": {
             axis: gamma_limit_frequencies(phonon, direction).tolist()
             for axis, direction in (("x", (1, 0, 0)), ("y", (0, 1, 0)), ("z", (0, 0, 1)))
@@ -204,7 +247,7 @@ def nac_record(phonon: Phonopy, source: Optional[str] = None) -> dict[str, Any]:
     }
 
 
-def describe_nac(phonon: Phonopy, source: Optional[str] = None) -> str:
+def describe_nac(phonon: Any, source: Optional[str] = None) -> str:
     """One line for people: NAC or not, the method, the source and the mean Z* per atom."""
     if phonon.nac_params is None:
         return "NAC: none (no Born charges and ε∞: no LO–TO splitting; for a polar crystal pass --born BORN)"
