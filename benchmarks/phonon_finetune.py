@@ -135,14 +135,17 @@ here: the same along every direction)."""
 
 def nac_columns(phonon, reference) -> dict:
     """For a reference with NAC (and the model with the same parameters): the model's highest Γ
-    frequency approached along `NAC_DIRECTION` (the LO mode) and the mesh MAE with the NAC removed
-    from both, the analytic comparison the tables of 2026-11-26 made."""
+    frequency approached along `NAC_DIRECTION` (the LO mode), its highest analytic one at Γ (the
+    TO mode; NAC leaves it) and the mesh MAE with the NAC removed from both, the analytic
+    comparison the tables of 2026-11-26 made."""
+    from equitrain_jax.phonons import gamma_frequencies
     from equitrain_jax.phonons.compare import compare_phonons
     from equitrain_jax.phonons.nac import apply_nac, gamma_limit_frequencies
 
     if reference.nac_params is None:
         return {}
-    columns = {"gamma_lo_THz": float(gamma_limit_frequencies(phonon, NAC_DIRECTION)[-1])}
+    columns = {"gamma_lo_THz": float(gamma_limit_frequencies(phonon, NAC_DIRECTION)[-1]),
+               "gamma_to_THz": float(gamma_frequencies(phonon)[-1])}
     kept = phonon.nac_params, reference.nac_params
     try:
         apply_nac(phonon, None), apply_nac(reference, None)
@@ -327,7 +330,7 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
 
 SUMMARY_METRICS = ("gamma_mae_THz", "gamma_lowest_THz", "band_mae_THz", "mesh_mae_THz", "max_frequency_error_THz",
                    "free_error", "entropy_error", "heat_error", "valid_force_mae_meV_per_A", "train_seconds",
-                   "gamma_lo_THz", "mesh_mae_without_nac_THz")
+                   "gamma_lo_THz", "gamma_to_THz", "mesh_mae_without_nac_THz")
 
 
 def summarize(results: list[dict]) -> list[dict]:
@@ -358,8 +361,8 @@ def write_table(results: list[dict], path: Path) -> None:
     header = ["material", "strategy", "N", "Γ MAE (THz)", "lowest Γ (THz)", "band MAE (THz)", "mesh MAE (THz)", "Δf_max (THz)",
               "ΔF 300 K (kJ/mol)", "ΔS (J/K/mol)", "ΔCv (J/K/mol)", "valid F MAE (meV/Å)", "train (s)"]
     if any(r.get("nac") for r in results):  # a reference with NAC: the LO at Γ, and the mesh MAE without NAC
-        columns[7:7] = [("gamma_lo_THz", "{:.2f}"), ("mesh_mae_without_nac_THz", "{:.3f}")]
-        header[7:7] = ["LO at Γ, NAC (THz)", "mesh MAE without NAC (THz)"]
+        columns[7:7] = [("gamma_lo_THz", "{:.2f}"), ("gamma_to_THz", "{:.2f}"), ("mesh_mae_without_nac_THz", "{:.3f}")]
+        header[7:7] = ["LO at Γ, NAC (THz)", "TO at Γ (THz)", "mesh MAE without NAC (THz)"]
     if any(r.get("seed") for r in results):  # several seeds: every run, then mean ± std per (material, strategy, N)
         columns.insert(3, ("seed", "{}"))
         header.insert(3, "seed")
@@ -411,7 +414,7 @@ def write_summary(results: list[dict], path: Path, metrics: dict[str, str]) -> N
                        ("ΔCv (J/K/mol)", "heat_error", 2, True)]
         dft = next((r for r in results if r["material"] == material and r["strategy"] == "DFT reference"), {})
         if dft.get("nac"):
-            columns[2:2] = [("LO at Γ (THz)", "gamma_lo_THz", 2, False),
+            columns[2:2] = [("LO at Γ (THz)", "gamma_lo_THz", 2, False), ("TO at Γ (THz)", "gamma_to_THz", 2, False),
                             ("mesh MAE without NAC (THz)", "mesh_mae_without_nac_THz", 3, False)]
         columns.append(("valid. F MAE (meV/Å)", "valid_force_mae_meV_per_A", 1, False))
         mine = [r for r in rows if r["material"] == material]
@@ -535,8 +538,9 @@ def main() -> None:
                 if record.is_file():  # finished before: its record (and, for the plotted runs, its phonons)
                     check_settings(run, model_dir, args.epochs, args.lr, patience)
                     entry = json.loads(record.read_text())
-                    if "gamma_mae_THz" not in entry or entry.get("nac") != nac:  # from before that column or
-                        entry.update(evaluate_model(run / "model", reference, valid, nac)[0])  # another NAC: again
+                    columns = ("gamma_mae_THz",) + (("gamma_lo_THz", "gamma_to_THz") if nac else ())
+                    if any(c not in entry for c in columns) or entry.get("nac") != nac:  # from before those
+                        entry.update(evaluate_model(run / "model", reference, valid, nac)[0])  # columns: again
                         record.write_text(json.dumps(entry, indent=1) + "\n")
                     results.append({"seed": seed, **entry})
                     if keep:
