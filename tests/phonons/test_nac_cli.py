@@ -38,6 +38,7 @@ def phonons(*args: str) -> None:
         cli.main(["phonons", str(NACL / "POSCAR-unitcell"), "--supercell", "1", "1", "1", *args])
 
 
+@pytest.mark.slow  # 34 s on the shared machine: the default run keeps the cheap checks below
 def test_reference_nac_is_applied_to_the_model(tmp_path, model, capsys):
     """Default: the reference's BORN goes to the model too (printed, in summary.json, in the written
     phonopy_params.yaml); the comparison equals compare_phonons of phonopy.load's own reading of the
