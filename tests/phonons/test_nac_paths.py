@@ -78,6 +78,36 @@ def test_qha_with_born_equals_phonopys_qha_with_its_own_nac(tmp_path, capsys):
     assert change > 1e-4, f"premise: NAC changes G(300 K) ({change} eV)"
 
 
+def test_qha_refuses_a_reference_with_nac_for_a_model_without(tmp_path, capsys):
+    """A QHA reference whose phonons carry NAC parameters, and no --born for the model: exit status
+    2 and one line naming the reference and the remedy, before the model is loaded (the model
+    directory is a stub that would fail to load)."""
+    from phonopy import Phonopy
+
+    from equitrain_jax.phonons.bridge import ase_to_phonopy
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    nacl = unitcells()["NaCl-rocksalt"]
+    ase.io.write(tmp_path / "nacl.extxyz", nacl)
+    reference = tmp_path / "reference"
+    phonon = Phonopy(ase_to_phonopy(nacl), supercell_matrix=np.eye(3, dtype=int), primitive_matrix="P")
+    phonon.force_constants = np.zeros((2, 2, 3, 3))  # never used: the refusal comes first
+    phonon.nac_params = parse_BORN(phonon.primitive, filename=EXAMPLES / "NaCl" / "BORN")
+    (reference / "v").mkdir(parents=True)
+    phonon.save(reference / "v" / "phonopy_params.yaml", settings={"force_constants": True})
+    (reference / "volumes.json").write_text(json.dumps({"phonopy_params": ["v/phonopy_params.yaml"] * 5,
+                                                        "static_energies_eV": [0.0] * 5}))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["qha", str(tmp_path / "nacl.extxyz"), "--model", str(model), "--reference", str(reference),
+                  "-o", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in error, error
+    assert error.startswith(f"equitrain-jax qha: error: --reference {reference}: its phonons have NAC parameters")
+    assert "pass --born" in error and not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_conductivity_with_born_equals_phono3pys_own_nac(tmp_path, capsys):
     """``conductivity --born`` on rocksalt MgO (the small SevenNet-architecture model of
