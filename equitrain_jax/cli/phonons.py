@@ -68,10 +68,8 @@ def check(args: argparse.Namespace) -> None:
     checks.at_least(args.scan_max_modes, 1, "--scan-max-modes")
     if args.reference:
         checks.input_file(args.reference, "reference phonopy file")
-    if args.born:
-        checks.input_file(args.born, "--born file")
-        if args.nac == "none":
-            raise ValueError(f"--born {args.born} with --nac none: nothing would use the Born charges; drop one of them")
+    if args.born and args.nac == "none":
+        raise ValueError(f"--born {args.born} with --nac none: nothing would use the Born charges; drop one of them")
     checks.model_directory(args.model)
     checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
     args.atoms = checks.crystal(args.structure)
