@@ -22,6 +22,11 @@ energy scan along it: DFT energies along the soft mode (``data/<material>/mode_s
 DFT's harmonic ½λQ² against the pretrained and fine-tuned models on the same structures.
 Finished runs are kept (``runs/…/model``) and skipped when the command is repeated.
 
+Where the DFT reference has NAC parameters (MgO: ``data/MgO/BORN`` beside its YAML, VASP Born
+charges and ε∞ from phonopy's example), every model gets the same ones, so the phonon errors
+compare like with like with LO–TO splitting; the tables then add the LO frequency at Γ and the
+mesh MAE without NAC on either side.
+
 Multi-head replay needs pretraining-like data; there is none offline, so the replay set is the
 other materials' training structures labelled by the pretrained model itself (it keeps the
 pretrained head on its own predictions elsewhere in chemical space).
@@ -123,13 +128,42 @@ def force_mae(potential, structures) -> float:
     return 1e3 * float(np.mean(np.concatenate([np.abs(o["forces"] - a.get_forces()).ravel() for o, a in zip(outputs, structures)])))
 
 
-def evaluate_model(model_dir, reference, valid) -> tuple[dict, object]:
+NAC_DIRECTION = (1.0, 0.0, 0.0)
+"""Cartesian direction of the LO frequency at Γ reported for a reference with NAC (cubic crystals
+here: the same along every direction)."""
+
+
+def nac_columns(phonon, reference) -> dict:
+    """For a reference with NAC (and the model with the same parameters): the model's highest Γ
+    frequency approached along `NAC_DIRECTION` (the LO mode), its highest analytic one at Γ (the
+    TO mode; NAC leaves it) and the mesh MAE with the NAC removed from both, the analytic
+    comparison the tables of 2026-11-26 made."""
+    from equitrain_jax.phonons import gamma_frequencies
+    from equitrain_jax.phonons.compare import compare_phonons
+    from equitrain_jax.phonons.nac import apply_nac, gamma_limit_frequencies
+
+    if reference.nac_params is None:
+        return {}
+    columns = {"gamma_lo_THz": float(gamma_limit_frequencies(phonon, NAC_DIRECTION)[-1]),
+               "gamma_to_THz": float(gamma_frequencies(phonon)[-1])}
+    kept = phonon.nac_params, reference.nac_params
+    try:
+        apply_nac(phonon, None), apply_nac(reference, None)
+        columns["mesh_mae_without_nac_THz"] = compare_phonons(phonon, reference)["mesh"]["mae_THz"]
+    finally:
+        apply_nac(phonon, kept[0]), apply_nac(reference, kept[1])
+    return columns
+
+
+def evaluate_model(model_dir, reference, valid, nac: str | None = None) -> tuple[dict, object]:
+    """The phonon and force errors of a model against the DFT reference; with the reference's NAC
+    parameters (``nac``: where they come from, recorded in the row) on the model too."""
     from equitrain_jax.phonons.compare import compare_phonons, phonopy_like_reference
     from equitrain_jax.phonons import gamma_frequencies
     from equitrain_jax.potential import Potential
 
     potential = Potential(model_dir, dtype="float64")
-    phonon = phonopy_like_reference(potential, reference)
+    phonon = phonopy_like_reference(potential, reference)  # with the reference's NAC parameters, if any
     comparison = compare_phonons(phonon, reference)
     gamma, gamma_dft = gamma_frequencies(phonon), gamma_frequencies(reference)
     row = {
@@ -142,6 +176,8 @@ def evaluate_model(model_dir, reference, valid) -> tuple[dict, object]:
         "max_frequency_error_THz": comparison["mesh"]["max_frequency_error_THz"],
         **{f"{key.split('_')[0]}_error": value["error"] for key, value in comparison["thermal"].items() if isinstance(value, dict)},
         "valid_force_mae_meV_per_A": force_mae(potential, valid),
+        "nac": nac,
+        **nac_columns(phonon, reference),
     }
     return row, phonon
 
@@ -293,7 +329,8 @@ def plot_learning_curves(results: list[dict], path: Path, metrics: dict[str, str
 
 
 SUMMARY_METRICS = ("gamma_mae_THz", "gamma_lowest_THz", "band_mae_THz", "mesh_mae_THz", "max_frequency_error_THz",
-                   "free_error", "entropy_error", "heat_error", "valid_force_mae_meV_per_A", "train_seconds")
+                   "free_error", "entropy_error", "heat_error", "valid_force_mae_meV_per_A", "train_seconds",
+                   "gamma_lo_THz", "gamma_to_THz", "mesh_mae_without_nac_THz")
 
 
 def summarize(results: list[dict]) -> list[dict]:
@@ -323,6 +360,9 @@ def write_table(results: list[dict], path: Path) -> None:
                ("train_seconds", "{:.0f}")]
     header = ["material", "strategy", "N", "Γ MAE (THz)", "lowest Γ (THz)", "band MAE (THz)", "mesh MAE (THz)", "Δf_max (THz)",
               "ΔF 300 K (kJ/mol)", "ΔS (J/K/mol)", "ΔCv (J/K/mol)", "valid F MAE (meV/Å)", "train (s)"]
+    if any(r.get("nac") for r in results):  # a reference with NAC: the LO at Γ, and the mesh MAE without NAC
+        columns[7:7] = [("gamma_lo_THz", "{:.2f}"), ("gamma_to_THz", "{:.2f}"), ("mesh_mae_without_nac_THz", "{:.3f}")]
+        header[7:7] = ["LO at Γ, NAC (THz)", "TO at Γ (THz)", "mesh MAE without NAC (THz)"]
     if any(r.get("seed") for r in results):  # several seeds: every run, then mean ± std per (material, strategy, N)
         columns.insert(3, ("seed", "{}"))
         header.insert(3, "seed")
@@ -372,10 +412,18 @@ def write_summary(results: list[dict], path: Path, metrics: dict[str, str]) -> N
             columns = [("band MAE (THz)", "band_mae_THz", 3, False), ("mesh MAE (THz)", "mesh_mae_THz", 3, False),
                        ("Δf_max (THz)", "max_frequency_error_THz", 2, True), ("ΔF 300 K (kJ/mol)", "free_error", 2, True),
                        ("ΔCv (J/K/mol)", "heat_error", 2, True)]
+        dft = next((r for r in results if r["material"] == material and r["strategy"] == "DFT reference"), {})
+        if dft.get("nac"):
+            columns[2:2] = [("LO at Γ (THz)", "gamma_lo_THz", 2, False), ("TO at Γ (THz)", "gamma_to_THz", 2, False),
+                            ("mesh MAE without NAC (THz)", "mesh_mae_without_nac_THz", 3, False)]
         columns.append(("valid. F MAE (meV/Å)", "valid_force_mae_meV_per_A", 1, False))
         mine = [r for r in rows if r["material"] == material]
         seeds = max((r["seeds"] for r in mine if r["n_train"]), default=1)
-        text += f"**{material}**" + (f" (means over {seeds} seeds)" if seeds > 1 else "") + "\n\n"
+        text += f"**{material}**" + (f" (means over {seeds} seeds)" if seeds > 1 else "")
+        if dft.get("nac"):
+            text += (f"; NAC on DFT and models alike, Z* and ε∞ from `{dft['nac']}`; DFT: LO at Γ "
+                     f"{dft['gamma_lo_THz']:.2f} THz, TO {dft['gamma_to_THz']:.2f} THz")
+        text += "\n\n"
         text += "| from the pretrained model | N | " + " | ".join(c[0] for c in columns) + " |\n"
         text += "|" + "---|" * (len(columns) + 2) + "\n"
         pretrained = next((r for r in mine if r["strategy"] == "pretrained"), None)
@@ -437,8 +485,9 @@ def main() -> None:
     patience = args.patience or None
 
     from equitrain_jax.cli import enable_compilation_cache
-    from equitrain_jax.phonons.compare import load_reference, phonopy_like_reference
+    from equitrain_jax.phonons.compare import load_reference, phonopy_like_reference, reference_nac_source
     from equitrain_jax.phonons import gamma_frequencies
+    from equitrain_jax.phonons.nac import gamma_limit_frequencies
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
     from equitrain_jax.train import TrainConfig
@@ -462,13 +511,17 @@ def main() -> None:
     started = time.perf_counter()
     results, scans, metrics = [], {}, {}
     for material in materials:
-        reference = load_reference(DATA / material / "phonopy_params.yaml")
+        reference = load_reference(DATA / material / "phonopy_params.yaml")  # with NAC from a BORN beside it (MgO)
+        nac_file = reference_nac_source(DATA / material / "phonopy_params.yaml")
+        nac = recorded_path(Path(nac_file)) if nac_file else None
         train_all = ase.io.read(DATA / material / "train.extxyz", ":")
         valid = ase.io.read(DATA / material / "valid.extxyz", ":")
-        row, pretrained_phonon = evaluate_model(model_dir, reference, valid)
+        row, pretrained_phonon = evaluate_model(model_dir, reference, valid, nac)
         gamma_dft = gamma_frequencies(reference)
         results.append({"material": material, "strategy": "DFT reference", "n_train": None,
-                        "gamma_lowest_THz": float(gamma_dft[0])})
+                        "gamma_lowest_THz": float(gamma_dft[0]), "nac": nac,
+                        **({"gamma_to_THz": float(gamma_dft[-1]),
+                            "gamma_lo_THz": float(gamma_limit_frequencies(reference, NAC_DIRECTION)[-1])} if nac else {})})
         results.append({"material": material, "strategy": "pretrained", "n_train": 0, **row})
         metrics[material] = judged_by(reference)
         print(f"{material}: pretrained mesh MAE {row['mesh_mae_THz']:.3f} THz", flush=True)
@@ -485,8 +538,9 @@ def main() -> None:
                 if record.is_file():  # finished before: its record (and, for the plotted runs, its phonons)
                     check_settings(run, model_dir, args.epochs, args.lr, patience)
                     entry = json.loads(record.read_text())
-                    if "gamma_mae_THz" not in entry:  # a run from before that column: evaluate its model again
-                        entry.update(evaluate_model(run / "model", reference, valid)[0])
+                    columns = ("gamma_mae_THz",) + (("gamma_lo_THz", "gamma_to_THz") if nac else ())
+                    if any(c not in entry for c in columns) or entry.get("nac") != nac:  # from before those
+                        entry.update(evaluate_model(run / "model", reference, valid, nac)[0])  # columns: again
                         record.write_text(json.dumps(entry, indent=1) + "\n")
                     results.append({"seed": seed, **entry})
                     if keep:
@@ -503,7 +557,7 @@ def main() -> None:
                     progress=False,
                 )
                 seconds = time.perf_counter() - start
-                row, phonon = evaluate_model(run / "model", reference, valid)
+                row, phonon = evaluate_model(run / "model", reference, valid, nac)
                 entry = {"material": material, "strategy": strategy, "n_train": n, "seed": seed,
                          "train_indices": training_indices(len(train_all), n, seed),
                          "train_seconds": seconds, **row}
@@ -516,7 +570,8 @@ def main() -> None:
                     phonons[f"{strategy} (N={n})"] = phonon
                     tuned_for_scan[f"{strategy} (N={n})"] = run / "model"
         overlay = {k: v for k, v in phonons.items() if k in ("DFT (PBE)", "pretrained") or k.startswith(("lora", "full", "multihead"))}
-        plot_band_structure_and_dos(overlay, output / f"bands_{material}.png", title=f"{material}: DFT vs models")
+        title = f"{material}: DFT vs models" + (f" (Z*, ε∞ from {nac})" if nac else "")
+        plot_band_structure_and_dos(overlay, output / f"bands_{material}.png", title=title)
         plot_thermal_properties(overlay, output / f"thermal_{material}.png", title=f"{material}: DFT vs models")
         scan_file = DATA / material / "mode_scan.json"
         dft_scan = json.loads(scan_file.read_text()) if scan_file.is_file() else None

@@ -21,7 +21,7 @@ MIN_SEPARATION = 0.5
 
 MODEL_CONFIG = "config.json"  # what makes a directory a model directory (see equitrain_jax.models.io)
 
-__all__ = ["MIN_SEPARATION", "at_least", "check_output_directory", "check_output_file", "check_writable", "crystal",
+__all__ = ["MIN_SEPARATION", "at_least", "born_charges", "check_output_directory", "check_output_file", "check_writable", "crystal",
            "input_file", "model_directory", "non_negative", "positive", "settings", "structures"]
 
 
@@ -126,3 +126,15 @@ def incomplete(args: Any) -> str:
     if output and Path(output).exists():
         return f"{output} may be incomplete; rerun with --overwrite"
     return "nothing was written"
+
+
+def born_charges(path: Optional[str], atoms: Any, option: str = "--born"):
+    """The NAC parameters (`equitrain_jax.phonons.nac.NacParameters`) of a phonopy ``BORN`` file for
+    the primitive cell of the crystal ``atoms``, checked by `equitrain_jax.phonons.nac.read_born`
+    (phonopy, no JAX); none without a file."""
+    from equitrain_jax.phonons.nac import NacParameters, read_born_for_structure
+
+    if path is None:
+        return NacParameters()
+    input_file(path, f"{option} file")
+    return read_born_for_structure(path, atoms)

@@ -57,6 +57,10 @@ def add_parser(sub) -> None:
                         "derivatives), or second-order forces of every displaced-pair supercell")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="derivatives per compiled call (memory bound; default from the supercell size)")
+    p.add_argument("--born", default=None, metavar="BORN",
+                   help="Born effective charges Z* and dielectric tensor ε∞ in phonopy's BORN format: phono3py applies "
+                        "the non-analytic correction (LO–TO splitting) to the harmonic phonons, as its --nac does "
+                        "(default: none)")
     p.add_argument("--head", default=None)
     p.add_argument("-o", "--output", required=True, help="output directory (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
@@ -64,11 +68,12 @@ def add_parser(sub) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Every option, the model directory, the output directory and the crystal, before any work
-    and without JAX; phono3py must be installed (the optional extra ``kappa``)."""
+    """Every option, the model directory, the output directory, the crystal and the --born file for
+    it, before any work and without JAX; phono3py must be installed (the optional extra ``kappa``)."""
     args.mesh_value, args.temperature_values = _check_arguments(args)
     checks.model_directory(args.model)
     args.atoms = checks.crystal(args.structure)
+    args.born_charges = checks.born_charges(args.born, args.atoms)
     try:
         import phono3py  # noqa: F401
     except ImportError:
@@ -114,6 +119,7 @@ def run(args: argparse.Namespace) -> None:
 
     from equitrain_jax.cli.phonons import supercell_for_min_length
     from equitrain_jax.phonons import conductivity as kappa
+    from equitrain_jax.phonons.nac import describe_nac, nac_parameters_record
     from equitrain_jax.potential import Potential
 
     potential = Potential(args.model, dtype="float64", head=args.head)
@@ -129,6 +135,8 @@ def run(args: argparse.Namespace) -> None:
         atoms, fc3_supercell, phonon_supercell_matrix=None if fc2_supercell == fc3_supercell else fc2_supercell,
         cutoff_pair_distance=args.cutoff_pair,
     )
+    args.born_charges.apply(ph3)  # phono3py's own NAC of the harmonic phonons, or none
+    print(describe_nac(ph3, args.born_charges.source))
     kappa.check_supercell_sizes(ph3, potential)
     work = kappa.fc3_work(ph3, args.fc3_method)
     print(f"{formula}: fc3 supercell {fc3_supercell} ({len(ph3.supercell)} atoms, {work} nested derivatives by "
@@ -148,7 +156,8 @@ def run(args: argparse.Namespace) -> None:
                                    log_level=1)
     summary = kappa.kappa_summary(ph3, is_lbte=args.lbte)
     summary.update(structure=str(args.structure), model=str(args.model), fc3_method=args.fc3_method,
-                   symmetrized_fc=bool(args.sym_fc), force_constants_seconds=fc_seconds,
+                   symmetrized_fc=bool(args.sym_fc), nac=nac_parameters_record(ph3, args.born_charges.source),
+                   force_constants_seconds=fc_seconds,
                    transport_seconds=time.perf_counter() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     kappa_plot = kappa.plot_kappa({formula: summary}, out / "kappa.png", title=formula)

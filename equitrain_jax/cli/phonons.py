@@ -9,6 +9,9 @@ from typing import Any
 
 from equitrain_jax.cli import checks
 
+NAC_CHOICES = ("auto", "none")
+"""--nac: NAC parameters on the model and the reference alike when there are any, or on neither."""
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("phonons", help="phonons from the analytic Hessian: band structure, DOS, thermal properties")
@@ -26,8 +29,17 @@ def add_parser(sub) -> None:
                    help="how the force constants are computed, all exact: one Hessian-vector product per phonopy "
                         "displacement (default, the fewest), the rows of the distinct atoms, or every row")
     p.add_argument("--reference", default=None, metavar="REF.yaml",
-                   help="reference phonopy YAML (with force constants, or with FORCE_CONSTANTS/FORCE_SETS beside it): "
-                        "writes comparison.json, comparison.png and comparison_thermal.png")
+                   help="reference phonopy YAML (with force constants, or with FORCE_CONSTANTS/FORCE_SETS beside it; "
+                        "NAC parameters from its nac_params or a BORN file beside it): writes comparison.json, "
+                        "comparison.png and comparison_thermal.png")
+    p.add_argument("--born", default=None, metavar="BORN",
+                   help="Born effective charges Z* and dielectric tensor ε∞ in phonopy's BORN format (ε∞, then Z* of "
+                        "each symmetry-independent atom of the primitive cell), for the non-analytic correction (NAC, "
+                        "LO–TO splitting); with --reference, applied to the reference as well")
+    p.add_argument("--nac", choices=NAC_CHOICES, default="auto",
+                   help="non-analytic correction: 'auto' (default) applies Z* and ε∞ from --born, else from the "
+                        "reference, to the model and the reference alike; 'none' applies none, and removes the "
+                        "reference's, so that both are compared without LO–TO splitting")
     p.add_argument("--imaginary-threshold", type=float, default=0.05,
                    help="frequencies below minus this (THz) count as imaginary (default 0.05)")
     p.add_argument("--scan-modes", action="store_true",
@@ -44,8 +56,8 @@ def add_parser(sub) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Every option, the model directory, the output directory, the reference file and the crystal
-    (periodic, with volume, no overlapping atoms), before any work."""
+    """Every option, the model directory, the output directory, the reference file, the crystal
+    (periodic, with volume, no overlapping atoms) and the --born file for it, before any work."""
     if args.supercell is not None and min(args.supercell) < 1:
         raise ValueError(f"--supercell takes three repetitions >= 1, got {' '.join(map(str, args.supercell))}")
     checks.positive(args.min_length, "--min-length (Å)")
@@ -56,9 +68,12 @@ def check(args: argparse.Namespace) -> None:
     checks.at_least(args.scan_max_modes, 1, "--scan-max-modes")
     if args.reference:
         checks.input_file(args.reference, "reference phonopy file")
+    if args.born and args.nac == "none":
+        raise ValueError(f"--born {args.born} with --nac none: nothing would use the Born charges; drop one of them")
     checks.model_directory(args.model)
     checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
     args.atoms = checks.crystal(args.structure)
+    args.born_charges = checks.born_charges(args.born, args.atoms)
 
 
 def supercell_for_min_length(cell: Any, min_length: float) -> list[int]:
@@ -78,6 +93,7 @@ def run(args: argparse.Namespace) -> None:
 
     from equitrain_jax.calculator import Calculator
     from equitrain_jax.phonons import load_reference, phonopy_from_potential, write_results
+    from equitrain_jax.phonons.nac import describe_nac
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
 
@@ -87,6 +103,7 @@ def run(args: argparse.Namespace) -> None:
     if args.reference:  # a bad reference, or one of another crystal, is refused before any phonon is computed
         reference = load_reference(args.reference)
         same_crystal(atoms, supercell, reference, args.reference)
+    nac = choose_nac(args, reference)  # so are Born charges that do not fit the reference's
     potential = Potential(args.model, dtype="float64", head=args.head)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,9 +127,12 @@ def run(args: argparse.Namespace) -> None:
         supercell = args.supercell or supercell_for_min_length(atoms.cell.array, args.min_length)
     print(f"supercell {supercell} of {atoms.get_chemical_formula()} ({len(atoms) * int(np.prod(supercell))} atoms)")
     phonon = phonopy_from_potential(potential, atoms, supercell_matrix=supercell, method=args.hessian)
-    paths = write_results(phonon, out, imaginary_tolerance=args.imaginary_threshold)
-    plot = plot_band_structure_and_dos(phonon, out / "band_dos.png", title=atoms.get_chemical_formula())
-    thermal_plot = plot_thermal_properties(phonon, out / "thermal.png", title=atoms.get_chemical_formula())
+    nac.apply(phonon)
+    print(describe_nac(phonon, nac.source))
+    title = atoms.get_chemical_formula() + (f" (Z*, ε∞ from {nac.source})" if nac.params is not None else "")
+    paths = write_results(phonon, out, imaginary_tolerance=args.imaginary_threshold, nac_source=nac.source)
+    plot = plot_band_structure_and_dos(phonon, out / "band_dos.png", title=title)
+    thermal_plot = plot_thermal_properties(phonon, out / "thermal.png", title=title)
     summary = json.loads(paths["summary"].read_text())
     thermal = summary["thermal"]
     print(f"max frequency {summary['max_frequency_THz']:.3f} THz, min {summary['min_frequency_THz']:.3f} THz, "
@@ -122,7 +142,47 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(path) for path in paths.values())}, {plot}, {thermal_plot}")
     imaginary_mode_analysis(args, phonon, potential, out)
     if reference is not None:
-        compare_with_reference(phonon, reference, args.reference, out, title=atoms.get_chemical_formula())
+        compare_with_reference(phonon, reference, args.reference, out, title=title)
+
+
+def choose_nac(args: argparse.Namespace, reference):
+    """The NAC parameters for the model (`equitrain_jax.phonons.nac.NacParameters`), and the same
+    on the reference (set or removed there), so that a comparison is like with like; each decision
+    printed, every mismatch a named error.
+
+    ``--nac auto``: from ``--born`` (read for the structure's primitive cell by `check`), else from
+    the reference.  Both given and different: an error.  ``--nac none``: none, the reference's removed.
+    """
+    from equitrain_jax.phonons.bridge import new_phonopy
+    from equitrain_jax.phonons.compare import reference_nac_source
+    from equitrain_jax.phonons.nac import NacParameters, apply_nac, same_nac_params, transfer_nac_params
+
+    own = reference_nac_source(args.reference) if reference is not None and reference.nac_params is not None else None
+    if args.nac == "none":
+        if own is not None:
+            apply_nac(reference, None)
+            print(f"--nac none: the reference's NAC parameters (from {own}) are not applied either, so model and "
+                  "reference are compared without LO–TO splitting")
+        return NacParameters()
+    if args.born_charges.params is not None:
+        born = args.born_charges
+        if reference is not None:
+            on_reference = transfer_nac_params(born.params, born.cell, reference)
+            if own is None:
+                apply_nac(reference, on_reference)
+                print(f"the reference has no NAC parameters; --born {args.born} is applied to it as well")
+            elif not same_nac_params(on_reference, reference.nac_params):
+                raise ValueError(f"--born {args.born} holds other Born charges or ε∞ than the reference's own (from "
+                                 f"{own}); pass the reference's, or none (its own are then applied to the model)")
+        return born
+    if own is not None:
+        try:
+            transfer_nac_params(reference.nac_params, reference, new_phonopy(args.atoms, 1))  # the structure's atoms
+        except ValueError as error:
+            raise ValueError(f"--reference {args.reference}: its NAC parameters (from {own}): {error}") from None
+        print(f"the reference's NAC parameters (from {own}) are applied to the model as well (--nac none: to neither)")
+        return NacParameters(reference.nac_params, reference, own)
+    return NacParameters()
 
 
 def same_crystal(atoms, supercell, reference, reference_path: str) -> None:
@@ -158,6 +218,7 @@ def imaginary_mode_analysis(args: argparse.Namespace, phonon, potential, out: Pa
         report = {"threshold_THz": args.imaginary_threshold, "n_imaginary_modes": len(modes),
                   "modes": [mode.to_dict() for mode in modes]}
         results = []
+    report["nac_applied"] = phonon.nac_params is not None  # Γ without NAC, the other q-points unchanged by it
     path = out / "imaginary_modes.json"
     path.write_text(json.dumps(report, indent=1))
     print(f"{report['n_imaginary_modes']} imaginary mode(s) below -{args.imaginary_threshold} THz at Γ and the "
@@ -195,6 +256,9 @@ def compare_with_reference(phonon, reference, reference_path: str, out: Path, ti
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
 
     comparison = {"reference": str(reference_path), **compare_phonons(phonon, reference)}
+    nac = comparison["nac"]
+    print("vs reference: " + ("both with NAC, the same Z* and ε∞" if nac["model"] and nac["same_parameters"] else
+                              "both with NAC, different Z* or ε∞" if nac["model"] else "both without NAC"))
     path = out / "comparison.json"
     path.write_text(json.dumps(comparison, indent=1))
     plot = plot_band_structure_and_dos({"model": phonon, "reference": reference}, out / "comparison.png", title=title)

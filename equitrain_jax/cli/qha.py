@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", default=None, metavar="DIR",
                    help="reference QHA directory with volumes.json (e.g. DFT phonons per volume, or another run's "
                         "output): overlays in the plots, comparison.md and comparison.csv")
+    p.add_argument("--born", default=None, metavar="BORN",
+                   help="Born effective charges Z* and dielectric tensor ε∞ in phonopy's BORN format, for the "
+                        "non-analytic correction (NAC, LO–TO splitting) of a polar crystal: the same Z* and ε∞ at "
+                        "every volume (default: no NAC)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
@@ -59,8 +63,9 @@ def _mesh(values: list[float]):
 
 
 def check(args: argparse.Namespace) -> None:
-    """Every option, the model directory, the output directory and the crystal, before any work and
-    without JAX (the reference, a phonopy data set, is read at the start of `run`)."""
+    """Every option, the model directory, the output directory, the crystal and the --born file for
+    it, before any work and without JAX (the reference, a phonopy data set, is read at the start of
+    `run`)."""
     from equitrain_jax.phonons.qha_config import temperature_grid, volume_factors
 
     volume_factors(args.volumes, args.strain_range)
@@ -78,10 +83,12 @@ def check(args: argparse.Namespace) -> None:
     checks.model_directory(args.model)
     checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
     args.atoms = checks.crystal(args.structure)
+    args.born_charges = checks.born_charges(args.born, args.atoms)
 
 
 def reference_volumes(args: argparse.Namespace, atoms):
-    """The --reference QHA data (or None), refused if it is another crystal."""
+    """The --reference QHA data (or None), refused if it is another crystal or if only it has NAC
+    parameters; without any, it gets --born's as the model does (printed)."""
     if args.reference is None:
         return None
     from ase.formula import Formula
@@ -94,7 +101,34 @@ def reference_volumes(args: argparse.Namespace, atoms):
         raise ValueError(f"--reference {args.reference} is another crystal: "
                          f"{Formula.from_list(theirs.symbols).format('hill')} per primitive cell, the structure "
                          f"is {atoms.get_chemical_formula()}")
+    with_nac = [phonon.nac_params is not None for phonon in reference[0]]
+    if any(with_nac) and not all(with_nac):
+        raise ValueError(f"--reference {args.reference}: only {sum(with_nac)} of its {len(with_nac)} volumes have NAC "
+                         "parameters (Born charges); give all of them the same, or none")
+    if args.born_charges.params is None and any(with_nac):
+        raise ValueError(f"--reference {args.reference}: its phonons have NAC parameters (Born charges) and the "
+                         "model's would have none; pass --born with the Z* and ε∞ for the model (the reference's "
+                         "BORN, say), so that both sides have LO–TO splitting")
+    if args.born_charges.params is not None and not any(with_nac):
+        for phonon in reference[0]:
+            args.born_charges.apply(phonon)
+        print(f"the reference has no NAC parameters; --born {args.born} is applied to its volumes as well")
     return reference
+
+
+def volume_nac_record(qha, source=None) -> dict:
+    """Whether NAC was applied to a QHA's phonons and from where: `equitrain_jax.phonons.nac.nac_record`
+    at its Grüneisen volume (the one nearest the static V0), and whether every volume has the
+    same Z* and ε∞."""
+    from equitrain_jax.phonons.nac import nac_record, same_nac_params
+
+    centre = qha.phonons[qha.centre]
+    record = nac_record(centre, source)
+    if record["applied"] or any(phonon.nac_params is not None for phonon in qha.phonons):
+        record["volume_angstrom3"] = float(centre.primitive.volume)
+        record["same_at_every_volume"] = all(same_nac_params(phonon.nac_params, centre.nac_params)
+                                             for phonon in qha.phonons)
+    return record
 
 
 def run(args: argparse.Namespace) -> None:
@@ -114,6 +148,7 @@ def run(args: argparse.Namespace) -> None:
         write_qha,
         write_volume_series,
     )
+    from equitrain_jax.phonons.nac import describe_nac
     from equitrain_jax.phonons.qha_plots import plot_mode_gruneisen, plot_qha
     from equitrain_jax.potential import Potential
 
@@ -145,6 +180,10 @@ def run(args: argparse.Namespace) -> None:
                          f"in {args.relax_steps} steps (raise --relax-steps or --fmax)")
     print(f"force constants of all {args.volumes} volumes in one batch of Hessian-vector products: "
           f"{series.timings['force_constants']:.1f} s (internal relaxations {series.timings['relax']:.1f} s)")
+    for phonon in series.phonons:  # the same Z* and ε∞ at every volume (none: no NAC)
+        args.born_charges.apply(phonon)
+    print(describe_nac(series.phonons[len(series.phonons) // 2], args.born_charges.source)
+          + (", at every volume" if args.born_charges.params is not None else ""))
     model = analyse(series.phonons, series.energies, t_max=args.tmax, t_step=args.tstep, mesh=mesh, eos=args.eos)
     paths = write_qha(model.result, out, model.volumes, model.energies)
     write_volume_series(series.phonons, series.energies, series.volume_factors, out)
@@ -155,13 +194,17 @@ def run(args: argparse.Namespace) -> None:
     bands, curves = gruneisen_on_path(model, others)
     gruneisen_band_structure(model.phonons, model.centre).write_yaml(filename=out / "gruneisen.yaml")
     summary = {"structure": str(args.structure), "supercell": list(supercell), "volume_factors":
-               series.volume_factors.tolist(), "timings_s": series.timings, **model.summary}
+               series.volume_factors.tolist(), "timings_s": series.timings, **model.summary,
+               "nac": volume_nac_record(model, args.born_charges.source)}
     title = f"{formula}: QHA"
+    if args.born_charges.params is not None:
+        title += f" (NAC: Z*, ε∞ from {args.born_charges.source})"
     results, static = {"model": model.result}, {"model": model.summary["static"]["V0_angstrom3"]}
     if others:
         reference_qha = others["reference"]
         gruneisen = gruneisen_error(curves["model"], curves["reference"])
-        summary["reference"] = {"directory": str(args.reference), **reference_qha.summary}
+        summary["reference"] = {"directory": str(args.reference), **reference_qha.summary,
+                                "nac": volume_nac_record(reference_qha, args.born or "the reference's phonopy files")}
         summary["gruneisen_vs_reference"] = gruneisen
         rows = comparison_rows(model.summary, reference_qha.summary, gruneisen)
         table, _ = write_comparison(rows, out)

@@ -8,6 +8,12 @@ E(Q) = E(0) + ½ λ Q² + O(Q³) per supercell, with λ = (2π f)² in eV/(amu·
 imaginary f: an unstable mode is a double well in Q, and its minima point at the lower-symmetry
 structure a phase transition would lead to.
 
+With NAC parameters on the `Phonopy` (`equitrain_jax.phonons.nac`), the modes are phonopy's with
+them, and they are still the supercell's: at the commensurate q ≠ 0 phonopy's NAC leaves the
+frequencies unchanged (the supercell already holds the long-range term there), and Γ itself is
+taken without NAC (its TO modes, which a periodic supercell has).  So the energy scans along them
+(`equitrain_jax.phonons.scans`) are of the same modes with or without NAC.
+
 `equitrain_jax.phonons.scans` computes the energy along such modes and follows them.
 """
 

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 from phonopy import Phonopy
 
-from equitrain_jax.phonons.compare import frequencies_at, primitive_transformation
+from equitrain_jax.phonons.compare import path_frequencies, primitive_transformation
 from equitrain_jax.phonons.results import CUTOFF_FREQUENCY_THZ, band_structure, thermal_properties, total_dos
 
 GAS_CONSTANT = 8.314462618  # J/(K mol)
@@ -34,6 +34,13 @@ def _tick_labels(labels: Sequence[str], connections: Sequence[bool]) -> list[str
     return ticks
 
 
+def nac_label(label: str, phonon: Phonopy) -> str:
+    """``label`` with "+ NAC" when ``phonon`` has NAC parameters ("with NAC" for an empty label)."""
+    if phonon.nac_params is None:
+        return label
+    return f"{label} + NAC" if label else "with NAC"
+
+
 def plot_band_structure_and_dos(
     phonons: Union[Phonopy, Mapping[str, Phonopy]],
     path: Union[str, Path],
@@ -46,7 +53,9 @@ def plot_band_structure_and_dos(
     ``phonons`` is one `Phonopy` or several by label (a legend names them).  The band path is the
     first one's automatic path; the others are evaluated at the same q-points of the same
     primitive cell (`primitive_transformation` checks their cells match).  Each DOS is on a
-    Γ-centred ``mesh`` (states/THz per primitive cell).
+    Γ-centred ``mesh`` (states/THz per primitive cell).  A phonon with NAC parameters is drawn
+    with them (Γ approached along each segment, `compare.path_frequencies`) and marked "+ NAC"
+    in the legend, or, drawn alone, in the title.
     """
     if isinstance(phonons, Phonopy):
         phonons = {"": phonons}
@@ -55,8 +64,6 @@ def plot_band_structure_and_dos(
     plt = _pyplot()
     first = next(iter(phonons.values()))
     bands = band_structure(first, npoints=npoints)
-    sizes = [len(q) for q in bands["qpoints"]]
-    qpoints = np.concatenate(bands["qpoints"])
     figure, (ax_bands, ax_dos) = plt.subplots(
         1, 2, figsize=(8, 4.5), sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05}
     )
@@ -64,11 +71,10 @@ def plot_band_structure_and_dos(
     dos_max = 0.0
     for index, (label, phonon) in enumerate(phonons.items()):
         colour = colours[index % len(colours)]
-        transformation = primitive_transformation(first, phonon)
-        frequencies = np.split(frequencies_at(phonon, qpoints @ transformation.T), np.cumsum(sizes)[:-1])
+        frequencies = path_frequencies(phonon, bands["qpoints"], primitive_transformation(first, phonon))
         for distances, values in zip(bands["distances"], frequencies):
             lines = ax_bands.plot(distances, values, color=colour, lw=1.2)
-        lines[0].set_label(label)
+        lines[0].set_label(nac_label(label, phonon))
         dos = total_dos(phonon, mesh=mesh)
         ax_dos.plot(dos["total_dos"], dos["frequency_points"], color=colour, lw=1.2)
         dos_max = max(dos_max, float(np.max(dos["total_dos"])))
@@ -83,6 +89,8 @@ def plot_band_structure_and_dos(
         ax_bands.set_xticks([])
     ax_bands.set_xlim(ticks[0], ticks[-1])
     ax_bands.set_ylabel("frequency (THz)")
+    if len(phonons) == 1 and first.nac_params is not None:
+        title = f"{title} — with NAC" if title else "with NAC"
     ax_bands.set_title(title)
     if len(phonons) > 1:
         ax_bands.legend(loc="best", fontsize=8)
@@ -108,7 +116,8 @@ def plot_thermal_properties(
     ``phonons`` is one `Phonopy` or several by label, as in `plot_band_structure_and_dos`; each
     on its own Γ-centred ``mesh`` (`results.thermal_properties`, imaginary modes left
     out).  The Cv panel marks the classical Dulong–Petit limit 3nR of the first one's primitive
-    cell.  Several models must share the primitive cell, as the numbers are per mole of it.
+    cell.  Several models must share the primitive cell, as the numbers are per mole of it.  Phonons
+    with NAC parameters are marked "+ NAC" in the legend.
     """
     if isinstance(phonons, Phonopy):
         phonons = {"": phonons}
@@ -124,7 +133,7 @@ def plot_thermal_properties(
         thermal = thermal_properties(phonon, mesh=mesh, t_min=0.0, t_max=t_max, t_step=t_step,
                                      cutoff_frequency=cutoff_frequency)
         for ax, (key, _) in zip(axes, keys):
-            ax.plot(thermal["temperatures"], thermal[key], lw=1.2, label=label or None)
+            ax.plot(thermal["temperatures"], thermal[key], lw=1.2, label=nac_label(label, phonon) or None)
     axes[2].axhline(3 * len(first.primitive) * GAS_CONSTANT, color="0.5", ls="--", lw=0.8, label="3nR")
     for ax, (_, name) in zip(axes, keys):
         ax.set_xlabel("T (K)")

@@ -2,7 +2,10 @@
 DOS, thermal properties, a JSON summary and phonopy's own result files.
 
 Frequencies are in THz (imaginary as negative), thermal properties per mole of primitive cells
-(F in kJ/mol, S and Cv in J/K/mol) and the total DOS in states/THz per primitive cell.
+(F in kJ/mol, S and Cv in J/K/mol) and the total DOS in states/THz per primitive cell.  With NAC
+parameters set on the `Phonopy` (`equitrain_jax.phonons.nac`), phonopy applies them to all of
+these: the band path approaches Γ along each segment (LO–TO split), the mesh takes Γ itself
+without NAC (its TO frequencies), as phonopy does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from phonopy import Phonopy
+
+from equitrain_jax.phonons.nac import nac_record
 
 IMAGINARY_TOLERANCE_THZ = 0.05
 """Frequencies below −this (THz) count as imaginary; acoustic modes at Γ are ±~1e-3 THz from rounding."""
@@ -43,7 +48,9 @@ def band_structure(phonon: Phonopy, npoints: int = 51) -> dict[str, Any]:
 
 
 def gamma_frequencies(phonon: Phonopy) -> np.ndarray:
-    """Frequencies at Γ, [3·n_prim] THz (imaginary as negative), in ascending order."""
+    """Frequencies at Γ, [3·n_prim] THz (imaginary as negative), in ascending order: the analytic
+    ones, without NAC even when it is set (see `nac.gamma_limit_frequencies` for the LO–TO split
+    limits)."""
     return np.sort(np.asarray(phonon.get_frequencies([0.0, 0.0, 0.0])))
 
 
@@ -91,10 +98,12 @@ def summary(
     mesh: Union[float, Sequence[int]] = (20, 20, 20),
     temperature: float = 300.0,
     imaginary_tolerance: float = IMAGINARY_TOLERANCE_THZ,
+    nac_source: Optional[str] = None,
 ) -> dict[str, Any]:
     """JSON-ready summary: band-path frequencies, Γ frequencies, thermal properties at
-    ``temperature`` and whether imaginary modes (below −``imaginary_tolerance`` THz, on the band
-    path or the mesh) exist.  Units are in the keys' names."""
+    ``temperature``, whether imaginary modes (below −``imaginary_tolerance`` THz, on the band
+    path or the mesh) exist, and under ``"nac"`` whether NAC is applied and from where
+    (``nac_source``; `nac.nac_record`).  Units are in the keys' names."""
     bands = band_structure(phonon, npoints=npoints)
     phonon.run_mesh(mesh, is_gamma_center=True)
     mesh_freqs = np.asarray(phonon.get_mesh_dict()["frequencies"])
@@ -102,6 +111,7 @@ def summary(
     thermal = thermal_properties(phonon, mesh=mesh, temperatures=[temperature])
     band_min = min(float(np.min(f)) for f in bands["frequencies"])
     return {
+        "nac": nac_record(phonon, nac_source),
         "n_atoms_primitive": len(phonon.primitive),
         "n_atoms_supercell": len(phonon.supercell),
         "band_labels": bands["labels"],
@@ -130,11 +140,13 @@ def write_results(
     mesh: Union[float, Sequence[int]] = (20, 20, 20),
     temperature: float = 300.0,
     imaginary_tolerance: float = IMAGINARY_TOLERANCE_THZ,
+    nac_source: Optional[str] = None,
 ) -> dict[str, Path]:
     """Write into ``directory`` and return the paths (keys in brackets):
 
-    - ``phonopy_params.yaml`` [yaml]: structure and force constants, readable by ``phonopy.load``;
-    - ``summary.json`` [summary]: see `summary`;
+    - ``phonopy_params.yaml`` [yaml]: structure and force constants, and the NAC parameters when
+      set (phonopy's ``nac_params``), readable by ``phonopy.load`` and `compare.load_reference`;
+    - ``summary.json`` [summary]: see `summary` (``nac_source``: where the NAC parameters came from);
     - phonopy's own result files, as its command line writes them: ``band.yaml`` [band] (the
       automatic band path; ``phonopy-bandplot`` reads it), ``total_dos.dat`` [dos] (Γ-centred
       ``mesh``) and ``thermal_properties.yaml`` [thermal] (0–1000 K in steps of 10 K, per mole of
@@ -146,7 +158,8 @@ def write_results(
     phonon.save(yaml_path, settings={"force_constants": True})
     json_path = directory / "summary.json"
     json_path.write_text(json.dumps(
-        summary(phonon, npoints=npoints, mesh=mesh, temperature=temperature, imaginary_tolerance=imaginary_tolerance),
+        summary(phonon, npoints=npoints, mesh=mesh, temperature=temperature, imaginary_tolerance=imaginary_tolerance,
+                nac_source=nac_source),
         indent=1,
     ))
     paths = {"yaml": yaml_path, "summary": json_path, "band": directory / "band.yaml",

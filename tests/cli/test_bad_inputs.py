@@ -118,6 +118,22 @@ CASES = [
          "--reference", "different crystal", "Al", "Cu"),
     case("phonons-supercell-two-numbers", "phonons cu.extxyz --model base --supercell 2 2 -o new", "--supercell",
          argparse=True),
+    case("phonons-born-missing", "phonons cu.extxyz --model base --born missing.BORN -o new",
+         "--born file missing.BORN does not exist"),
+    case("phonons-born-without-charges", "phonons cu.extxyz --model base --born short.BORN -o new",
+         "BORN file short.BORN", "Cu (atom 1)"),
+    case("phonons-born-not-neutral", "phonons nacl.extxyz --model base --born charged.BORN -o new",
+         "BORN file charged.BORN", "charge neutrality"),
+    # qha
+    case("qha-born-garbage", "qha nacl.extxyz --model base --born garbage.xyz -o new", "BORN file garbage.xyz",
+         "Na (atom 1), Cl (atom 2)"),
+    case("qha-born-not-neutral", "qha nacl.extxyz --model base --born charged.BORN -o new", "BORN file charged.BORN",
+         "charge neutrality"),
+    # conductivity
+    case("conductivity-born-empty", "conductivity nacl.extxyz --model base --born empty.xyz -o new",
+         "--born file empty.xyz is empty"),
+    case("conductivity-born-without-charges", "conductivity cu.extxyz --model base --born short.BORN -o new",
+         "BORN file short.BORN", "Cu (atom 1)"),
     # demo, and no command
     case("demo-unknown-material", "demo --material Unobtainium -o new", "no example data for 'Unobtainium'"),
     case("demo-zero-epochs", "demo --epochs 0 -o new", "--epochs must be at least 1"),
@@ -146,6 +162,9 @@ def write_inputs(root: Path, workspace: Path) -> None:
     ase.io.write(root / "overlap.extxyz", Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0]], cell=[3, 3, 3], pbc=True))
     ase.io.write(root / "water.xyz", molecule("H2O"))
     ase.io.write(root / "flat.extxyz", Atoms("Cu", cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]], pbc=True))
+    ase.io.write(root / "nacl.extxyz", bulk("NaCl", "rocksalt", a=5.64))
+    (root / "short.BORN").write_text("14.4\n2 0 0 0 2 0 0 0 2\n")  # ε∞, no Born charges
+    (root / "charged.BORN").write_text("14.4\n2 0 0 0 2 0 0 0 2\n1 0 0 0 1 0 0 0 1\n1 0 0 0 1 0 0 0 1\n")
 
 
 def finished_run(root: Path) -> None:
@@ -168,7 +187,8 @@ def outcomes(workspace, tmp_path_factory):
 
 def test_enough_cases_across_every_command():
     commands = {c.args[0] for c in CASES}
-    assert len(CASES) >= 40 and {"convert", "export", "evaluate", "finetune", "phonons", "demo"} <= commands
+    assert len(CASES) >= 40 and {"convert", "export", "evaluate", "finetune", "phonons", "qha", "conductivity",
+                                 "demo"} <= commands
 
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.name for c in CASES])
