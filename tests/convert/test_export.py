@@ -24,7 +24,7 @@ from models.test_parity import TOL64, assert_parity  # noqa: E402
 
 from equitrain_jax.cli import export as export_command  # noqa: E402
 from equitrain_jax.convert import convert_model  # noqa: E402
-from equitrain_jax.convert.architectures import build_mace_torch  # noqa: E402
+from equitrain_jax.convert.architectures import ARCHITECTURES, build_mace_torch  # noqa: E402
 from equitrain_jax.convert.to_mace_torch import export_to_mace_torch, with_weights  # noqa: E402
 from equitrain_jax.models.io import ModelBundle, save_model  # noqa: E402
 from equitrain_jax.potential import Potential, enable_float64  # noqa: E402
@@ -36,8 +36,10 @@ CASES = {
     "mace-soft-float32": dict(architecture="mp0b", model_class="MACE", distance_transform="Soft", dtype="float32"),
     "one-head": dict(architecture="mp0a-medium"),
     "two-heads-H-O": dict(architecture="mp0a-medium", heads=("pbe", "r2scan"), atomic_numbers=(1, 8)),
+    # MACE-MH-1: non-linear blocks, agnostic product, edge irreps, six heads (reduced basis: built in seconds)
+    "mh1": dict(architecture=dataclasses.replace(ARCHITECTURES["mh1"], use_reduced_cg=True)),
 }
-ROUND_TRIP = ("mp0a-large", "mp0b3", "two-heads", "mace-soft-float32")
+ROUND_TRIP = ("mp0a-large", "mp0b3", "two-heads", "mace-soft-float32", "mh1")
 
 
 @functools.cache
@@ -115,7 +117,6 @@ def test_perturbed_two_head_model_gives_jax_numbers_in_mace_torch(tmp_path):
     "case, message",
     [
         ("two-heads-H-O", "atomic_numbers"),
-        ("one-head", "heads"),
         ("mp0b3", "interaction_first"),
         ("mp0a-large", "hidden_irreps"),
         ("mace-soft-float32", "model_class"),
@@ -124,6 +125,19 @@ def test_perturbed_two_head_model_gives_jax_numbers_in_mace_torch(tmp_path):
 def test_architecture_mismatch_names_it(case, message):
     with pytest.raises(ValueError, match=f"template's architecture: .*{message}: model"):
         with_weights(converted(case), build("two-heads"))
+
+
+def test_other_heads_need_a_scale_shift_template():
+    """A model whose heads differ from those of a plain-MACE template is refused, naming both."""
+    with pytest.raises(ValueError, match=r"heads \['Default'\] differ from the template's \['Default', 'new'\]"):
+        with_weights(converted("mace-soft-float32"), with_extra_head(build("mace-soft-float32")))
+
+
+def with_extra_head(module):
+    """``module`` with one head more, by hand (the route a user cannot take with a plain MACE)."""
+    module = copy.deepcopy(module)
+    module.heads = list(module.heads) + ["new"]
+    return module
 
 
 def test_unmerged_adapter_is_refused():
@@ -196,3 +210,31 @@ def test_cuequivariance_template_exports_in_e3nn_layout(tmp_path):
     assert not any("cuequivariance" in type(m).__module__ for m in exported.modules())
     for name, tensor in source.state_dict().items():
         assert torch.equal(exported.state_dict()[name], tensor), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["mh1", "mp0b3"])
+def test_model_with_an_added_head_exports_with_parity_and_to_lammps(case, tmp_path):
+    """A model with one head more than its template (as a multi-head fine-tune makes), every weight,
+    E0, scale and shift perturbed: the export is a ScaleShiftMACE with the model's heads, mace-torch's
+    calculator gives the JAX numbers on the new head and the first one (all four structures), the
+    old heads' tensors outside the readouts are the model's, and ``mace.cli.create_lammps_model``
+    compiles it for the new head."""
+    enable_float64()
+    base = converted(case)
+    config, variables = base.config.with_head(base.variables, "new", copy_from=len(base.config.heads) - 1)
+    model = perturbed(ModelBundle(config, variables), seed=5)
+    path = export_to_mace_torch(model, build(case), tmp_path / "added.model")
+    exported = torch.load(path, map_location="cpu", weights_only=False)
+    assert type(exported).__name__ == "ScaleShiftMACE" and list(exported.heads) == list(config.heads)
+    atoms = list(structures().values())
+    for head in ("new", config.heads[0]):
+        reference = torch_reference(exported, atoms, head=head)
+        assert_parity(Potential(model, dtype="float64", head=head).evaluate(atoms), reference, TOL64)
+    run = subprocess.run(
+        [sys.executable, "-m", "mace.cli.create_lammps_model", str(path), "--head", "new"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lammps = torch.jit.load(str(path) + "-lammps.pt")
+    assert int(lammps.head[0]) == config.heads.index("new")

@@ -229,3 +229,19 @@ def test_apply_cutoff_false_parity():
     )
     assert module.radial_embedding.apply_cutoff is False
     check_parity(module, [structures()["triclinic"]])
+
+
+@pytest.mark.slow
+def test_nonlinear_block_with_e3nn_gate():
+    """Files pickled by mace-torch before its own GatedEquivariantBlock hold e3nn's ``nn.Gate`` (the
+    same numbers): swapped into every block, the model converts with parity."""
+    from e3nn import nn as e3nn_nn
+
+    module = build_mace_torch(IMPLEMENTED["nonlinear_interaction"][0], atomic_numbers=ELEMENTS, channels=4, seed=6)
+    for block in module.interactions:
+        gate = block.equivariant_nonlin
+        block.equivariant_nonlin = e3nn_nn.Gate(
+            gate.irreps_scalars, [torch.nn.functional.silu], gate.irreps_gates, [torch.sigmoid], gate.irreps_gated
+        )
+    assert type(module.interactions[1].equivariant_nonlin).__module__.startswith("e3nn")
+    check_parity(module, [structures()["triclinic"], structures()["molecule"]])
