@@ -16,9 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into OUTPUT even if it holds something")
     p.add_argument(
         "--architecture",
-        help="instead of a file: build a MACE foundation architecture with random weights (mp0a-small/-medium/"
-        "-large, mp0b*, mpa0-medium, omat0-small/-medium, matpes-pbe/-r2scan, mh0, mh1, off23-small/-medium/"
-        "-large, off24-medium; docs/mace-families.md)",
+        help="instead of a file: build a MACE foundation architecture with random weights for H, C, O and Si "
+        "(mp0a-small/-medium/-large, mp0b*, mpa0-medium, omat0-small/-medium, matpes-pbe/-r2scan, mh0, mh1, "
+        "off23-small/-medium/-large, off24-medium; docs/mace-families.md)",
     )
     p.add_argument(
         "--pretrained",
@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> None:
 
         if args.architecture not in ARCHITECTURES:
             raise ValueError(f"--architecture {args.architecture!r} is not one of {sorted(ARCHITECTURES)}")
+        specs = ARCHITECTURES[args.architecture].embedding_specs
+        if specs:  # refused by the converter; found here before building the model
+            raise ValueError(
+                f"--architecture {args.architecture}: option embedding_specs ({', '.join(specs)}) is not supported"
+            )
         module = build_mace_torch(args.architecture, channels=args.channels, seed=args.seed)
         config = convert_module(module, args.output)
     print(

@@ -245,3 +245,52 @@ def test_nonlinear_block_with_e3nn_gate():
         )
     assert type(module.interactions[1].equivariant_nonlin).__module__.startswith("e3nn")
     check_parity(module, [structures()["triclinic"], structures()["molecule"]])
+
+
+# --------------------------------------------------------------------------- command line
+
+def convert_command(args: list[str], capsys) -> tuple[int, str]:
+    """Exit status (0 when ``cli.main`` returns) and standard error of ``equitrain-jax convert``."""
+    try:
+        cli.main(["convert", *args])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err.strip()
+
+
+def test_cli_unknown_architecture_lists_the_known_ones(tmp_path, capsys):
+    code, err = convert_command(["--architecture", "mh2", "-o", str(tmp_path / "out")], capsys)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line == f"equitrain-jax convert: error: --architecture 'mh2' is not one of {sorted(ARCHITECTURES)}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", sorted(REFUSED_FAMILIES))
+def test_cli_refuses_family_by_option_before_building(family, tmp_path, capsys):
+    """MACE-OMOL-0 (1024 channels) is refused naming its option, without building the model."""
+    code, err = convert_command(["--architecture", family, "-o", str(tmp_path / "out")], capsys)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line.startswith(f"equitrain-jax convert: error: --architecture {family}: option {REFUSED_FAMILIES[family]}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(set(ARCHITECTURES) - set(REFUSED_FAMILIES)))
+def test_cli_converts_every_family(family, tmp_path, capsys):
+    """``equitrain-jax convert --architecture NAME --channels 4`` writes a model directory with the
+    family's blocks and heads whose energy and forces on the molecule are those of mace-torch's
+    calculator on the same random weights (the builder is deterministic in its seed)."""
+    out = tmp_path / "model"
+    code, err = convert_command(["--architecture", family, "--channels", "4", "--seed", "3", "-o", str(out)], capsys)
+    assert code == 0, err
+    potential = Potential(out, dtype="float64", head=last_head(family))
+    architecture = ARCHITECTURES[family]
+    config = potential.bundle.config
+    assert (config.interaction_first, config.interaction) == (architecture.first, architecture.other)
+    assert list(config.heads) == list(architecture.heads or ["Default"])
+    module = build_mace_torch(family, channels=4, seed=3)
+    atoms = [structures()["molecule"]]
+    assert_parity(potential.evaluate(atoms), torch_reference(module, atoms, head=last_head(family)))
