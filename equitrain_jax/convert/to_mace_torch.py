@@ -91,8 +91,10 @@ def with_heads(template, heads: tuple[str, ...]):
         torch.set_default_dtype(previous)
     new_state = module.state_dict()
     differing = sorted(
-        name for name in set(state) | set(new_state)
-        if not _head_dependent(name) and (name not in state or name not in new_state or state[name].shape != new_state[name].shape)
+        name
+        for name in set(state) | set(new_state)
+        if not _head_dependent(name)
+        and (name not in state or name not in new_state or state[name].shape != new_state[name].shape)
     )
     if differing:
         raise ValueError(f"mace-torch rebuilt the template with other tensors: {differing[:5]}")

@@ -132,7 +132,8 @@ def test_other_heads_need_a_scale_shift_template():
     cannot rebuild a MACE) is refused, naming both head lists and the class."""
     base = converted("mace-soft-float32")
     model = ModelBundle(*base.config.with_head(base.variables, "new", copy_from=0))
-    with pytest.raises(ValueError, match=r"heads \['Default', 'new'\] differ from the template's \['Default'\].*not a MACE"):
+    message = r"heads \['Default', 'new'\] differ from the template's \['Default'\].*not a MACE"
+    with pytest.raises(ValueError, match=message):
         with_weights(model, build("mace-soft-float32"))
 
 

@@ -90,7 +90,7 @@ def test_mh1_phonons_match_phonopy_finite_displacements_of_mace_torch():
     finally:
         torch.set_default_dtype(previous)
     scale = np.abs(reference.force_constants).max()
-    assert scale > 0.1, scale
+    assert scale > 0.01, scale  # eV/Å²: this random 4-channel model is soft (0.065), but not flat
     np.testing.assert_allclose(ours.force_constants, reference.force_constants, rtol=0, atol=1e-5 * scale)
     ours.run_mesh((6, 6, 6), is_gamma_center=True)
     reference.run_mesh((6, 6, 6), is_gamma_center=True)
