@@ -240,8 +240,9 @@ def test_nonlinear_block_with_e3nn_gate():
     module = build_mace_torch(IMPLEMENTED["nonlinear_interaction"][0], atomic_numbers=ELEMENTS, channels=4, seed=6)
     for block in module.interactions:
         gate = block.equivariant_nonlin
-        block.equivariant_nonlin = e3nn_nn.Gate(
-            gate.irreps_scalars, [torch.nn.functional.silu], gate.irreps_gates, [torch.sigmoid], gate.irreps_gated
+        block.equivariant_nonlin = e3nn_nn.Gate(  # e3nn wants one activation per irreps entry
+            gate.irreps_scalars, [torch.nn.functional.silu] * len(gate.irreps_scalars),
+            gate.irreps_gates, [torch.sigmoid] * len(gate.irreps_gates), gate.irreps_gated,
         )
     assert type(module.interactions[1].equivariant_nonlin).__module__.startswith("e3nn")
     check_parity(module, [structures()["triclinic"], structures()["molecule"]])
