@@ -15,6 +15,9 @@ touched by a weight, so any update of it keeps the model E(3)-equivariant.  Layo
   matricised tensor would share factors across elements and move all of them).
   Cost Z·r·(m + n) instead of Z·m·n numbers.
 
+Vectors and scalars among the targets (the biases and LayerNorm parameters of the radial MLPs and
+the α, β of MACE-MH-1's non-linear interaction blocks) have no low-rank form: they stay frozen.
+
 The rank of each weight is ``min(rank, m, n)``.  A is drawn from N(0, 1), the scale of the base
 weights (their 1/√fan_in normalisation lives in the forward pass); with B = 0 the merged
 weights equal the base ones bit for bit.
@@ -29,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from equitrain_jax.adapters.paths import Patterns, add_updates, dotted_path, select
+from equitrain_jax.adapters.paths import Patterns, add_updates, as_patterns, dotted_path, select
 
 DEFAULT_TARGETS: tuple[str, ...] = ("interactions.*", "products.*", "readouts.*")
 """Every weight except the element embedding: interaction linears, radial MLPs, skip
@@ -82,7 +85,9 @@ def init(
     """
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
-    selected = select(params, targets)
+    selected = _matrices(select(params, targets))
+    if not selected:
+        raise ValueError(f"LoRA targets {list(as_patterns(targets))} match only vectors and scalars, no weight matrix")
     flat, treedef = jax.tree_util.tree_flatten_with_path(selected)
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, len(flat))
 
@@ -101,6 +106,19 @@ def init(
 
     leaves = [factors(dotted_path(p), w, k) for (p, w), k in zip(flat, keys)]
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _matrices(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """``tree`` without its leaves of fewer than two axes (same nesting)."""
+    kept = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            sub = _matrices(value)
+            if sub:
+                kept[key] = sub
+        elif jnp.ndim(value) >= 2:
+            kept[key] = value
+    return kept
 
 
 def merge(params: Mapping[str, Any], adapters: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,13 +14,21 @@ def add_parser(sub) -> None:
     p.add_argument("model", nargs="?", help="mace-torch model file (.model / .pt) or SevenNet checkpoint (.pth)")
     p.add_argument("-o", "--output", required=True, help="output directory (new or empty, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="write into OUTPUT even if it holds something")
-    p.add_argument("--architecture", help="instead of a file: build this MACE-MP architecture with random weights")
+    p.add_argument(
+        "--architecture",
+        help="instead of a file: build a MACE foundation architecture with random weights for H, C, O and Si "
+        "(mp0a-small/-medium/-large, mp0b*, mpa0-medium, omat0-small/-medium, matpes-pbe/-r2scan, mh0, mh1, "
+        "off23-small/-medium/-large, off24-medium; docs/mace-families.md)",
+    )
     p.add_argument(
         "--pretrained",
         help="instead of a file: a pretrained model shipped in an installed package (sevennet-0, from sevenn)",
     )
-    p.add_argument("--channels", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--channels", type=int, default=None,
+        help="with --architecture: hidden channels (default: the family's real width, e.g. 128; MH-1 512)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="with --architecture: seed of the random weights")
     p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
 
 
@@ -30,6 +38,8 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError("give exactly one of a MODEL file, --architecture NAME or --pretrained NAME")
     if args.model is not None:
         checks.input_file(args.model, "model file", may_be_empty=True)  # the converter names what it is not
+    if args.channels is not None and args.architecture is None:
+        raise ValueError("--channels only applies to --architecture")
     checks.at_least(args.channels, 1, "--channels")
     checks.at_least(args.seed, 0, "--seed")
     checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
@@ -50,6 +60,11 @@ def run(args: argparse.Namespace) -> None:
 
         if args.architecture not in ARCHITECTURES:
             raise ValueError(f"--architecture {args.architecture!r} is not one of {sorted(ARCHITECTURES)}")
+        specs = ARCHITECTURES[args.architecture].embedding_specs
+        if specs:  # refused by the converter; found here before building the model
+            raise ValueError(
+                f"--architecture {args.architecture}: option embedding_specs ({', '.join(specs)}) is not supported"
+            )
         module = build_mace_torch(args.architecture, channels=args.channels, seed=args.seed)
         config = convert_module(module, args.output)
     print(

@@ -243,6 +243,32 @@ def build_mace_torch(
             )
         else:
             model = models.MACE(**kwargs)
+        _randomise_constant_initialisations(model, torch.Generator().manual_seed(seed))
     finally:
         torch.set_default_dtype(previous)
     return model.eval()
+
+
+def _randomise_constant_initialisations(model, generator) -> None:
+    """Random values for the parameters mace-torch starts at constants: in the non-linear
+    interaction block α = 20, β = 0, LayerNorm scale 1 and bias 0, element embeddings within
+    ±1e-3.  At those values the density normalisation, the LayerNorm affine maps and the
+    embeddings barely act, so a conversion error in them would go unseen."""
+    torch = import_torch()
+
+    def uniform(tensor, low, high):
+        tensor.copy_(low + (high - low) * torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype))
+
+    with torch.no_grad():
+        for block in model.interactions:
+            if type(block).__name__ != NONLINEAR:
+                continue
+            uniform(block.alpha, 0.5, 1.5)
+            uniform(block.beta, 0.5, 1.5)
+            for embedding in (block.source_embedding, block.target_embedding):
+                uniform(embedding.weight, -1.0, 1.0)
+            for mlp in (block.conv_tp_weights, block.density_fn):
+                for layer in mlp.net:
+                    if isinstance(layer, torch.nn.LayerNorm):
+                        uniform(layer.weight, 0.7, 1.3)
+                        uniform(layer.bias, -0.3, 0.3)

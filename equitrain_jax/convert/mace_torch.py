@@ -25,7 +25,7 @@ import numpy as np
 from equitrain_jax.convert.common import ConversionError, import_torch, to_float, to_numpy
 from equitrain_jax.models import equivariant as eq
 from equitrain_jax.models.mace import maths
-from equitrain_jax.models.mace.config import INTERACTION_BLOCKS, MACEConfig
+from equitrain_jax.models.mace.config import INTERACTION_BLOCKS, NONLINEAR_BLOCK, MACEConfig
 
 # state-dict entries that hold no weights: output masks, zeroed-path flags, e3nn codegen buffers,
 # and buffers whose values are read into the config (checked there) rather than mapped.
@@ -47,9 +47,7 @@ IGNORED = (
 
 UNSUPPORTED_FLAGS = (
     "use_so3",
-    "use_agnostic_product",
     "use_last_readout_only",
-    "use_edge_irreps_first",
     "keep_last_layer_irreps",
     "lammps_mliap",
 )
@@ -113,8 +111,6 @@ def config_from_torch(model) -> MACEConfig:
     for attribute in ("joint_embedding", "embedding_readout"):
         if hasattr(model, attribute):
             raise ConversionError(f"option {attribute} (embedding_specs) is not supported")
-    if getattr(model, "edge_irreps", None) is not None:
-        raise ConversionError(f"option edge_irreps={model.edge_irreps} is not supported")
 
     radial = model.radial_embedding
     if type(radial.bessel_fn).__name__ != "BesselBasis":
@@ -140,6 +136,9 @@ def config_from_torch(model) -> MACEConfig:
         raise ConversionError(f"spherical harmonics {sh_irreps} are not the natural-parity set")
 
     hidden = model.interactions[1].node_feats_irreps if n_interactions > 1 else model.products[0].linear.irreps_out
+    odd = [_irrep_name(ir) for _, ir in hidden if ir.p != (-1) ** ir.l]
+    if odd:
+        raise ConversionError(f"odd-parity hidden irreps {odd} (in {hidden}) are not supported")
     heads = tuple(getattr(model, "heads", None) or ["Default"])
     n_heads = len(heads)
     atomic_numbers = [int(z) for z in model.atomic_numbers]
@@ -155,9 +154,21 @@ def config_from_torch(model) -> MACEConfig:
     avg = {float(block.avg_num_neighbors) for block in model.interactions}
     if len(avg) != 1:
         raise ConversionError(f"layers use different avg_num_neighbors {sorted(avg)}")
-    mlp = model.interactions[0].conv_tp_weights
-    radial_mlp = tuple(int(h) for h in mlp.hs[1:-1])
-    radial_cst = _activation_constant(mlp[0].act, "interactions.0.conv_tp_weights")
+    radial_mlp = tuple(int(h) for h in model.interactions[0].conv_tp_weights.hs[1:-1])
+    radial_cst = MACEConfig.radial_activation_constant  # only e3nn's FullyConnectedNet normalises SiLU
+    for i, block in enumerate(model.interactions):
+        if tuple(int(h) for h in block.conv_tp_weights.hs[1:-1]) != radial_mlp:
+            raise ConversionError(f"interactions.{i}: radial MLP {block.conv_tp_weights.hs} differs from layer 0's")
+        if blocks[i] != NONLINEAR_BLOCK:
+            radial_cst = _activation_constant(block.conv_tp_weights[0].act, f"interactions.{i}.conv_tp_weights")
+    gate_csts = {_gate_constants(block, f"interactions.{i}") for i, block in enumerate(model.interactions)
+                 if blocks[i] == NONLINEAR_BLOCK}
+    if len(gate_csts) > 1:
+        raise ConversionError(f"layers use different gate activation constants {sorted(gate_csts)}")
+    agnostic = {bool(getattr(block, "use_agnostic_product", False)) for block in [model, *model.products]}
+    if len(agnostic) != 1:
+        raise ConversionError("use_agnostic_product differs between the model and its product blocks")
+    edge_irreps = getattr(model, "edge_irreps", None)
     last = model.readouts[-1]
     if type(last).__name__ == "NonLinearReadoutBlock":
         readout_channels = last.hidden_irreps.count((0, 1)) // n_heads
@@ -221,8 +232,38 @@ def config_from_torch(model) -> MACEConfig:
         covalent_radii=tuple(float(covalent_table[z]) for z in atomic_numbers),
         radial_activation_constant=radial_cst,
         readout_activation_constant=readout_cst,
+        edge_irreps=None if edge_irreps is None else str(edge_irreps).replace(" ", ""),
+        edge_irreps_first=bool(getattr(model, "use_edge_irreps_first", False)) and edge_irreps is not None,
+        agnostic_product=agnostic.pop(),
+        **({"gate_activation_constants": gate_csts.pop()} if gate_csts else {}),
         **zbl,
     )
+
+
+def _gate_constants(block, where: str) -> tuple[float, float]:
+    """(SiLU, sigmoid) normalisation constants of a non-linear block's gate, after checking that
+    its input is [C scalars, one gate per gated channel in target order, gated irreps]."""
+    torch = import_torch()
+    gate = block.equivariant_nonlin
+    target = block.target_irreps
+    c = target.count((0, 1))
+    n_gated = sum(mul for mul, ir in target if ir.l > 0)
+    expected_in = [(c + n_gated, "0e")] + [(mul, _irrep_name(ir)) for mul, ir in target if ir.l > 0]
+    irreps_in = [(mul, _irrep_name(ir)) for mul, ir in gate.irreps_in]
+    irreps_out = [(mul, _irrep_name(ir)) for mul, ir in gate.irreps_out]
+    if irreps_in != expected_in or irreps_out != [(mul, _irrep_name(ir)) for mul, ir in target]:
+        raise ConversionError(f"{where}: gate {gate.irreps_in} -> {gate.irreps_out} is not the expected split")
+    if type(gate).__name__ == "GatedEquivariantBlock":
+        acts = [(gate._act_scalar, gate._scalar_cst), (gate._act_gate, gate._gate_cst)]
+    elif type(gate).__name__ == "Gate":  # e3nn's, in files pickled by older mace-torch
+        acts = [(gate.act_scalars.acts[0].f, gate.act_scalars.acts[0].cst), (gate.act_gates.acts[0].f, gate.act_gates.acts[0].cst)]
+    else:
+        raise ConversionError(f"{where}: gate {type(gate).__name__} is not supported")
+    allowed = {"SiLU": (torch.nn.functional.silu,), "sigmoid": (torch.sigmoid, torch.nn.functional.sigmoid)}
+    for (f, _), (name, functions) in zip(acts, allowed.items()):
+        if not any(f is g for g in functions):
+            raise ConversionError(f"{where}: gate activation {f!r} is not {name}")
+    return float(acts[0][1]), float(acts[1][1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,16 +363,20 @@ def _mlp(module, prefix: str, jax_path: tuple[str, ...], last_layer_signs=None) 
     return mappings
 
 
-def _conv_path_signs(block, config: MACEConfig, prefix: str, irreps_in, irreps_target) -> np.ndarray:
-    """Check the edge tensor-product paths against ours; return the CG sign of each path.
+def _conv_path_signs(block, config: MACEConfig, prefix: str, edge_irreps, irreps_target) -> np.ndarray:
+    """Check the edge irreps and tensor-product paths against ours; return the CG sign of each path,
+    repeated over its channels.
 
     e3nn (torch) and e3nn-jax Clebsch–Gordan coefficients differ in sign on some paths; the sign is
     folded into the radial MLP's last layer, which multiplies each path.
     """
     from e3nn import o3
 
+    theirs_edge = tuple((mul, _irrep_name(ir)) for mul, ir in block.edge_irreps)
+    if theirs_edge != tuple(edge_irreps):
+        raise ConversionError(f"{prefix}: edge irreps {block.edge_irreps} differ from the expected {edge_irreps}")
     tp = block.conv_tp
-    ours = maths.convolution_paths(irreps_in, config.max_ell, irreps_target)
+    ours, _ = maths.convolution_layout(edge_irreps, config.max_ell, irreps_target)
     theirs = [
         eq.ConvolutionPath(
             _irrep_name(tp.irreps_in1[ins.i_in1].ir),
@@ -353,7 +398,45 @@ def _conv_path_signs(block, config: MACEConfig, prefix: str, irreps_in, irreps_t
         if not np.allclose(torch_cg, sign * jax_cg, atol=1e-10):
             raise ConversionError(f"{prefix}.conv_tp: Clebsch–Gordan coefficients of {path} do not match")
         signs.append(sign)
-    return np.asarray(signs)
+    multiplicity = dict((ir, mul) for mul, ir in edge_irreps)
+    return np.repeat(np.asarray(signs), [multiplicity[path.ir_in] for path in ours])
+
+
+def _normalised_mlp(module, prefix: str, jax_path: tuple[str, ...], last_layer_signs=None) -> list[TensorMapping]:
+    """mace-torch RadialMLP (torch Linear → LayerNorm → SiLU …, Linear) ↔ {layer_i: {kernel [n_in, n_out],
+    bias}, norm_i: {scale, bias}}; ``last_layer_signs`` (±1 per output) multiplies the last layer's
+    kernel columns and bias, in both directions."""
+    torch = import_torch()
+    mappings = []
+    linears = [k for k, layer in enumerate(module.net) if isinstance(layer, torch.nn.Linear)]
+    norms = [k for k, layer in enumerate(module.net) if isinstance(layer, torch.nn.LayerNorm)]
+    for i, k in enumerate(linears):
+        signs = last_layer_signs if (i == len(linears) - 1 and last_layer_signs is not None) else None
+        flip = _same if signs is None else (lambda w, signs=signs: w * signs.astype(w.dtype)[..., :, None])
+        flip_bias = _same if signs is None else (lambda b, signs=signs: b * signs.astype(b.dtype))
+        mappings += [
+            TensorMapping(f"{prefix}.net.{k}.weight", jax_path + (f"layer_{i}", "kernel"),
+                          lambda w, flip=flip: flip(w).T, lambda w, flip=flip: flip(np.asarray(w).T)),
+            TensorMapping(f"{prefix}.net.{k}.bias", jax_path + (f"layer_{i}", "bias"), flip_bias, flip_bias),
+        ]
+    for i, k in enumerate(norms):
+        norm = module.net[k]
+        if not norm.elementwise_affine or norm.bias is None or not math.isclose(norm.eps, 1e-5) or norms[i] != linears[i] + 1:
+            raise ConversionError(f"{prefix}.net.{k}: LayerNorm {norm} is not the expected affine one with eps 1e-5")
+        mappings += [
+            _identity(f"{prefix}.net.{k}.weight", jax_path + (f"norm_{i}", "scale")),
+            _identity(f"{prefix}.net.{k}.bias", jax_path + (f"norm_{i}", "bias")),
+        ]
+    if len(norms) != len(linears) - 1 or any(
+        not isinstance(module.net[k + 1], torch.nn.SiLU) for k in norms
+    ):
+        raise ConversionError(f"{prefix}: {module.net} is not Linear → LayerNorm → SiLU … → Linear")
+    return mappings
+
+
+def _embedding(prefix: str, jax_path: tuple[str, ...], shape: tuple[int, int]) -> TensorMapping:
+    """e3nn Linear on the one-hot species ↔ [Z, C] (the flat weight's single block)."""
+    return TensorMapping(f"{prefix}.weight", jax_path, lambda w: w.reshape(shape), lambda w: np.asarray(w).reshape(-1))
 
 
 def parameter_mappings(model, config: MACEConfig) -> list[TensorMapping]:
@@ -362,29 +445,36 @@ def parameter_mappings(model, config: MACEConfig) -> list[TensorMapping]:
     The single source of the torch ↔ JAX layout: `variables_from_torch` applies ``to_jax``, the
     export back to mace-torch applies ``to_torch``.
     """
-    c = config.num_channels
-    mappings = [
-        TensorMapping(
-            "node_embedding.linear.weight",
-            ("node_embedding",),
-            lambda w: w.reshape(config.num_elements, c),
-            lambda w: w.reshape(-1),
-        )
-    ]
+    c, z = config.num_channels, config.num_elements
+    mappings = [_embedding("node_embedding.linear", ("node_embedding",), (z, c))]
     hidden = tuple(ir for _, ir in config.hidden_irreps_list)
     irreps_in = ("0e",)
     for i, (block, product, readout) in enumerate(zip(model.interactions, model.products, model.readouts)):
         p, path = f"interactions.{i}", (f"interactions_{i}",)
         target = tuple(_irrep_name(ir) for _, ir in block.target_irreps)
-        mappings += [
-            _linear(block.linear_up, f"{p}.linear_up", path + ("linear_up",)),
-            _linear(block.linear, f"{p}.linear", path + ("linear",)),
-            _species_linear(block.skip_tp, f"{p}.skip_tp", path + ("skip_tp",)),
-        ]
-        signs = _conv_path_signs(block, config, p, irreps_in, target)
-        mappings += _mlp(block.conv_tp_weights, f"{p}.conv_tp_weights", path + ("radial_mlp",), np.repeat(signs, c))
-        if hasattr(block, "density_fn"):
-            mappings += _mlp(block.density_fn, f"{p}.density_fn", path + ("density_mlp",))
+        signs = _conv_path_signs(block, config, p, config.layer_edge_irreps(i, irreps_in), target)
+        if type(block).__name__ == NONLINEAR_BLOCK:
+            if [int(h) for h in block.density_fn.hs[1:-1]] != [64]:
+                raise ConversionError(f"{p}.density_fn: hidden sizes {block.density_fn.hs[1:-1]}, expected [64]")
+            names = ("skip_tp", "linear_up", "linear_res", "linear_1", "linear_2")
+            mappings += [_linear(getattr(block, name), f"{p}.{name}", path + (name,)) for name in names]
+            mappings += [
+                _embedding(f"{p}.source_embedding", path + ("source_embedding",), (z, c)),
+                _embedding(f"{p}.target_embedding", path + ("target_embedding",), (z, c)),
+                _identity(f"{p}.alpha", path + ("alpha",)),
+                _identity(f"{p}.beta", path + ("beta",)),
+            ]
+            mappings += _normalised_mlp(block.conv_tp_weights, f"{p}.conv_tp_weights", path + ("radial_mlp",), signs)
+            mappings += _normalised_mlp(block.density_fn, f"{p}.density_fn", path + ("density_mlp",))
+        else:
+            mappings += [
+                _linear(block.linear_up, f"{p}.linear_up", path + ("linear_up",)),
+                _linear(block.linear, f"{p}.linear", path + ("linear",)),
+                _species_linear(block.skip_tp, f"{p}.skip_tp", path + ("skip_tp",)),
+            ]
+            mappings += _mlp(block.conv_tp_weights, f"{p}.conv_tp_weights", path + ("radial_mlp",), signs)
+            if hasattr(block, "density_fn"):
+                mappings += _mlp(block.density_fn, f"{p}.density_fn", path + ("density_mlp",))
 
         p, path = f"products.{i}", (f"products_{i}",)
         mappings.append(_linear(product.linear, f"{p}.linear", path + ("linear",)))

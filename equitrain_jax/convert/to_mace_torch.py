@@ -7,6 +7,12 @@ side keeps in `MACEConfig` and mace-torch keeps as buffers (E0s, scale, shift) a
 Everything else (U matrices, radial and ZBL constants, masks) stays the template's, which is
 sound because the model's architecture is checked to be the template's first.
 
+A model whose heads differ from the template's (a multi-head fine-tune has one more) is written into
+a new ScaleShiftMACE built from the template's own configuration (mace-torch's
+``extract_config_mace_model``) with the model's heads; every tensor that does not depend on the
+heads (U matrices, constants, and the weights before the readouts) is carried over from the
+template first.
+
 cuEquivariance templates are exported in the e3nn layout that the conversion normalises them to;
 mace-torch's ``mace.cli.convert_e3nn_cueq`` turns the result back into cuEquivariance modules.
 A LAMMPS model is made from the exported file with mace-torch's ``mace.cli.create_lammps_model``.
@@ -48,6 +54,54 @@ def check_same_architecture(model: MACEConfig, template: MACEConfig) -> None:
         raise ValueError("the model does not have the template's architecture: " + "; ".join(differences))
 
 
+def _head_dependent(name: str) -> bool:
+    """State-dict entries whose shape follows the number of heads: readouts, E0s, scale and shift."""
+    return name.startswith("readouts.") or name in (E0_BUFFER, *SCALE_SHIFT_BUFFERS.values())
+
+
+def with_heads(template, heads: tuple[str, ...]):
+    """A ScaleShiftMACE of ``template``'s architecture with the heads ``heads``: built by mace-torch
+    from the template's configuration, with the template's tensors wherever they do not depend on
+    the heads (readouts, E0s, scale and shift keep the new module's initial values)."""
+    torch = import_torch()
+    name = type(template).__name__
+    if name != "ScaleShiftMACE":
+        raise ValueError(
+            f"the model's heads {list(heads)} differ from the template's {list(template.heads)}; only a "
+            f"ScaleShiftMACE template can be rebuilt with other heads, not a {name}"
+        )
+    from mace.modules.models import ScaleShiftMACE
+    from mace.tools.scripts_utils import extract_config_mace_model
+
+    state = template.state_dict()
+    config = extract_config_mace_model(template)
+    n_heads, n_elements = len(heads), len(template.atomic_numbers)
+    config.update(
+        heads=list(heads),
+        atomic_numbers=[int(z) for z in template.atomic_numbers],
+        atomic_energies=np.zeros((n_heads, n_elements)),
+        atomic_inter_scale=np.ones(n_heads),
+        atomic_inter_shift=np.zeros(n_heads),
+    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(state[E0_BUFFER].dtype)
+    try:
+        module = ScaleShiftMACE(**config)
+    finally:
+        torch.set_default_dtype(previous)
+    new_state = module.state_dict()
+    differing = sorted(
+        name
+        for name in set(state) | set(new_state)
+        if not _head_dependent(name)
+        and (name not in state or name not in new_state or state[name].shape != new_state[name].shape)
+    )
+    if differing:
+        raise ValueError(f"mace-torch rebuilt the template with other tensors: {differing[:5]}")
+    module.load_state_dict({**new_state, **{name: t for name, t in state.items() if not _head_dependent(name)}})
+    return module.eval()
+
+
 def _subtree(params: dict[str, Any], path: tuple[str, ...]) -> Any:
     """The model's parameters at ``path`` as numpy arrays; a ValueError names a missing key."""
     tree = params
@@ -77,11 +131,15 @@ def _tensor(values: np.ndarray, like, name: str):
 
 def with_weights(bundle: ModelBundle, template) -> Any:
     """A copy of the mace-torch module ``template`` carrying the weights and E0s/scale/shift of
-    ``bundle``; ``template`` itself is left unchanged (cuEquivariance ones come back as e3nn)."""
+    ``bundle``; ``template`` itself is left unchanged (cuEquivariance ones come back as e3nn).
+    With other heads than the template's, the copy is `with_heads` of it."""
     module = normalise_cueq(template)  # a new module if cuEquivariance, else the template itself
     if module is template:
         module = copy.deepcopy(template)
     config = config_from_torch(module)
+    if tuple(bundle.config.heads) != tuple(config.heads):
+        module = with_heads(module, tuple(bundle.config.heads))
+        config = config_from_torch(module)
     check_same_architecture(bundle.config, config)
     params = bundle.variables["params"]
     state = module.state_dict()
@@ -120,8 +178,9 @@ def export_to_mace_torch(
         output: the ``.model`` file to write (a pickled module, as mace-torch saves them).
 
     Raises:
-        ValueError: the model's architecture, heads or elements differ from the template's, or
-            its parameter tree does not fit the template (e.g. unmerged adapters).
+        ValueError: the model's architecture or elements differ from the template's, its heads
+            differ from those of a template that is not a ScaleShiftMACE, or its parameter tree
+            does not fit the template (e.g. unmerged adapters).
     """
     torch = import_torch()
     output = Path(output)

@@ -114,3 +114,43 @@ def radial_mlp(
         if i < len(layers) - 1:
             x = activation_constant * jax.nn.silu(x)
     return x
+
+
+def layer_norm(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
+    """torch ``LayerNorm`` over the last axis: (x − mean)/√(biased variance + eps)·scale + bias."""
+    mean = x.mean(axis=-1, keepdims=True)
+    variance = jnp.square(x - mean).mean(axis=-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(variance + eps) * scale + bias
+
+
+def normalised_mlp(x: jnp.ndarray, layers: Sequence[Mapping[str, jnp.ndarray]]) -> jnp.ndarray:
+    """MLP of affine layers with LayerNorm and plain SiLU between them (mace-torch's ``RadialMLP``).
+
+    ``layers[i]`` holds ``kernel [n_in, n_out]`` and ``bias [n_out]``, and for every layer but the
+    last the LayerNorm's ``norm_scale`` and ``norm_bias`` [n_out]; no fan-in normalisation.
+    """
+    for i, layer in enumerate(layers):
+        x = x @ layer["kernel"] + layer["bias"]
+        if i < len(layers) - 1:
+            x = jax.nn.silu(layer_norm(x, layer["norm_scale"], layer["norm_bias"]))
+    return x
+
+
+def gate(x: Features, gated: Sequence[str], scalar_constant: float, gate_constant: float) -> Features:
+    """e3nn's ``Gate`` with SiLU on the scalars and sigmoid on the gates, each times its
+    normalisation constant.
+
+    ``x["0e"]`` holds the C scalars, then one gate per channel of each irrep of ``gated`` in that
+    order; every component of a gated channel is multiplied by its gate.  Returns the scalars
+    and the gated irreps.
+    """
+    n_gates = sum(x[ir].shape[1] for ir in gated)
+    n_scalars = x["0e"].shape[1] - n_gates
+    out = {"0e": scalar_constant * jax.nn.silu(x["0e"][:, :n_scalars])}
+    gates = gate_constant * jax.nn.sigmoid(x["0e"][:, n_scalars:])
+    offset = 0
+    for ir in gated:
+        mul = x[ir].shape[1]
+        out[ir] = x[ir] * gates[:, offset : offset + mul]
+        offset += mul
+    return out

@@ -97,3 +97,16 @@ def test_merge_then_save_and_load_round_trips(bundle, alloy, tmp_path):
     (reloaded,) = Potential(tmp_path / "merged").evaluate([alloy])
     assert direct["energy"] == reloaded["energy"]
     assert not np.allclose(direct["forces"], Potential(bundle).evaluate([alloy])[0]["forces"])  # LoRA changed it
+
+
+def test_vectors_and_scalars_stay_frozen():
+    """Biases, LayerNorm parameters and the α, β of MACE-MH-1's non-linear blocks have no low-rank
+    form: the default targets skip them; targets that match nothing else are refused."""
+    rng = np.random.default_rng(0)
+    params = {"interactions_0": {"alpha": np.float64(1.3), "radial_mlp": {
+        "layer_0": {"kernel": rng.normal(size=(8, 16)), "bias": rng.normal(size=16)},
+        "norm_0": {"scale": rng.normal(size=16), "bias": rng.normal(size=16)}}}}
+    assert leaf_paths(lora.init(params, rank=2)) == [
+        "interactions_0.radial_mlp.layer_0.kernel.a", "interactions_0.radial_mlp.layer_0.kernel.b"]
+    with pytest.raises(ValueError, match=r"LoRA targets \['\*\.norm_0\.\*', '\*\.alpha'\] match only vectors"):
+        lora.init(params, targets=("*.norm_0.*", "*.alpha"))

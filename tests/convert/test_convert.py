@@ -86,8 +86,8 @@ def test_unmapped_parameter_fails_naming_it():
 
 def test_unsupported_option_fails_naming_it():
     model = build_mace_torch("mp0a-small", atomic_numbers=ELEMENTS, channels=8)
-    model.use_agnostic_product = True
-    with pytest.raises(ConversionError, match="use_agnostic_product"):
+    model.use_so3 = True
+    with pytest.raises(ConversionError, match="use_so3"):
         convert_model(model)
 
 

@@ -24,7 +24,7 @@ from models.test_parity import TOL64, assert_parity  # noqa: E402
 
 from equitrain_jax.cli import export as export_command  # noqa: E402
 from equitrain_jax.convert import convert_model  # noqa: E402
-from equitrain_jax.convert.architectures import build_mace_torch  # noqa: E402
+from equitrain_jax.convert.architectures import ARCHITECTURES, build_mace_torch  # noqa: E402
 from equitrain_jax.convert.to_mace_torch import export_to_mace_torch, with_weights  # noqa: E402
 from equitrain_jax.models.io import ModelBundle, save_model  # noqa: E402
 from equitrain_jax.potential import Potential, enable_float64  # noqa: E402
@@ -36,8 +36,10 @@ CASES = {
     "mace-soft-float32": dict(architecture="mp0b", model_class="MACE", distance_transform="Soft", dtype="float32"),
     "one-head": dict(architecture="mp0a-medium"),
     "two-heads-H-O": dict(architecture="mp0a-medium", heads=("pbe", "r2scan"), atomic_numbers=(1, 8)),
+    # MACE-MH-1: non-linear blocks, agnostic product, edge irreps, six heads (reduced basis: built in seconds)
+    "mh1": dict(architecture=dataclasses.replace(ARCHITECTURES["mh1"], use_reduced_cg=True)),
 }
-ROUND_TRIP = ("mp0a-large", "mp0b3", "two-heads", "mace-soft-float32")
+ROUND_TRIP = ("mp0a-large", "mp0b3", "two-heads", "mace-soft-float32", "mh1")
 
 
 @functools.cache
@@ -115,7 +117,6 @@ def test_perturbed_two_head_model_gives_jax_numbers_in_mace_torch(tmp_path):
     "case, message",
     [
         ("two-heads-H-O", "atomic_numbers"),
-        ("one-head", "heads"),
         ("mp0b3", "interaction_first"),
         ("mp0a-large", "hidden_irreps"),
         ("mace-soft-float32", "model_class"),
@@ -124,6 +125,16 @@ def test_perturbed_two_head_model_gives_jax_numbers_in_mace_torch(tmp_path):
 def test_architecture_mismatch_names_it(case, message):
     with pytest.raises(ValueError, match=f"template's architecture: .*{message}: model"):
         with_weights(converted(case), build("two-heads"))
+
+
+def test_other_heads_need_a_scale_shift_template():
+    """A model with a head added to a plain-MACE template's (mace-torch's ``extract_config_mace_model``
+    cannot rebuild a MACE) is refused, naming both head lists and the class."""
+    base = converted("mace-soft-float32")
+    model = ModelBundle(*base.config.with_head(base.variables, "new", copy_from=0))
+    message = r"heads \['Default', 'new'\] differ from the template's \['Default'\].*not a MACE"
+    with pytest.raises(ValueError, match=message):
+        with_weights(model, build("mace-soft-float32"))
 
 
 def test_unmerged_adapter_is_refused():
@@ -196,3 +207,76 @@ def test_cuequivariance_template_exports_in_e3nn_layout(tmp_path):
     assert not any("cuequivariance" in type(m).__module__ for m in exported.modules())
     for name, tensor in source.state_dict().items():
         assert torch.equal(exported.state_dict()[name], tensor), name
+
+
+# every family the converter maps (MACE-OMOL-0 is refused), 4 channels with the reduced
+# symmetric-contraction basis (the same functions; mace-torch builds them in seconds)
+EXPORTED_FAMILIES = sorted(set(ARCHITECTURES) - {"omol0"})
+
+
+def with_added_head(architecture, seed: int) -> tuple[ModelBundle, object]:
+    """A converted 4-channel model with one head more than its mace-torch template (as a multi-head
+    fine-tune makes), every weight, E0, scale and shift perturbed; and the template."""
+    template = build_mace_torch(architecture, atomic_numbers=ELEMENTS, channels=4, seed=seed)
+    base = ModelBundle(*convert_model(template))
+    config, variables = base.config.with_head(base.variables, "new", copy_from=len(base.config.heads) - 1)
+    return perturbed(ModelBundle(config, variables), seed=seed), template
+
+
+def check_added_head_export(architecture, path: Path, atoms, seed: int, first_head: bool = True) -> ModelBundle:
+    """Export a model with an added head: a ScaleShiftMACE with the model's heads whose new head
+    (and first head, if ``first_head``) gives the JAX numbers in mace-torch's calculator."""
+    enable_float64()
+    model, template = with_added_head(architecture, seed)
+    export_to_mace_torch(model, template, path)
+    exported = torch.load(path, map_location="cpu", weights_only=False)
+    assert type(exported).__name__ == "ScaleShiftMACE" and list(exported.heads) == list(model.config.heads)
+    assert len(exported.heads) == len(template.heads) + 1
+    for head in ("new", model.config.heads[0])[: 2 if first_head else 1]:
+        reference = torch_reference(exported, atoms, head=head)
+        assert_parity(Potential(model, dtype="float64", head=head).evaluate(atoms), reference, TOL64)
+    return model
+
+
+def test_mh1_with_an_added_head_exports_with_parity(tmp_path):
+    """MACE-MH-1 (six heads, non-linear blocks) plus a seventh head, on the triclinic crystal."""
+    check_added_head_export(
+        dataclasses.replace(ARCHITECTURES["mh1"], use_reduced_cg=True), tmp_path / "added.model",
+        [structures()["triclinic"]], seed=21, first_head=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", EXPORTED_FAMILIES)
+def test_family_with_an_added_head_exports_with_parity(family, tmp_path):
+    """Each family plus one head, on the triclinic crystal and the molecule."""
+    check_added_head_export(
+        dataclasses.replace(ARCHITECTURES[family], use_reduced_cg=True), tmp_path / "added.model",
+        [structures()["triclinic"], structures()["molecule"]], seed=22,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, lammps_format", [("mp0b3", "libtorch"), ("mh1", "mliap")])
+def test_added_head_export_compiles_for_lammps(family, lammps_format, tmp_path):
+    """``python -m mace.cli.create_lammps_model`` accepts an export with an added head and selects
+    it.  MH-1 goes to the ML-IAP format: mace-torch 0.3.16 cannot TorchScript its own non-linear
+    block's gate for the libtorch format, on any MH-1 model (ACEsuit/mace#1713)."""
+    path = tmp_path / "added.model"
+    model = check_added_head_export(
+        dataclasses.replace(ARCHITECTURES[family], use_reduced_cg=True), path, [structures()["triclinic"]], seed=23,
+        first_head=False,
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "mace.cli.create_lammps_model", str(path), "--head", "new", "--format", lammps_format],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Selected head: new" in run.stdout
+    if lammps_format == "libtorch":
+        lammps = torch.jit.load(str(path) + "-lammps.pt")
+        assert int(lammps.head[0]) == model.config.heads.index("new")
+    else:
+        lammps = torch.load(str(path) + "-mliap_lammps.pt", weights_only=False)
+        assert int(lammps.model.head[0]) == model.config.heads.index("new")
+        assert list(lammps.model.model.heads) == list(model.config.heads)

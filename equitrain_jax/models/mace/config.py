@@ -21,7 +21,9 @@ INTERACTION_BLOCKS = (
     "RealAgnosticResidualInteractionBlock",
     "RealAgnosticDensityInteractionBlock",
     "RealAgnosticDensityResidualInteractionBlock",
+    "RealAgnosticResidualNonLinearInteractionBlock",
 )
+NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
 MODEL_CLASSES = ("ScaleShiftMACE", "MACE")
 DISTANCE_TRANSFORMS = (None, "Agnesi", "Soft")
 
@@ -33,6 +35,11 @@ class MACEConfig(ModelConfig):
     ``atomic_energies`` is ``[n_heads][n_elements]`` (E0 per element and head); ``scale`` and
     ``shift`` have one value per head.  ``covalent_radii`` has one value per element of the model,
     in the order of ``atomic_numbers`` (used by distance transforms and ZBL).
+
+    ``edge_irreps`` (None: the node irreps) are the features the edge convolution of layers 2, 3, …
+    runs on, and of layer 1 too with ``edge_irreps_first`` (its scalars only).  ``agnostic_product``:
+    one symmetric-contraction weight set for all elements.  ``gate_activation_constants``: the
+    normalisation constants of SiLU and sigmoid in the gate of the non-linear interaction block.
     """
 
     FORMAT = "equitrain-jax/mace"
@@ -67,6 +74,10 @@ class MACEConfig(ModelConfig):
     covalent_radii: tuple[float, ...] = ()
     radial_activation_constant: float = 1.6791767923989418
     readout_activation_constant: float = 1.6791767923989418
+    edge_irreps: Optional[str] = None
+    edge_irreps_first: bool = False
+    agnostic_product: bool = False
+    gate_activation_constants: tuple[float, float] = (1.6791767923989418, 1.8467055342154763)  # silu, sigmoid
 
     def __post_init__(self):
         problems = []
@@ -98,6 +109,13 @@ class MACEConfig(ModelConfig):
             problems.append(f"hidden_irreps {self.hidden_irreps!r} must have one multiplicity")
         if any(e3nn_parity(ir) != (-1) ** int(ir[:-1]) for _, ir in self.hidden_irreps_list):
             problems.append(f"hidden_irreps {self.hidden_irreps!r}: only l with parity (-1)^l")
+        if self.edge_irreps is not None:
+            node = {ir for _, ir in self.hidden_irreps_list}
+            extra = [ir for _, ir in irreps_list(self.edge_irreps) if ir not in node]
+            if extra:
+                problems.append(f"edge_irreps {self.edge_irreps!r} hold {extra}, not in hidden_irreps")
+        elif self.edge_irreps_first:
+            problems.append("edge_irreps_first needs edge_irreps")
         if problems:
             raise ValueError("invalid MACE configuration: " + "; ".join(problems))
 
@@ -108,6 +126,16 @@ class MACEConfig(ModelConfig):
     @property
     def num_channels(self) -> int:
         return self.hidden_irreps_list[0][0]
+
+    def layer_edge_irreps(self, layer: int, node_irreps: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+        """(multiplicity, irrep) of the features layer ``layer`` (0-based) convolves over edges."""
+        if self.edge_irreps is None or (layer == 0 and not self.edge_irreps_first):
+            mul = dict((ir, m) for m, ir in self.hidden_irreps_list)
+            return tuple((mul[ir], ir) for ir in node_irreps)
+        edge = irreps_list(self.edge_irreps)
+        if layer == 0:
+            return ((sum(m for m, ir in edge if ir == "0e"), "0e"),)
+        return tuple(edge)
 
     @classmethod
     def module_class(cls) -> type[nn.Module]:

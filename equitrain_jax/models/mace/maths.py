@@ -38,6 +38,46 @@ def convolution_paths(
     return tuple(sorted(paths, key=lambda path: torch_sort_key(path.ir_out)))
 
 
+def convolution_layout(
+    edge_irreps: Sequence[tuple[int, str]], max_ell: int, irreps_target: Sequence[str]
+) -> tuple[tuple[ConvolutionPath, ...], dict[str, int]]:
+    """The paths of the edge convolution on ``edge_irreps`` ((multiplicity, irrep) pairs) and, per
+    target irrep, the number of channels its paths produce (Σ of their input multiplicities):
+    the input width of the linear layer after the convolution.  The radial MLP gives one weight
+    per path and channel, Σ over all targets."""
+    multiplicity = {ir: mul for mul, ir in edge_irreps}
+    paths = convolution_paths(tuple(multiplicity), max_ell, irreps_target)
+    into = {ir: sum(multiplicity[p.ir_in] for p in paths if p.ir_out == ir) for ir in irreps_target}
+    return paths, into
+
+
+def edge_embedding_features(
+    edge_feats: jnp.ndarray, source: jnp.ndarray, target: jnp.ndarray, species: jnp.ndarray, senders: jnp.ndarray
+) -> jnp.ndarray:
+    """[radial basis, source embedding of the sender, target embedding of the receiver] per edge.
+
+    ``source``, ``target``: ``[Z, C]`` weights of e3nn ``Linear``s on the one-hot species (the
+    embedding of species z is W[z]/√Z).  Edges are neighbour-major (receiver of edge n·K + k is n).
+    Returns ``[n_edge, n_basis + 2C]``.
+    """
+    z = source.shape[0]
+    k = senders.shape[0] // species.shape[0]
+    receivers = jnp.repeat(species, k, total_repeat_length=senders.shape[0])
+    return jnp.concatenate(
+        [edge_feats, source[species[senders]] / math.sqrt(z), target[receivers] / math.sqrt(z)], axis=-1
+    )
+
+
+def density_normalised_update(
+    messages: Features, residual: Features, density: jnp.ndarray, alpha: jnp.ndarray, beta: jnp.ndarray
+) -> Features:
+    """messages/(β·density + α) + residual per irrep (residual missing for an irrep: zero).
+
+    density: ``[n]``, Σ over the incoming edges of the edge densities."""
+    denominator = (beta * density + alpha)[:, None, None]
+    return {ir: m / denominator + residual[ir] if ir in residual else m / denominator for ir, m in messages.items()}
+
+
 
 def species_linear(
     x: Features, species: jnp.ndarray, weights: Mapping[str, jnp.ndarray]

@@ -8,6 +8,7 @@ U matrices, fixed by the architecture).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -20,7 +21,7 @@ from equitrain_jax.models import equivariant as eq
 from equitrain_jax.models import radial
 from equitrain_jax.models.layers import EnergyModel, Linear, RadialMLP, edge_geometry, masked_node_energies, normal
 from equitrain_jax.models.mace import maths
-from equitrain_jax.models.mace.config import MACEConfig
+from equitrain_jax.models.mace.config import NONLINEAR_BLOCK, MACEConfig
 
 
 class SpeciesLinear(nn.Module):
@@ -78,14 +79,51 @@ class SymmetricContraction(nn.Module):
         return maths.symmetric_contraction(x, species, weights, monomials, couplings)
 
 
+class Parameters(nn.Module):
+    """A named group of parameters, returned as a dict; ``shapes``: name → (shape, initializer)."""
+
+    shapes: tuple[tuple[str, tuple[int, ...], Callable], ...]
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self) -> dict[str, jnp.ndarray]:
+        return {name: self.param(name, init, shape, self.param_dtype) for name, shape, init in self.shapes}
+
+
+class NormalisedMLP(nn.Module):
+    """Affine layers ``layer_i`` (kernel, bias) with LayerNorm ``norm_i`` (scale, bias) and SiLU
+    between them; sizes = (input, hidden…, output)."""
+
+    sizes: tuple[int, ...]
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        zeros, ones = nn.initializers.zeros, nn.initializers.ones
+        layers = []
+        for i, (h_in, h_out) in enumerate(zip(self.sizes, self.sizes[1:])):
+            affine = (("kernel", (h_in, h_out), normal(1.0 / math.sqrt(h_in))), ("bias", (h_out,), zeros))
+            layer = Parameters(affine, self.param_dtype, name=f"layer_{i}")()
+            if i < len(self.sizes) - 2:
+                norm = Parameters((("scale", (h_out,), ones), ("bias", (h_out,), zeros)), self.param_dtype, name=f"norm_{i}")()
+                layer = {**layer, "norm_scale": norm["scale"], "norm_bias": norm["bias"]}
+            layers.append(layer)
+        return eq.normalised_mlp(x, layers)
+
+
 class Interaction(nn.Module):
-    """One message-passing layer (mace-torch's RealAgnostic*InteractionBlock family)."""
+    """One message-passing layer (mace-torch's RealAgnostic{,Residual,Density,DensityResidual}InteractionBlock).
+
+    ``edge_irreps``: (multiplicity, irrep) of the features convolved over the edges (``linear_up``
+    maps the node features to them).
+    """
 
     config: MACEConfig
     block: str
     irreps_in: tuple[str, ...]
     irreps_target: tuple[str, ...]
     irreps_hidden_out: tuple[str, ...]
+    edge_irreps: tuple[tuple[int, str], ...]
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -95,23 +133,20 @@ class Interaction(nn.Module):
         n_nodes = species.shape[0]
         residual = "Residual" in self.block
         density_normalised = "Density" in self.block
-        paths = maths.convolution_paths(self.irreps_in, cfg.max_ell, self.irreps_target)
+        paths, paths_into = maths.convolution_layout(self.edge_irreps, cfg.max_ell, self.irreps_target)
         sc = None
         if residual:
             skip = tuple((ir, (c, z, c)) for ir in self.irreps_hidden_out if ir in self.irreps_in)
             sc = SpeciesLinear(skip, self.param_dtype, name="skip_tp")(feats, species)
-        up = Linear(tuple((ir, (c, c)) for ir in self.irreps_in), self.param_dtype, name="linear_up")(feats)
-        sizes = (cfg.num_bessel,) + tuple(cfg.radial_mlp) + (len(paths) * c,)
+        up = Linear(tuple((ir, (c, m)) for m, ir in self.edge_irreps), self.param_dtype, name="linear_up")(feats)
+        sizes = (cfg.num_bessel,) + tuple(cfg.radial_mlp) + (sum(paths_into.values()),)
         weights = RadialMLP(sizes, cfg.radial_activation_constant, self.param_dtype, name="radial_mlp")(edge_feats)
         if cutoff is not None:
             weights = weights * cutoff[:, None]
         weights = weights * edge_mask[:, None]
         messages = eq.convolution_messages(up, senders, sh, weights, paths)
-        paths_into = {ir: sum(p.ir_out == ir for p in paths) for ir in self.irreps_target}
         messages = Linear(
-            tuple((ir, (paths_into[ir] * c, c)) for ir in self.irreps_target),
-            self.param_dtype,
-            name="linear",
+            tuple((ir, (paths_into[ir], c)) for ir in self.irreps_target), self.param_dtype, name="linear"
         )(messages)
         if density_normalised:
             density_mlp = RadialMLP(
@@ -130,6 +165,49 @@ class Interaction(nn.Module):
         return messages, sc
 
 
+class NonLinearInteraction(nn.Module):
+    """mace-torch's RealAgnosticResidualNonLinearInteractionBlock: radial weights and edge density
+    from the radial basis and learned source/target element embeddings, messages normalised by
+    the density, a gate non-linearity, and a species-independent linear skip connection."""
+
+    config: MACEConfig
+    irreps_in: tuple[str, ...]
+    irreps_target: tuple[str, ...]
+    irreps_hidden_out: tuple[str, ...]
+    edge_irreps: tuple[tuple[int, str], ...]
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, feats, species, sh, edge_feats, cutoff, senders, edge_mask):
+        cfg = self.config
+        c, z = cfg.num_channels, cfg.num_elements
+        paths, paths_into = maths.convolution_layout(self.edge_irreps, cfg.max_ell, self.irreps_target)
+        gated = tuple(ir for ir in self.irreps_target if ir != "0e")
+        widths = {ir: c * (1 + len(gated)) if ir == "0e" else c for ir in self.irreps_target}  # + one gate each
+        dense = lambda shapes, name: Linear(tuple(shapes), self.param_dtype, name=name)
+
+        sc = dense(((ir, (c, c)) for ir in self.irreps_hidden_out if ir in self.irreps_in), "skip_tp")(feats)
+        up = dense(((ir, (c, m)) for m, ir in self.edge_irreps), "linear_up")(feats)
+        residual = dense(((ir, (m, widths[ir])) for m, ir in self.edge_irreps), "linear_res")(up)
+        source = self.param("source_embedding", normal(), (z, c), self.param_dtype)
+        target = self.param("target_embedding", normal(), (z, c), self.param_dtype)
+        features = maths.edge_embedding_features(edge_feats, source, target, species, senders)
+        n_in = features.shape[-1]
+        weights = NormalisedMLP((n_in,) + tuple(cfg.radial_mlp) + (sum(paths_into.values()),), self.param_dtype,
+                                name="radial_mlp")(features)
+        edge_density = jnp.tanh(NormalisedMLP((n_in, 64, 1), self.param_dtype, name="density_mlp")(features)[:, 0] ** 2)
+        if cutoff is not None:
+            weights, edge_density = weights * cutoff[:, None], edge_density * cutoff
+        density = eq.sum_over_neighbours(edge_density * edge_mask, species.shape[0])
+        messages = eq.convolution_messages(up, senders, sh, weights * edge_mask[:, None], paths)
+        messages = dense(((ir, (paths_into[ir], widths[ir])) for ir in self.irreps_target), "linear_1")(messages)
+        alpha = self.param("alpha", nn.initializers.constant(20.0), (), self.param_dtype)
+        beta = self.param("beta", nn.initializers.zeros, (), self.param_dtype)
+        messages = maths.density_normalised_update(messages, residual, density, alpha, beta)
+        messages = eq.gate(messages, gated, *cfg.gate_activation_constants)
+        return dense(((ir, (c, c)) for ir in self.irreps_target), "linear_2")(messages), sc
+
+
 class Product(nn.Module):
     """Symmetric contraction of the messages, a linear layer, plus the residual."""
 
@@ -143,13 +221,16 @@ class Product(nn.Module):
     def __call__(self, messages, sc, species):
         cfg = self.config
         c = cfg.num_channels
+        num_elements = cfg.num_elements
+        if cfg.agnostic_product:  # one weight set for every element
+            num_elements, species = 1, jnp.zeros_like(species)
         x = jnp.concatenate([messages[ir] for ir in self.irreps_target], axis=-1)
         contracted = {
             ir: SymmetricContraction(
                 self.irreps_target,
                 ir,
                 self.correlation,
-                cfg.num_elements,
+                num_elements,
                 c,
                 self.param_dtype,
                 name=f"symmetric_contraction_{ir}",
@@ -211,9 +292,16 @@ class MACE(EnergyModel):
             last = i == cfg.num_interactions - 1
             hidden_out = ("0e",) if (last or cfg.num_interactions == 1) else hidden
             block = cfg.interaction_first if i == 0 else cfg.interaction
-            interactions.append(
-                Interaction(cfg, block, irreps_in, target, hidden_out, self.param_dtype, name=f"interactions_{i}")
-            )
+            edge_irreps = cfg.layer_edge_irreps(i, irreps_in)
+            if block == NONLINEAR_BLOCK:
+                interaction = NonLinearInteraction(
+                    cfg, irreps_in, target, hidden_out, edge_irreps, self.param_dtype, name=f"interactions_{i}"
+                )
+            else:
+                interaction = Interaction(
+                    cfg, block, irreps_in, target, hidden_out, edge_irreps, self.param_dtype, name=f"interactions_{i}"
+                )
+            interactions.append(interaction)
             products.append(
                 Product(cfg, cfg.correlation[i], target, hidden_out, self.param_dtype, name=f"products_{i}")
             )
