@@ -10,7 +10,7 @@ so no side relaxes), the static energy and the force constants of the 2×2×2 pr
 mesh 100 Å, Vinet).  Force constants:
 
   ours-batch      all volumes' supercells in ONE graph, one Hessian-vector product per phonopy
-                  displacement (1 for Si) for all volumes at once (`phonons.qha.phonons_at_volumes`)
+                  displacement (1 for Si) for all volumes at once (`phonons.volumes.phonons_at_volumes`)
   ours-1by1       `phonopy_from_potential` per volume (one Hessian-vector product per volume)
   sevenn-fd       phonopy displacements (0.01 Å; ± where phonopy needs them), forces from sevenn's
                   SevenNetCalculator (float32, as sevenn runs), in sevenn's own environment
@@ -80,10 +80,9 @@ def key_numbers(result) -> dict:
 
 def finite_displacement_workflow(calculator, cells, primitive_matrix) -> dict:
     """The workflow with phonopy's finite displacements and any ASE calculator; seconds and results."""
+    from ase import Atoms
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
-
-    from ase import Atoms
 
     start = time.perf_counter()
     phonons, energies, force_calls = [], [], 0
@@ -138,7 +137,8 @@ def sevenn_worker(cells_file: str, primitive_matrix: list, out: str) -> None:
 def our_workflow(potential, cells, batched: bool) -> tuple[dict, object]:
     """The workflow with our force constants: one batch over the volumes, or volume by volume."""
     from equitrain_jax.phonons import phonopy_from_potential
-    from equitrain_jax.phonons.qha import phonons_at_volumes, primitive_energies, quasi_harmonic
+    from equitrain_jax.phonons.qha import quasi_harmonic
+    from equitrain_jax.phonons.volumes import phonons_at_volumes, primitive_energies
 
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -187,7 +187,8 @@ def mace_side(module, cells, primitive_matrix) -> dict:
 
 
 def volume_cells(unitcell) -> list:
-    from equitrain_jax.phonons.qha import scale_volume, volume_factors
+    from equitrain_jax.phonons.qha_config import volume_factors
+    from equitrain_jax.phonons.volumes import scale_volume
 
     return [scale_volume(unitcell, f) for f in volume_factors(N_VOLUMES, STRAIN_RANGE)]
 
@@ -228,7 +229,7 @@ def main() -> None:
     from equitrain_jax.convert.architectures import build_mace_torch
     from equitrain_jax.convert.sevennet import convert_pretrained
     from equitrain_jax.models.io import save_model
-    from equitrain_jax.phonons.qha import relax_positions
+    from equitrain_jax.phonons.volumes import relax_positions
     from equitrain_jax.potential import Potential
 
     header = (f"QHA of Si, {N_VOLUMES} volumes (V/V0 {1 - STRAIN_RANGE:.2f}–{1 + STRAIN_RANGE:.2f}), "

@@ -7,7 +7,7 @@ Quasi-harmonic SevenNet-0, pretrained and fine-tuned, against DFT (GPAW PBE) QHA
 Per material with a DFT volume series (``<data>/<material>/volumes.json``: phonopy files at 7
 volumes, V/V0 = 0.955 … 1.045, 2×2×2 primitive supercells, static energies from the E(V) fit):
 
-- DFT: phonopy's QHA of the DFT force constants and energies (`phonons.qha.load_reference_volumes`);
+- DFT: phonopy's QHA of the DFT force constants and energies (`phonons.volumes.load_reference_volumes`);
 - each model (pretrained SevenNet-0; fine-tuned with LoRA and fully, on the material's 10 training
   structures with the energy/force protocol of ``benchmarks/phonon_finetune.py``: 40 epochs, lr
   2e-3, plateau schedule, EMA 0.99, early stopping after 15 epochs, E0s refitted, float32): the
@@ -74,7 +74,8 @@ def finetuned(model_dir: Path, material: str, strategy: str, data: Path) -> Path
 def model_qha(model_dir: Path, reference, factors: np.ndarray):
     """A model's QHA on the reference's cell (relaxed by the model), supercell and volume factors."""
     from equitrain_jax.phonons.bridge import phonopy_to_ase
-    from equitrain_jax.phonons.qha import analyse, relax_positions, volume_series
+    from equitrain_jax.phonons.qha import analyse
+    from equitrain_jax.phonons.volumes import relax_positions, volume_series
     from equitrain_jax.potential import Potential
 
     potential = Potential(model_dir, dtype="float64")
@@ -160,14 +161,11 @@ def main() -> None:
         raise SystemExit(f"no material in {data} has a DFT volume series (volumes.json) yet")
 
     from equitrain_jax.cli import enable_compilation_cache
-    from equitrain_jax.phonons.qha import (
-        analyse,
-        gruneisen_error,
-        gruneisen_on_path,
-        load_reference_volumes,
-        volume_factors,
-    )
+    from equitrain_jax.phonons.gruneisen import gruneisen_error, gruneisen_on_path
+    from equitrain_jax.phonons.qha import analyse
+    from equitrain_jax.phonons.qha_config import volume_factors
     from equitrain_jax.phonons.qha_plots import plot_mode_gruneisen, plot_qha
+    from equitrain_jax.phonons.volumes import load_reference_volumes
 
     enable_compilation_cache()  # the fine-tuned models share the pretrained one's programs
     output.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,13 @@ from equitrain_jax.cli import checks
 
 
 def add_parser(sub) -> None:
-    from equitrain_jax.phonons.qha_config import EOS, EOS_CHOICES, MESH, N_VOLUMES, VOLUME_STRAIN_RANGE
+    from equitrain_jax.phonons.qha_config import (
+        EOS,
+        EOS_CHOICES,
+        MESH,
+        N_VOLUMES,
+        VOLUME_STRAIN_RANGE,
+    )
 
     p = sub.add_parser(
         "qha", help="quasi-harmonic approximation: thermal expansion, V(T), B(T), C_P(T), Grüneisen parameters",
@@ -93,7 +99,7 @@ def reference_volumes(args: argparse.Namespace, atoms):
         return None
     from ase.formula import Formula
 
-    from equitrain_jax.phonons.qha import load_reference_volumes
+    from equitrain_jax.phonons.volumes import load_reference_volumes
 
     reference = load_reference_volumes(args.reference)
     theirs = reference[0][0].primitive
@@ -136,20 +142,24 @@ def run(args: argparse.Namespace) -> None:
     import numpy as np
 
     from equitrain_jax.cli.phonons import supercell_for_min_length
-    from equitrain_jax.phonons.qha import (
-        analyse,
-        comparison_rows,
+    from equitrain_jax.phonons.gruneisen import (
         gruneisen_band_structure,
         gruneisen_error,
         gruneisen_on_path,
-        relax_positions,
-        volume_series,
-        write_comparison,
-        write_qha,
-        write_volume_series,
     )
     from equitrain_jax.phonons.nac import describe_nac
+    from equitrain_jax.phonons.qha import (
+        analyse,
+        comparison_rows,
+        write_comparison,
+        write_qha,
+    )
     from equitrain_jax.phonons.qha_plots import plot_mode_gruneisen, plot_qha
+    from equitrain_jax.phonons.volumes import (
+        relax_positions,
+        volume_series,
+        write_volume_series,
+    )
     from equitrain_jax.potential import Potential
 
     atoms, mesh = args.atoms, args.mesh_value

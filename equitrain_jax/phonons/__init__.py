@@ -4,8 +4,8 @@ analysis and comparison with a reference.
 Modules: `hessian` (Hessian-vector products of ASE structures), `harmonic` (force constants and
 phonopy objects holding them), `bridge` (ASE ↔ phonopy), `results` (bands, DOS, thermal
 properties, files), `modes` and `scans` (unstable modes and the energy along them), `relax`,
-`compare` (against a reference) and `plots`; `qha` and `third_order`/`conductivity` beyond the
-harmonic approximation.
+`compare` (against a reference) and `plots`; beyond the harmonic approximation `volumes`, `qha` and
+`gruneisen` (quasi-harmonic) and `third_order`/`conductivity`.
 
 Names are imported on first use (PEP 562), so the command line reads its defaults (e.g.
 `equitrain_jax.phonons.qha_config`) without loading JAX.  The full Hessian is

@@ -18,7 +18,8 @@ from phonopy.file_IO import parse_BORN
 
 from equitrain_jax import cli
 from equitrain_jax.models.io import save_model
-from equitrain_jax.phonons.qha import scale_volume, temperature_grid
+from equitrain_jax.phonons.qha_config import temperature_grid
+from equitrain_jax.phonons.volumes import scale_volume
 
 EXAMPLES = Path(__file__).parents[2] / "benchmarks" / "data" / "phonopy-examples"
 
@@ -124,7 +125,10 @@ def test_conductivity_with_born_equals_phono3pys_own_nac(tmp_path, capsys):
     from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
     from third_order_models import kappa_potential
 
-    from equitrain_jax.phonons.conductivity import kappa_summary, run_thermal_conductivity
+    from equitrain_jax.phonons.conductivity import (
+        kappa_summary,
+        run_thermal_conductivity,
+    )
 
     born = EXAMPLES / "MgO" / "BORN"
     save_model(tmp_path / "model", kappa_potential().bundle.config, kappa_potential().bundle.variables)

@@ -22,13 +22,10 @@ from phonopy import Phonopy
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.phonons import phonopy_from_calculator, phonopy_from_potential
 from equitrain_jax.phonons.bridge import ase_to_phonopy, phonopy_to_ase
-from equitrain_jax.phonons.qha import (
-    analyse,
-    mode_gruneisen,
-    scale_volume,
-    volume_factors,
-    volume_series,
-)
+from equitrain_jax.phonons.gruneisen import mode_gruneisen
+from equitrain_jax.phonons.qha import analyse
+from equitrain_jax.phonons.qha_config import volume_factors
+from equitrain_jax.phonons.volumes import scale_volume, volume_series
 
 SUPERCELL = 2
 N_VOLUMES, STRAIN = 5, 0.04
