@@ -72,6 +72,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
+def device_peak_mb(side: str, device: str) -> float | None:
+    """Peak accelerator memory of this process (MB) on CUDA: JAX's device statistics for our side,
+    torch's allocator for mace-torch's; None on CPU."""
+    if device != "cuda":
+        return None
+    if side == "equitrain-jax":
+        import jax
+
+        return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 1e6
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e6
+
+
 def structures(materials: tuple[str, ...]) -> list:
     """The DFT-labelled training structures of ``materials``, in file order (labels in atoms.calc)."""
     import ase.io
@@ -97,7 +111,7 @@ def tree_bytes(tree) -> int:
 
 
 def jax_worker(strategy_name: str, dtype: str, channels: int, batch_size: int, steps: int,
-               materials: tuple[str, ...]) -> dict:
+               materials: tuple[str, ...], device: str) -> dict:
     import jax
 
     from equitrain_jax.convert import convert_model
@@ -154,7 +168,7 @@ def jax_worker(strategy_name: str, dtype: str, channels: int, batch_size: int, s
 
 
 def torch_worker(strategy_name: str, dtype: str, channels: int, batch_size: int, steps: int,
-                 materials: tuple[str, ...]) -> dict:
+                 materials: tuple[str, ...], device: str) -> dict:
     import mace  # noqa: F401  (before e3nn)
     import torch
     from mace import data as mace_data
@@ -166,7 +180,7 @@ def torch_worker(strategy_name: str, dtype: str, channels: int, batch_size: int,
     torch.set_num_threads(os.cpu_count() or 1)
     torch_dtype = getattr(torch, dtype)
     torch.set_default_dtype(torch_dtype)
-    model = torch_model(channels).to(torch_dtype)
+    model = torch_model(channels).to(torch_dtype).to(device)
     # run_train's settings, spelled as its command line would
     args = build_default_arg_parser().parse_args([
         "--name", "benchmark", "--train_file", "unused.xyz", "--loss", "huber",
@@ -197,7 +211,7 @@ def torch_worker(strategy_name: str, dtype: str, channels: int, batch_size: int,
                for c in configs]
     loader = torch_geometric.dataloader.DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=True)
     batches = list(loader)
-    device = torch.device("cpu")
+    device = torch.device(device)
 
     def step(batch):
         loss, _ = take_step(model, loss_fn, batch, optimizer, None, output_args, args.clip_grad, device)
@@ -225,9 +239,10 @@ def torch_worker(strategy_name: str, dtype: str, channels: int, batch_size: int,
 def worker(side: str, strategy: str, dtype: str, args, out: str) -> None:
     warnings.simplefilter("ignore")
     run = jax_worker if side == "equitrain-jax" else torch_worker
-    result = run(strategy, dtype, args.channels, args.batch_size, args.steps, tuple(args.materials.split(",")))
+    result = run(strategy, dtype, args.channels, args.batch_size, args.steps, tuple(args.materials.split(",")),
+                 args.device)
     result.update(side=side, strategy=strategy, dtype=dtype, peak_rss_mb=peak_rss_mb(),
-                  seconds_per_step=statistics.median(result["step_times"]))
+                  seconds_per_step=statistics.median(result["step_times"]), device_peak_mb=device_peak_mb(side, args.device))
     result["steps_per_second"] = 1.0 / result["seconds_per_step"]
     result["delta_rss_mb"] = result["peak_rss_mb"] - result.pop("base_rss_mb")
     with open(out, "w") as handle:
@@ -238,7 +253,7 @@ def run(side: str, strategy: str, dtype: str, args, tmp: str) -> dict:
     out = os.path.join(tmp, f"{side}-{strategy}-{dtype}.json")
     command = [sys.executable, __file__, "--worker", side, strategy, dtype, "--out", out,
                "--channels", str(args.channels), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-               "--materials", args.materials]
+               "--materials", args.materials, "--device", args.device]
     try:
         subprocess.run(command, check=True, timeout=args.timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except subprocess.TimeoutExpired:
@@ -300,6 +315,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 10; 4 with --quick)")
     parser.add_argument("--materials", default=",".join(MATERIALS), help="benchmarks/data materials to train on")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (side, strategy, dtype)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="mace-torch's device (JAX uses its default backend: set JAX_PLATFORMS to match)")
     parser.add_argument("--save", default=None, help="write the results as JSON to this file")
     parser.add_argument("--worker", nargs=3, metavar=("SIDE", "STRATEGY", "DTYPE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -311,7 +328,7 @@ def main() -> None:
         return
     dtypes = (args.dtypes or ("float32" if args.quick else "float32,float64")).split(",")
     header = (f"MACE-MP-0 medium architecture, 89 elements, random weights, {args.channels} channels; "
-              f"batches of {args.batch_size} structures from {args.materials}; "
+              f"batches of {args.batch_size} structures from {args.materials}; mace-torch on {args.device}; "
               f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(header, flush=True)
