@@ -17,7 +17,7 @@
 # (default /tmp/site) only if a package is missing, so the script also runs in a full environment.
 #
 #   GPU_SH_SMOKE=1     tiny sizes (16 channels, 64 atoms, Si16, one timed step): checks the flow
-#                      on any machine, CPU included, in a few minutes
+#                      on any machine, CPU included (give it GPU_SH_BUDGET=1500 on a busy CPU)
 #   GPU_SH_BUDGET=480  seconds for the whole script; each stage gets its share of what is left
 set -uo pipefail
 cd "$(dirname "$0")/.."

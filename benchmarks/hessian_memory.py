@@ -85,11 +85,11 @@ def main() -> None:
         print(f"{n:5d} {row['edges']:6d} {row['residual_bytes'] / 1e6:8.1f} "
               + " ".join(f"{row['chunks'][c] / 1e6:10.1f}" for c in args.chunks)
               + f" {row['per_tangent_bytes'] / 1e6:13.1f} {row['fixed_temp_bytes'] / 1e6:7.1f}", flush=True)
+        if args.save:  # after every size, so an interrupted run keeps what it measured
+            with open(args.save, "w") as handle:
+                json.dump(dict(header=header, channels=args.channels, rows=rows), handle, indent=1)
     print("R: residuals of the primal (output of the linearisation, kept for all chunks); W(c): XLA temporary bytes\n"
           "of one call with c tangents; w, W0: least-squares line W(c) ≈ W0 + c·w")
-    if args.save:
-        with open(args.save, "w") as handle:
-            json.dump(dict(header=header, channels=args.channels, rows=rows), handle, indent=1)
 
 
 if __name__ == "__main__":

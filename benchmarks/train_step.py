@@ -177,7 +177,7 @@ def torch_worker(strategy_name: str, dtype: str, channels: int, batch_size: int,
     from mace.tools.scripts_utils import get_loss_fn, get_optimizer, get_params_options
     from mace.tools.train import take_step
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     torch_dtype = getattr(torch, dtype)
     torch.set_default_dtype(torch_dtype)
     model = torch_model(channels).to(torch_dtype).to(device)
@@ -238,6 +238,8 @@ def torch_worker(strategy_name: str, dtype: str, channels: int, batch_size: int,
 
 def worker(side: str, strategy: str, dtype: str, args, out: str) -> None:
     warnings.simplefilter("ignore")
+    if args.cores:  # before JAX or torch start their thread pools, which size themselves by the affinity
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     run = jax_worker if side == "equitrain-jax" else torch_worker
     result = run(strategy, dtype, args.channels, args.batch_size, args.steps, tuple(args.materials.split(",")),
                  args.device)
@@ -253,7 +255,7 @@ def run(side: str, strategy: str, dtype: str, args, tmp: str) -> dict:
     out = os.path.join(tmp, f"{side}-{strategy}-{dtype}.json")
     command = [sys.executable, __file__, "--worker", side, strategy, dtype, "--out", out,
                "--channels", str(args.channels), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-               "--materials", args.materials, "--device", args.device]
+               "--materials", args.materials, "--device", args.device, "--cores", str(args.cores)]
     try:
         subprocess.run(command, check=True, timeout=args.timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except subprocess.TimeoutExpired:
@@ -317,6 +319,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (side, strategy, dtype)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="mace-torch's device (JAX uses its default backend: set JAX_PLATFORMS to match)")
+    parser.add_argument("--cores", type=int, default=0,
+                        help="pin each side to this many CPU cores (0: all); one core keeps a loaded machine's "
+                             "oversubscription from penalising torch's OpenMP threads more than JAX's")
     parser.add_argument("--save", default=None, help="write the results as JSON to this file")
     parser.add_argument("--worker", nargs=3, metavar=("SIDE", "STRATEGY", "DTYPE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -329,6 +334,7 @@ def main() -> None:
     dtypes = (args.dtypes or ("float32" if args.quick else "float32,float64")).split(",")
     header = (f"MACE-MP-0 medium architecture, 89 elements, random weights, {args.channels} channels; "
               f"batches of {args.batch_size} structures from {args.materials}; mace-torch on {args.device}; "
+              f"{'pinned to ' + str(args.cores) + ' core(s); ' if args.cores else ''}"
               f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(header, flush=True)

@@ -1,9 +1,12 @@
 """Exact second derivatives of a model's energy with respect to atomic positions, for ASE structures.
 
 The Hessian H[i, a, j, b] = ∂²E/∂r_ia ∂r_jb (eV/Å²) is built from Hessian-vector products of the
-model's one energy function (`equitrain_jax.models.quantities.hessian_vector_product`, a `jax.jvp`
-of its gradient): each row block is a batch of products with unit vectors, ``chunk_size`` rows per
-compiled call, so memory grows with ``chunk_size`` and not with the number of rows.  The
+model's one energy function (the forward-over-reverse product of
+`equitrain_jax.models.quantities.hessian_vector_product`, here as `jax.linearize` of the gradient so
+the primal is computed once per structure): each row block is a batch of products with unit
+vectors, ``chunk_size`` rows per compiled call, so memory grows with ``chunk_size`` and not with the
+number of rows (the bound: `default_chunk_size`).  Partial Hessians of a subset of atoms (the free
+atoms under ASE's ``FixAtoms``) cost only their own rows (`partial_hessian`).  The
 neighbour list is built once at the given structure and kept fixed while positions vary: the
 derivatives are exact for the model at that structure (the cutoff envelopes are smooth, so edges
 at the cutoff contribute nothing to the first and second derivatives).
@@ -62,10 +65,18 @@ def compiled_tangent_products(potential: Potential) -> Callable:
 def default_chunk_size(n_atoms: int) -> int:
     """Rows per compiled call: ⌊192/N⌋, between 1 and 12 (12 rows up to 16 atoms, 3 at 64, 1 from 97 on).
 
-    The working memory of one call is about ``chunk_size`` times that of a force evaluation (the
-    tangents of its intermediates), besides the primal's residuals, which are kept for all calls
-    (`linearized_gradient`); so ``chunk_size × N`` atom-rows bound it.  The time per row does not
-    depend on the chunk (the primal is computed once), so the default keeps chunk × N ≤ 192.
+    Memory bound of a Hessian (`hessian_vector_products`), with N atoms and c = ``chunk_size``:
+
+        peak ≈ R + W0 + c·w,   R ≈ w ≈ m·N,
+
+    R the primal's residuals, kept for all calls (`linearized_gradient`), w the working memory of
+    one tangent in a call (`tangent_products`), W0 small and fixed; m is the model's memory per
+    atom of one force evaluation's intermediates, which grows with the neighbours per atom and the
+    channels.  So the peak is about (c + 1)·m·N, set by the chunk and not by the 3N rows.  Measured
+    with XLA's accounting (`benchmarks/hessian_memory.py`, MACE-MP-0 medium architecture at 128
+    channels, float64, diamond Si): m ≈ 7 MB per atom (R = 121 MB, w = 110 MB at 16 atoms).  The
+    default keeps c·N ≤ 192, so c·w stays ≤ about 1.3 GB for that model at any size; the time per
+    row hardly depends on c (the primal is computed once).
     """
     return int(min(12, max(1, 192 // max(int(n_atoms), 1))))
 
@@ -82,9 +93,10 @@ def hessian_vector_products(
         potential: the model.
         atoms: structure (Å); the neighbour list is built once here.
         vectors: K displacement patterns of the N atoms (any length; the product is linear in v).
-        chunk_size: products per compiled call; the last chunk is padded (with zero vectors) so
-            every call has the same shape and the function compiles once per structure size.
-            Default `default_chunk_size`.
+        chunk_size: products per compiled call, which set the peak memory (about
+            (chunk_size + 1) force evaluations' intermediates: see `default_chunk_size`); the last
+            chunk is padded (with zero vectors) so every call has the same shape and the function
+            compiles once per structure size.  Default `default_chunk_size`.
     """
     n = len(atoms)
     vectors = np.asarray(vectors, dtype=np.float64)
@@ -138,7 +150,7 @@ def hessian(potential: Potential, atoms: ase.Atoms, chunk_size: Optional[int] = 
     """Full Hessian ∂²E/∂r_ia ∂r_jb of ``atoms``: [N, 3, N, 3] eV/Å² (float64 numpy).
 
     Not symmetrised: its asymmetry and its violation of the acoustic sum rule measure rounding.
-    ``chunk_size`` rows per compiled call bound the memory (see `hessian_rows`).
+    ``chunk_size`` rows per compiled call bound the memory (see `default_chunk_size`).
     """
     return hessian_rows(potential, atoms, np.arange(len(atoms)), chunk_size=chunk_size)
 
