@@ -208,6 +208,13 @@ def test_partial_hessian_of_the_free_atoms(system):
     vibrations = vibrations_data(potential, constrained)
     assert vibrations.get_indices().tolist() == free.tolist()
     np.testing.assert_array_equal(vibrations.get_hessian(), block)
+    chosen = free[::-1]  # explicit indices, in their own order, whatever the constraints say
+    np.testing.assert_allclose(
+        partial_hessian(potential, constrained, chosen),
+        reference[np.ix_(chosen, range(3), chosen, range(3))],
+        rtol=0,
+        atol=1e-9 * scale,
+    )
 
     with pytest.raises(ValueError, match="every atom is fixed"):
         partial_hessian(potential, _all_fixed(atoms))
@@ -215,6 +222,10 @@ def test_partial_hessian_of_the_free_atoms(system):
         partial_hessian(potential, atoms, [1, 1])
     with pytest.raises(ValueError, match="out of range"):
         partial_hessian(potential, atoms, [1, n])
+    with pytest.raises(ValueError, match=r"\[-1, 2\] out of range"):
+        partial_hessian(potential, atoms, [-1, 2])
+    with pytest.raises(ValueError, match="indices is empty"):
+        partial_hessian(potential, atoms, [])
 
 
 def test_free_atoms_follow_ase_and_ignore_other_constraints():
