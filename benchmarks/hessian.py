@@ -1,7 +1,8 @@
 """Force constants for phonons: analytic JAX Hessians against mace-torch and finite displacements.
 
 For one low-symmetry crystal (a random triclinic Si4O8 cell, P1, as a 2x1x1 supercell of 24
-atoms; the 12-atom unit cell with --quick) and diamond-Si supercells of 64, 216 and 512 atoms,
+atoms; the 12-atom unit cell with --quick) and diamond-Si supercells of 64, 216 and 512 atoms
+(and of 16, on request),
 the same random-weight MACE-MP-0 medium architecture (mace-torch, converted to JAX) gives force
 constants [N, N, 3, 3] in eV/Å² by
 
@@ -25,6 +26,8 @@ its estimate printed.
     python benchmarks/hessian.py                 # 64, 216, 512 atoms and the low-symmetry crystal
     python benchmarks/hessian.py --channels 32   # a narrower model of the same architecture
     python benchmarks/hessian.py --quick         # the smallest run: the 12-atom cell and Si64, 16 channels
+    python benchmarks/hessian.py --structures Si16,Si64 --methods jax-full,torch-hess   # full Hessians
+    python benchmarks/hessian.py --structures Si16 --methods jax-full --chunk-size 3    # another chunk size
 """
 
 from __future__ import annotations

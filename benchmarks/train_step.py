@@ -37,7 +37,7 @@ reported for both sides; the target is ours for LoRA ≤ 5 % of ours for full fi
 
     python benchmarks/train_step.py                      # float32 and float64, full and LoRA
     python benchmarks/train_step.py --quick              # 16 channels, 4 steps, float32
-    python benchmarks/train_step.py --save benchmarks/results/train-step.json
+    python benchmarks/train_step.py --dtypes float32 --materials Si --steps 5 --cores 1 --save benchmarks/results/train_step-1core.json
 """
 
 from __future__ import annotations
