@@ -1,7 +1,8 @@
 """Force constants for phonons: analytic JAX Hessians against mace-torch and finite displacements.
 
 For one low-symmetry crystal (a random triclinic Si4O8 cell, P1, as a 2x1x1 supercell of 24
-atoms; the 12-atom unit cell with --quick) and diamond-Si supercells of 64, 216 and 512 atoms,
+atoms; the 12-atom unit cell with --quick) and diamond-Si supercells of 64, 216 and 512 atoms
+(and of 16, on request),
 the same random-weight MACE-MP-0 medium architecture (mace-torch, converted to JAX) gives force
 constants [N, N, 3, 3] in eV/Å² by
 
@@ -25,6 +26,8 @@ its estimate printed.
     python benchmarks/hessian.py                 # 64, 216, 512 atoms and the low-symmetry crystal
     python benchmarks/hessian.py --channels 32   # a narrower model of the same architecture
     python benchmarks/hessian.py --quick         # the smallest run: the 12-atom cell and Si64, 16 channels
+    python benchmarks/hessian.py --structures Si16,Si64 --methods jax-full,torch-hess   # full Hessians
+    python benchmarks/hessian.py --structures Si16 --methods jax-full --chunk-size 3    # another chunk size
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def unitcell_and_matrix(name: str):
     from ase import Atoms
     from ase.build import bulk
 
+    if name == "Si16":
+        return bulk("Si", "diamond", a=5.43, cubic=True), np.diag([2, 1, 1])
     if name in ("Si64", "Si216", "Si512"):
         n = int(name[2:])
         reps = {64: 2, 216: 3, 512: 4}[n]
@@ -119,7 +124,22 @@ def work_units(method: str, structure: str) -> tuple[int, int, int]:
     return n, rows, n * rows
 
 
-def worker(method: str, structure: str, channels: int, out: str, repeats: int, repeat_seconds: float) -> None:
+def device_peak_mb(method: str, device: str) -> float | None:
+    """Peak accelerator memory of this process (MB) on CUDA: JAX's device statistics for our
+    methods, torch's allocator for mace-torch's; None on CPU."""
+    if device != "cuda":
+        return None
+    import torch
+
+    if method.startswith("jax"):
+        import jax
+
+        return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 1e6
+    return torch.cuda.max_memory_allocated() / 1e6
+
+
+def worker(method: str, structure: str, channels: int, out: str, repeats: int, repeat_seconds: float,
+           chunk_size: int | None = None, device: str = "cpu") -> None:
     """Run one method on one structure; write {seconds, ...} JSON and the force constants."""
     warnings.simplefilter("ignore")
     import torch
@@ -141,12 +161,15 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
         from equitrain_jax.potential import Potential
 
         potential = Potential(ModelBundle(*convert_model(module)), dtype="float64")
+        from equitrain_jax.phonons.hessian import default_chunk_size
+
         kind = JAX_KINDS[method]
         result["rows"] = work_units(method, structure)[1]
+        result["chunk_size"] = chunk_size or default_chunk_size(n)
         base = peak_rss_mb()
         fc, times = timed_calls(  # the first call compiles: at least one warm call after it
             lambda: force_constants(potential, supercell, method=kind, symmetry=phonon.symmetry,
-                                    primitive=phonon.primitive),
+                                    primitive=phonon.primitive, chunk_size=chunk_size),
             2, max(repeats, 2), repeat_seconds,
         )
         result["seconds"] = times[0]
@@ -156,7 +179,7 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
         from mace.calculators import MACECalculator
 
         torch.set_default_dtype(torch.float64)
-        calc = MACECalculator(models=module, default_dtype="float64")
+        calc = MACECalculator(models=module, default_dtype="float64", device=device)
         base = peak_rss_mb()
 
         def torch_hessian():
@@ -179,6 +202,7 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
     result["calls"] = len(times)
     result["peak_rss_mb"] = peak_rss_mb()
     result["delta_rss_mb"] = peak_rss_mb() - base
+    result["device_peak_mb"] = device_peak_mb(method, device)
     np.save(out + ".npy", np.ascontiguousarray(fc))
     with open(out + ".json", "w") as handle:
         json.dump(result, handle)
@@ -187,7 +211,10 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
 def run(method: str, structure: str, args, tmp: str) -> dict:
     out = os.path.join(tmp, f"{structure}-{method}")
     command = [sys.executable, __file__, "--worker", method, structure, "--channels", str(args.channels),
-               "--repeats", str(args.repeats), "--repeat-seconds", str(args.repeat_seconds), "--out", out]
+               "--repeats", str(args.repeats), "--repeat-seconds", str(args.repeat_seconds), "--out", out,
+               "--device", args.device]
+    if args.chunk_size:
+        command += ["--chunk-size", str(args.chunk_size)]
     try:
         subprocess.run(command, check=True, timeout=args.timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except subprocess.TimeoutExpired:
@@ -247,7 +274,8 @@ def ratios(results: list[dict]) -> tuple[str, list[dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="64 atoms + the 12-atom low-symmetry cell, 16 channels")
-    parser.add_argument("--structures", default=None, help="comma-separated subset of Si64,Si216,Si512,SiO-triclinic")
+    parser.add_argument("--structures", default=None,
+                        help="comma-separated subset of Si16,Si64,Si216,Si512,SiO-triclinic,SiO-triclinic-1")
     parser.add_argument("--channels", type=int, default=None, help="model width (default 128; 16 with --quick)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--repeats", type=int, default=3,
@@ -258,13 +286,17 @@ def main() -> None:
                         help="skip a measurement whose extrapolated time exceeds this (s)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (structure, method)")
     parser.add_argument("--save", default=None, help="write the results (without force constants) to this JSON file")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="Hessian-vector products per compiled call (default: the library's default_chunk_size)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="mace-torch's device (JAX uses its default backend: set JAX_PLATFORMS to match)")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "STRUCTURE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.channels = args.channels or (16 if args.quick else 128)
     if args.worker:
         worker(*args.worker, channels=args.channels, out=args.out, repeats=args.repeats,
-               repeat_seconds=args.repeat_seconds)
+               repeat_seconds=args.repeat_seconds, chunk_size=args.chunk_size, device=args.device)
         return
     if args.structures:
         structures = args.structures.split(",")
@@ -274,6 +306,7 @@ def main() -> None:
         structures = ["SiO-triclinic", "Si64", "Si216", "Si512"]  # smallest first: it seeds the time estimates
     methods = args.methods.split(",")
     header = (f"MACE-MP-0 medium architecture, random weights, {args.channels} channels, float64; "
+              f"chunk size {args.chunk_size or 'default'}; mace-torch on {args.device}; "
               f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(header, flush=True)

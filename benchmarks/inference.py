@@ -60,17 +60,19 @@ def silicon(n_atoms: int):
 
 
 
-def torch_model_level(module, atoms, dtype, repeats):
+def torch_model_level(module, atoms, dtype, repeats, device="cpu"):
     from mace.calculators import MACECalculator
 
     torch.set_default_dtype(getattr(torch, dtype))
-    calc = MACECalculator(models=module, default_dtype=dtype)
+    calc = MACECalculator(models=module, default_dtype=dtype, device=device)
     batch = calc._atoms_to_batch(atoms)  # mace-torch's own graph, built once
     batch_dict = batch.to_dict()
 
     def run():
         data = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch_dict.items()}
         out = module(data, compute_stress=False, training=False)
+        if device == "cuda":
+            torch.cuda.synchronize()  # CUDA runs asynchronously: time the work, not its launch
         return out["forces"]
 
     run()
@@ -138,13 +140,16 @@ def measure_sevennet(dtype: str, n: int, repeats: int, sevenn_python: str) -> di
     return row
 
 
-def measure(model: str, dtype: str, n: int, repeats: int, channels: int, memory_gb: float, sevenn_python: str) -> dict:
-    """One (model, dtype, size) row, run in a child process under an address-space limit so that
-    an out-of-memory side is reported instead of taking the machine down."""
+def measure(model: str, dtype: str, n: int, repeats: int, channels: int, memory_gb: float, sevenn_python: str,
+            device: str = "cpu") -> dict:
+    """One (model, dtype, size) row, run in a child process under an address-space limit (none
+    if ``memory_gb`` is 0, as CUDA needs) so that an out-of-memory side is reported instead of
+    taking the machine down."""
     import resource
 
-    limit = int(memory_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if memory_gb > 0:
+        limit = int(memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     enable_float64()
     if model == "sevennet-0":
         return measure_sevennet(dtype, n, repeats, sevenn_python)
@@ -152,7 +157,7 @@ def measure(model: str, dtype: str, n: int, repeats: int, channels: int, memory_
     potential = Potential(ModelBundle(*convert_model(module)), dtype=dtype)
     atoms = silicon(n)
     row = dict(model=model, dtype=dtype, atoms=n)
-    for side, run in (("torch", lambda: torch_model_level(module, atoms, dtype, repeats)),
+    for side, run in (("torch", lambda: torch_model_level(module, atoms, dtype, repeats, device)),
                       ("jax", lambda: jax_model_level(potential, atoms, repeats))):
         try:
             row[f"{side}_model_s"], extra = run()
@@ -189,7 +194,10 @@ def main():
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--channels", type=int, default=128)
-    parser.add_argument("--memory-gb", type=float, default=20.0, help="address-space limit per measurement")
+    parser.add_argument("--memory-gb", type=float, default=20.0,
+                        help="address-space limit per measurement (0: none; CUDA needs none)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="mace-torch's device (JAX uses its default backend: set JAX_PLATFORMS to match)")
     parser.add_argument("--sevenn-python", default=SEVENN_PYTHON, help="python of an environment with sevenn")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
@@ -208,7 +216,8 @@ def main():
         queue = context.Queue()
         child = context.Process(
             target=_child,
-            args=(queue, model, dtype, n, args.repeats, args.channels, args.memory_gb, args.sevenn_python),
+            args=(queue, model, dtype, n, args.repeats, args.channels, args.memory_gb, args.sevenn_python,
+                  args.device),
         )
         child.start()
         child.join()
@@ -221,9 +230,9 @@ def main():
               f"{ratio(row['torch_model_s'], row['jax_model_s'])} {row.get('jax_compile_s') or 0:9.1f} | "
               f"{fmt(row['torch_calc_s']):>10s} {fmt(row['jax_calc_s'])} {ratio(row['torch_calc_s'], row['jax_calc_s'])}",
               flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        if args.json:  # after every row, so an interrupted run keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=2)
 
 
 if __name__ == "__main__":

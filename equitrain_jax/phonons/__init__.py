@@ -29,6 +29,7 @@ _EXPORTS = {
     "finite_displacement_force_constants": "equitrain_jax.phonons.harmonic",
     "follow_mode": "equitrain_jax.phonons.scans",
     "force_constants": "equitrain_jax.phonons.harmonic",
+    "free_atom_indices": "equitrain_jax.phonons.hessian",
     "gamma_frequencies": "equitrain_jax.phonons.results",
     "hessian_rows": "equitrain_jax.phonons.hessian",
     "hessian_vector_products": "equitrain_jax.phonons.hessian",
@@ -37,6 +38,7 @@ _EXPORTS = {
     "load_reference": "equitrain_jax.phonons.compare",
     "METHODS": "equitrain_jax.phonons.harmonic",
     "modes_at": "equitrain_jax.phonons.modes",
+    "partial_hessian": "equitrain_jax.phonons.hessian",
     "perpendicular_widths": "equitrain_jax.phonons.bridge",
     "PhononMode": "equitrain_jax.phonons.modes",
     "phonopy_from_calculator": "equitrain_jax.phonons.harmonic",
@@ -50,6 +52,7 @@ _EXPORTS = {
     "SupercellTooSmallWarning": "equitrain_jax.phonons.bridge",
     "thermal_properties": "equitrain_jax.phonons.results",
     "total_dos": "equitrain_jax.phonons.results",
+    "vibrations_data": "equitrain_jax.phonons.hessian",
     "write_results": "equitrain_jax.phonons.results",
 }
 

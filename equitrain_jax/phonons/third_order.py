@@ -118,8 +118,7 @@ def default_chunk_size(n_atoms: int) -> int:
     """Direction pairs per compiled call: ⌊96/N⌋ between 1 and 12 (12 up to 8 atoms, 3 at 32, 1 from 49).
 
     One call holds the forward-over-forward-over-reverse intermediates of ``chunk_size`` pairs,
-    about four Hessian-vector products' worth each, so this is a quarter of the Hessian's rows per
-    call (`equitrain_jax.phonons.hessian.default_chunk_size`, at most 24 and 3·⌊256/N⌋).
+    about four Hessian-vector products' worth each (the primal recomputed in every call).
     """
     return int(min(12, max(1, 96 // max(int(n_atoms), 1))))
 

@@ -35,7 +35,7 @@ from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 from equitrain_jax.data import batch_graphs
 from equitrain_jax.phonons import check_supercell_size, load_reference
 from equitrain_jax.phonons.bridge import ase_to_phonopy, phonopy_to_ase
-from equitrain_jax.phonons.hessian import compiled_hessian_vector_products
+from equitrain_jax.phonons.hessian import compiled_linearization, compiled_tangent_products
 from equitrain_jax.phonons.qha_config import (
     DISPLACEMENT_DISTANCE,
     N_VOLUMES,
@@ -95,21 +95,22 @@ def _hvp_over_structures(potential: Potential, structures: Sequence[ase.Atoms], 
     the last chunk padded with zeros, so the shapes, and the compilation, are those of one call.
 
     The products are the package's one Hessian-vector product
-    (`equitrain_jax.phonons.hessian.compiled_hessian_vector_products`, a jvp of the gradient of
-    `equitrain_jax.models.quantities.energy`) on the batched padded graph; padding nodes get zero
-    tangents.
+    (`equitrain_jax.phonons.hessian.compiled_linearization`, the linearised gradient of
+    `equitrain_jax.models.quantities.energy`, its primal computed once for all chunks) on the
+    batched padded graph; padding nodes get zero tangents.
     """
     graph = potential.device_graph(batch_graphs([potential.graph(atoms) for atoms in structures]))
     n_total = sum(len(atoms) for atoms in structures)
     positions = graph.nodes["positions"]
     n_padding = positions.shape[0] - n_total
-    compiled = compiled_hessian_vector_products(potential)
+    linear = compiled_linearization(potential)(potential.variables, graph, positions)
+    products = compiled_tangent_products(potential)
     blocks = []
     for start in range(0, len(tangents), chunk_size):
         part = tangents[start : start + chunk_size]
         padded = np.concatenate([part, np.zeros((chunk_size - len(part), n_total, 3))])
         padded = np.concatenate([padded, np.zeros((chunk_size, n_padding, 3))], axis=1)
-        out = compiled(potential.variables, graph, positions, jnp.asarray(padded, dtype=positions.dtype))
+        out = products(linear, jnp.asarray(padded, dtype=positions.dtype))
         blocks.append(np.asarray(out, dtype=np.float64)[: len(part), :n_total])
     return np.concatenate(blocks)
 

@@ -10,13 +10,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ase.build import bulk
+from ase.constraints import FixAtoms, FixBondLength
 
 from phonon_models import hessian_potential, phonon_potential, rattled_sic
 
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.data import batch_graphs
 from equitrain_jax.models import quantities
-from equitrain_jax.phonons.hessian import hessian, hessian_rows, hessian_vector_products
+from equitrain_jax.phonons.hessian import (
+    free_atom_indices,
+    hessian,
+    hessian_rows,
+    hessian_vector_products,
+    partial_hessian,
+    vibrations_data,
+)
 
 STEP = 2e-3  # Å
 STENCIL = {-2: 1.0 / 12, -1: -8.0 / 12, 1: 8.0 / 12, 2: -1.0 / 12}  # 4th-order first derivative
@@ -177,3 +185,58 @@ def test_hessian_vector_products_along_arbitrary_patterns(system):
     np.testing.assert_allclose(products, expected, rtol=0, atol=1e-9 * np.abs(expected).max())
     with pytest.raises(ValueError, match=r"shape \[K, 16, 3\]"):
         hessian_vector_products(potential, atoms, vectors[:, :4])
+
+
+def test_partial_hessian_of_the_free_atoms(system):
+    """Under ASE's FixAtoms, `partial_hessian` takes the free atoms' rows and columns only: against
+    the finite-difference Hessian's block of those atoms (free atoms displaced, forces on free
+    atoms) and the analytic full Hessian's block, the ASE `VibrationsData` built from it, and bad
+    selections named.  Eight free atoms: 24 rows, the fixture's compiled chunk shape."""
+    potential, atoms, analytic, reference = system
+    n = len(atoms)
+    reference = reference.reshape(n, 3, n, 3)
+    scale = np.abs(reference).max()
+    constrained = atoms.copy()
+    fixed = [0, 2, 3, 6, 9, 10, 12, 15]
+    constrained.set_constraint(FixAtoms(indices=fixed))
+    free = free_atom_indices(constrained)
+    assert free.tolist() == [1, 4, 5, 7, 8, 11, 13, 14]
+    block = partial_hessian(potential, constrained)
+    assert block.shape == (8, 3, 8, 3)
+    np.testing.assert_allclose(block, reference[np.ix_(free, range(3), free, range(3))], rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(block, analytic[np.ix_(free, range(3), free, range(3))], rtol=0, atol=1e-12 * scale)
+    vibrations = vibrations_data(potential, constrained)
+    assert vibrations.get_indices().tolist() == free.tolist()
+    np.testing.assert_array_equal(vibrations.get_hessian(), block)
+    chosen = free[::-1]  # explicit indices, in their own order, whatever the constraints say
+    np.testing.assert_allclose(
+        partial_hessian(potential, constrained, chosen),
+        reference[np.ix_(chosen, range(3), chosen, range(3))],
+        rtol=0,
+        atol=1e-9 * scale,
+    )
+
+    with pytest.raises(ValueError, match="every atom is fixed"):
+        partial_hessian(potential, _all_fixed(atoms))
+    with pytest.raises(ValueError, match="repeat"):
+        partial_hessian(potential, atoms, [1, 1])
+    with pytest.raises(ValueError, match="out of range"):
+        partial_hessian(potential, atoms, [1, n])
+    with pytest.raises(ValueError, match=r"\[-1, 2\] out of range"):
+        partial_hessian(potential, atoms, [-1, 2])
+    with pytest.raises(ValueError, match="indices is empty"):
+        partial_hessian(potential, atoms, [])
+
+
+def test_free_atoms_follow_ase_and_ignore_other_constraints():
+    """`free_atom_indices` is ASE's rule: FixAtoms removes atoms, a bond constraint does not."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.set_constraint([FixAtoms(indices=[0, 5]), FixBondLength(1, 2)])
+    assert free_atom_indices(atoms).tolist() == [1, 2, 3, 4, 6, 7]
+    assert free_atom_indices(bulk("Si", "diamond", a=5.43)).tolist() == [0, 1]
+
+
+def _all_fixed(atoms):
+    fixed = atoms.copy()
+    fixed.set_constraint(FixAtoms(indices=range(len(atoms))))
+    return fixed
