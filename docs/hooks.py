@@ -17,7 +17,7 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 
 RESULTS = "benchmarks/results"
 RESULT_SUFFIXES = {".png", ".json", ".txt"}
-RESULT_DEPTH = 2  # results/<file> and results/<experiment>/<file>; run folders below stay out
+RESULT_DEPTH = 3  # results/<file>, results/<experiment>/<file> and one variant folder below; run folders stay out
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:

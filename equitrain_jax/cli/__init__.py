@@ -1,4 +1,4 @@
-"""Command line: ``equitrain-jax {convert, export, evaluate, finetune, phonons, demo}``.
+"""Command line: ``equitrain-jax {convert, export, evaluate, finetune, phonons, qha, conductivity, demo}``.
 
 Each subcommand lives in its own module with ``add_parser(sub)``, ``check(args)`` and
 ``run(args)``; they stay thin, the work is in the package.  ``check`` validates every input
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from equitrain_jax.cli import convert, demo, evaluate, export, finetune, phonons
+from equitrain_jax.cli import conductivity, convert, demo, evaluate, export, finetune, phonons, qha
 
-SUBCOMMANDS = (convert, export, evaluate, finetune, phonons, demo)
+SUBCOMMANDS = (convert, export, evaluate, finetune, phonons, qha, conductivity, demo)
 BAD_INPUT, INTERNAL_ERROR, INTERRUPTED = 2, 1, 130
 
 CACHE_ENV = "EQUITRAIN_JAX_CACHE_DIR"

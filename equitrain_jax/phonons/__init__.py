@@ -4,74 +4,65 @@ analysis and comparison with a reference.
 Modules: `hessian` (Hessian-vector products of ASE structures), `harmonic` (force constants and
 phonopy objects holding them), `bridge` (ASE ↔ phonopy), `results` (bands, DOS, thermal
 properties, files), `modes` and `scans` (unstable modes and the energy along them), `relax`,
-`compare` (against a reference) and `plots`.
+`compare` (against a reference) and `plots`; `qha` and `third_order`/`conductivity` beyond the
+harmonic approximation.
+
+Names are imported on first use (PEP 562), so the command line reads its defaults (e.g.
+`equitrain_jax.phonons.qha_config`) without loading JAX.  The full Hessian is
+`equitrain_jax.phonons.hessian.hessian` (not re-exported here: it would shadow its module).
 """
 
-from equitrain_jax.phonons.bridge import (
-    SupercellTooSmallWarning,
-    ase_to_phonopy,
-    check_supercell_size,
-    perpendicular_widths,
-    phonopy_to_ase,
-)
-from equitrain_jax.phonons.compare import compare_phonons, load_reference
-from equitrain_jax.phonons.harmonic import (
-    DEFAULT_METHOD,
-    METHODS,
-    finite_displacement_force_constants,
-    force_constants,
-    phonopy_from_calculator,
-    phonopy_from_potential,
-)
-from equitrain_jax.phonons.hessian import hessian, hessian_rows, hessian_vector_products
-from equitrain_jax.phonons.modes import PhononMode, commensurate_qpoints, imaginary_modes, modes_at
-from equitrain_jax.phonons.relax import relax
-from equitrain_jax.phonons.results import (
-    CUTOFF_FREQUENCY_THZ,
-    IMAGINARY_TOLERANCE_THZ,
-    band_structure,
-    gamma_frequencies,
-    summary,
-    thermal_properties,
-    total_dos,
-    write_results,
-)
-from equitrain_jax.phonons.scans import analyse_imaginary_modes, follow_mode, scan_mode, scan_mode_2d
-from equitrain_jax.potential import Potential
+from __future__ import annotations
 
-__all__ = [
-    "CUTOFF_FREQUENCY_THZ",
-    "DEFAULT_METHOD",
-    "IMAGINARY_TOLERANCE_THZ",
-    "METHODS",
-    "PhononMode",
-    "Potential",
-    "SupercellTooSmallWarning",
-    "analyse_imaginary_modes",
-    "ase_to_phonopy",
-    "band_structure",
-    "check_supercell_size",
-    "commensurate_qpoints",
-    "compare_phonons",
-    "finite_displacement_force_constants",
-    "follow_mode",
-    "force_constants",
-    "gamma_frequencies",
-    "hessian",
-    "hessian_rows",
-    "hessian_vector_products",
-    "imaginary_modes",
-    "load_reference",
-    "modes_at",
-    "perpendicular_widths",
-    "phonopy_from_calculator",
-    "phonopy_from_potential",
-    "phonopy_to_ase",
-    "relax",
-    "scan_mode",
-    "scan_mode_2d",
-    "summary",
-    "thermal_properties",
-    "total_dos",
-    "write_results",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "analyse_imaginary_modes": "equitrain_jax.phonons.scans",
+    "ase_to_phonopy": "equitrain_jax.phonons.bridge",
+    "band_structure": "equitrain_jax.phonons.results",
+    "check_supercell_size": "equitrain_jax.phonons.bridge",
+    "commensurate_qpoints": "equitrain_jax.phonons.modes",
+    "compare_phonons": "equitrain_jax.phonons.compare",
+    "CUTOFF_FREQUENCY_THZ": "equitrain_jax.phonons.results",
+    "DEFAULT_METHOD": "equitrain_jax.phonons.harmonic",
+    "finite_displacement_force_constants": "equitrain_jax.phonons.harmonic",
+    "follow_mode": "equitrain_jax.phonons.scans",
+    "force_constants": "equitrain_jax.phonons.harmonic",
+    "gamma_frequencies": "equitrain_jax.phonons.results",
+    "hessian_rows": "equitrain_jax.phonons.hessian",
+    "hessian_vector_products": "equitrain_jax.phonons.hessian",
+    "imaginary_modes": "equitrain_jax.phonons.modes",
+    "IMAGINARY_TOLERANCE_THZ": "equitrain_jax.phonons.results",
+    "load_reference": "equitrain_jax.phonons.compare",
+    "METHODS": "equitrain_jax.phonons.harmonic",
+    "modes_at": "equitrain_jax.phonons.modes",
+    "perpendicular_widths": "equitrain_jax.phonons.bridge",
+    "PhononMode": "equitrain_jax.phonons.modes",
+    "phonopy_from_calculator": "equitrain_jax.phonons.harmonic",
+    "phonopy_from_potential": "equitrain_jax.phonons.harmonic",
+    "phonopy_to_ase": "equitrain_jax.phonons.bridge",
+    "Potential": "equitrain_jax.potential",
+    "relax": "equitrain_jax.phonons.relax",
+    "scan_mode": "equitrain_jax.phonons.scans",
+    "scan_mode_2d": "equitrain_jax.phonons.scans",
+    "summary": "equitrain_jax.phonons.results",
+    "SupercellTooSmallWarning": "equitrain_jax.phonons.bridge",
+    "thermal_properties": "equitrain_jax.phonons.results",
+    "total_dos": "equitrain_jax.phonons.results",
+    "write_results": "equitrain_jax.phonons.results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'equitrain_jax.phonons' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

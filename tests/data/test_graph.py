@@ -309,7 +309,8 @@ from equitrain_jax.calculator import Calculator
 from equitrain_jax.data import atoms_to_graph, padded_device_graph
 from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.models.sevennet import SevenNetConfig
-from equitrain_jax.phonons import hessian, phonopy_from_potential
+from equitrain_jax.phonons import phonopy_from_potential
+from equitrain_jax.phonons.hessian import hessian
 from equitrain_jax.potential import Potential
 
 config = SevenNetConfig(atomic_numbers=(1, 14), node_irreps=("4x0e", "4x0e+2x1e", "4x0e"), conv_denominators=(1.0, 1.0),
