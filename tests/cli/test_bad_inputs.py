@@ -125,13 +125,8 @@ CASES = [
          "-o new", "--monitor forces_mae needs validation structures"),
     case("finetune-phonons-garbage-after_jax", "finetune --model base --phonons garbage.yaml -o new",
          "--phonons garbage.yaml", "not a readable phonopy YAML"),
-    case("finetune-phonons-without-forces-after_jax", "finetune --model base --phonons structure_only.yaml -o new",
-         "--phonons structure_only.yaml", "no force constants"),
     case("finetune-phonons-unknown-element-after_jax", f"finetune --model base --phonons {EXAMPLE_AL} -o new",
          "--phonons", "elements ['Al'] are not among the model's ['Cu']"),
-    case("finetune-raw-directions-without-displacements-after_jax",
-         "finetune --model base --phonons force_constants_only.yaml --hessian-mode raw -o new",
-         "--phonons force_constants_only.yaml", "'raw' needs displaced supercells with forces"),
     case("finetune-too-many-devices-after_jax", "finetune --model base --train train.xyz --devices 4 --batch-size 4 -o new",
          "4 devices"),
     # phonons
@@ -164,12 +159,6 @@ def write_inputs(root: Path, workspace: Path) -> None:
     for name in ("train.xyz", "valid.xyz", "long_train.xyz", "cu.extxyz", "cu_phonons.yaml"):
         (root / name).symlink_to(workspace / name)
     (root / "garbage.yaml").write_text("phonopy: [this is\n  not: a phonopy file\n")
-    import phonopy
-
-    reference = phonopy.load(workspace / "cu_phonons.yaml", log_level=0)
-    reference.save(root / "structure_only.yaml", settings={"force_sets": False, "displacements": False})
-    reference.save(root / "force_constants_only.yaml", settings={"force_sets": False, "displacements": False,
-                                                                 "force_constants": True})
     (root / "garbage.xyz").write_text("this is not a structure\n12 apples\n")
     (root / "binary.extxyz").write_bytes(np.random.default_rng(0).bytes(512))
     (root / "empty.xyz").write_text("")
