@@ -68,9 +68,10 @@ size; for crystals with one or two displacements (cubic ones) they are noise-fre
 
 DEFAULT_DIRECTIONS = 4
 """K, directions per phonon item and step.  Cost (benchmarks/hessian_step.py, a 64-atom phonon item
-next to 64 atoms of structures, CPU): a LoRA step of a MACE-MP-0-small-sized model costs 3.1× one
-without the Hessian term at K = 1 and 4.9× at K = 4; XLA's temporaries grow by about 0.57 GB
-(that MACE) and 1.7 GB (SevenNet-0) per direction."""
+next to 64 atoms of structures, LoRA, CPU): 2.8–4.1× the step without the Hessian term at K = 1
+(MACE-MP-0 small, SevenNet-0), and for MACE 4.9× and 11.9× at K = 4 in two runs on a loaded
+machine; XLA's temporaries grow by about 0.55 GB (MACE-MP-0 small) and 1.6 GB (SevenNet-0) per
+direction (docs/phonon-finetuning.md)."""
 
 FINETUNE_DTYPE = "float32"
 """Arithmetic of fine-tuning.  float32, because training on tens to thousands of structures is
