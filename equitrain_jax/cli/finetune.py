@@ -1,4 +1,5 @@
-"""``equitrain-jax finetune``: adapt a converted model to labelled structures."""
+"""``equitrain-jax finetune``: adapt a converted model to labelled structures and/or DFT phonons
+(phonopy references, trained through exact Hessian-vector products)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from pathlib import Path
 
 from equitrain_jax.cli import checks
 from equitrain_jax.train.config import (
+    DIRECTION_MODES,
     DTYPES,
     E0_CHOICES,
     LOSS_KINDS,
+    MONITORS,
     SCHEDULES,
     STRATEGIES,
     FinetuneConfig,
+    HessianLossConfig,
     LossConfig,
     TrainConfig,
     check_replay,
 )
 from equitrain_jax.train.outputs import CHECKPOINTS, checkpoint_progress, check_run_directory
 
-TRAIN, LOSS, JOB = TrainConfig(), LossConfig(), FinetuneConfig()  # the library's defaults
+TRAIN, LOSS, JOB, HESSIAN = TrainConfig(), LossConfig(), FinetuneConfig(), HessianLossConfig()  # the library's defaults
 
 OPTIONS = {  # settings field -> option
     "epochs": "--epochs", "learning_rate": "--lr", "weight_decay": "--weight-decay", "clip_norm": "--clip-norm",
@@ -31,16 +35,38 @@ OPTIONS = {  # settings field -> option
     "stress_weight": "--weights STRESS", "weights": "--weights", "kind": "--loss", "huber_delta": "--huber-delta", "strategy": "--strategy",
     "rank": "--rank", "alpha": "--alpha", "targets": "--targets", "l2sp_weight": "--l2sp-weight",
     "new_head": "--new-head", "head": "--head", "batch_size": "--batch-size", "dtype": "--dtype", "e0s": "--e0s",
-    "n_devices": "--devices",
+    "n_devices": "--devices", "phonon_batch_size": "--phonon-batch-size", "monitor": "--monitor",
 }
+HESSIAN_OPTIONS = {"weight": "--hessian-weight", "kind": "--hessian-loss", "huber_delta": "--hessian-huber-delta",
+                   "directions": "--hessian-directions", "mode": "--hessian-mode"}
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a converted model on labelled structures (extxyz, …)",
+    p = sub.add_parser("finetune", help="fine-tune a converted model on labelled structures (extxyz, …) and/or DFT "
+                                        "phonons (phonopy files)",
                        description="Strategies: " + "; ".join(f"{name}: {what}" for name, what in STRATEGIES.items()))
     p.add_argument("--model", required=True, help="converted model directory")
-    p.add_argument("--train", required=True, help="training structures with energies and forces (any ASE-readable file)")
+    p.add_argument("--train", help="training structures with energies and forces (any ASE-readable file)")
     p.add_argument("--valid", help="validation structures (default: split off --valid-fraction of --train)")
+    p.add_argument("--phonons", nargs="+", action="extend", default=[], metavar="YAML",
+                   help="phonopy references to train on through the Hessian term (phonopy_params.yaml with "
+                        "displacements and forces or force constants, or phonopy_disp.yaml with FORCE_SETS or "
+                        "FORCE_CONSTANTS beside it); repeat or list several; alone (no --train) trains on phonons only")
+    p.add_argument("--valid-phonons", nargs="+", action="extend", default=[], metavar="YAML",
+                   help="phonopy references whose phonon-frequency MAE (THz) is reported each epoch (default with "
+                        "--phonons and no --train: the --phonons references)")
+    p.add_argument("--hessian-weight", type=float, default=HESSIAN.weight, help="weight of the Hessian term")
+    p.add_argument("--hessian-directions", type=int, default=HESSIAN.directions, metavar="K",
+                   help="directions v per phonon reference and step (H·v against Φ·v)")
+    p.add_argument("--hessian-mode", choices=list(DIRECTION_MODES), default=HESSIAN.mode,
+                   help="; ".join(f"{name}: {what}" for name, what in DIRECTION_MODES.items()))
+    p.add_argument("--hessian-loss", choices=LOSS_KINDS, default=HESSIAN.kind)
+    p.add_argument("--hessian-huber-delta", type=float, default=HESSIAN.huber_delta, help="eV/Å²")
+    p.add_argument("--phonon-batch-size", type=int, default=JOB.phonon_batch_size,
+                   help="phonon references per optimiser step")
+    p.add_argument("--monitor", choices=list(MONITORS), default=TRAIN.monitor,
+                   help="the validation metric for the best model, --patience and the plateau schedule: "
+                        + "; ".join(f"{name}: {what}" for name, what in MONITORS.items()))
     p.add_argument("--valid-fraction", type=float, default=0.2)
     p.add_argument("--strategy", choices=list(STRATEGIES), default=JOB.strategy)
     p.add_argument("--rank", type=int, default=JOB.rank, help="LoRA rank")
@@ -90,7 +116,7 @@ def check(args: argparse.Namespace) -> None:
         TrainConfig, OPTIONS, epochs=args.epochs, learning_rate=args.lr, weight_decay=args.weight_decay,
         clip_norm=args.clip_norm, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         plateau_factor=args.plateau_factor, plateau_patience=args.plateau_patience, ema_decay=args.ema,
-        early_stopping_patience=args.patience, seed=args.seed,
+        early_stopping_patience=args.patience, monitor=args.monitor, seed=args.seed,
     )
     energy_weight, forces_weight, stress_weight = args.weights
     args.loss_config = checks.settings(LossConfig, OPTIONS, energy_weight=energy_weight, forces_weight=forces_weight,
@@ -98,38 +124,73 @@ def check(args: argparse.Namespace) -> None:
     args.job = checks.settings(
         FinetuneConfig, OPTIONS, strategy=args.strategy, rank=args.rank, alpha=args.alpha, targets=args.targets,
         l2sp_weight=args.l2sp_weight, new_head=args.new_head, head=args.head, batch_size=args.batch_size,
-        dtype=args.dtype, e0s=args.e0s, n_devices=args.devices,
+        dtype=args.dtype, e0s=args.e0s, n_devices=args.devices, phonon_batch_size=args.phonon_batch_size,
+    )
+    args.hessian_config = checks.settings(
+        HessianLossConfig, HESSIAN_OPTIONS, weight=args.hessian_weight, kind=args.hessian_loss,
+        huber_delta=args.hessian_huber_delta, directions=args.hessian_directions, mode=args.hessian_mode,
     )
     if not 0 < args.valid_fraction < 1:
         raise ValueError(f"--valid-fraction must lie in (0, 1), got {args.valid_fraction}")
+    if not args.train and not args.phonons:
+        raise ValueError("nothing to train on: give --train structures, --phonons references, or both")
     check_replay(args.strategy, int(args.replay is not None))
+    if args.e0s == "refit" and not args.train:
+        raise ValueError("--e0s refit fits the E0s to the --train energies; phonon references carry none")
+    phonon_validation = bool(args.valid_phonons) or not args.train
+    if args.monitor == "phonon_mae" and not phonon_validation:
+        raise ValueError("--monitor phonon_mae needs --valid-phonons references (with --train, the validation set is "
+                         "structures)")
+    if args.monitor in ("forces_mae", "energy_mae") and not (args.train or args.valid):
+        raise ValueError(f"--monitor {args.monitor} needs validation structures: give --valid")
     checks.model_directory(args.model)
     check_run_directory(args.output, args.resume, args.overwrite, flags=("--resume", "--overwrite"))
-    args.train_set = checks.structures(args.train, "--train")
+    for option in ("--phonons", "--valid-phonons"):
+        for path in getattr(args, option[2:].replace("-", "_")):
+            checks.input_file(path, option)
+    args.train_set = checks.structures(args.train, "--train") if args.train else []
     args.valid_set = checks.structures(args.valid, "--valid") if args.valid else None
     args.replay_set = checks.structures(args.replay, "--replay") if args.replay else []
-    if args.valid_set is None and len(args.train_set) < 2:
+    if args.train and args.valid_set is None and len(args.train_set) < 2:
         raise ValueError(f"--train {args.train} holds one structure: give --valid, or at least 2 structures to split")
 
 
 def run(args: argparse.Namespace) -> None:
-    from equitrain_jax.train.data import LabelKeys
-    from equitrain_jax.train.finetune import finetune, split_train_valid
+    import json
 
-    train, valid = args.train_set, args.valid_set
-    if valid is None:
+    from equitrain_jax.train.data import LabelKeys
+    from equitrain_jax.train.finetune import check_phonon_references, finetune, phonon_references, split_train_valid
+
+    train, valid = args.train_set, args.valid_set or []
+    if train and args.valid_set is None:
         train, valid = split_train_valid(train, args.valid_fraction, args.seed)
+    elements = json.loads((Path(args.model) / checks.MODEL_CONFIG).read_text())["atomic_numbers"]
+    phonons, valid_phonons = (phonon_references(args.phonons, "--phonons"),
+                              phonon_references(args.valid_phonons, "--valid-phonons"))
+    check_phonon_references(phonons, elements, args.hessian_config, "--phonons")
+    check_phonon_references(valid_phonons, elements, HessianLossConfig(), "--valid-phonons")
     keys = LabelKeys(args.energy_key, args.forces_key, None if args.stress_key == "none" else args.stress_key)
     result = finetune(
         args.model, train, valid, args.output, args.job, train_config=args.train_config, loss_config=args.loss_config,
-        keys=keys, replay=args.replay_set, resume=args.resume, overwrite=args.overwrite,
+        keys=keys, replay=args.replay_set, phonons=phonons, valid_phonons=valid_phonons,
+        hessian_config=args.hessian_config, resume=args.resume, overwrite=args.overwrite,
     )
-    first, best = result.history[0], min(result.history, key=lambda h: h["valid_loss"])
-    print(
-        f"validation (best epoch {best['epoch']}): force MAE {first['forces_mae_mev_per_a']:.1f} → "
-        f"{best['forces_mae_mev_per_a']:.1f} meV/Å, energy MAE {first['energy_mae_mev_per_atom']:.2f} → "
-        f"{best['energy_mae_mev_per_atom']:.2f} meV/atom; fine-tuned model in {Path(args.output) / 'model'}"
-    )
+    print(summary_line(result.history, args.train_config.monitor, Path(args.output) / "model"))
+
+
+def summary_line(history: list[dict], monitor: str, model: Path) -> str:
+    """The validation errors before and at the best epoch (by ``monitor``), and where the model is."""
+    from equitrain_jax.train.config import MONITORED_KEYS
+
+    first, best = history[0], min(history, key=lambda h: h[MONITORED_KEYS[monitor]])
+    shown = []
+    if "phonon_mae_thz" in first:
+        shown.append(f"phonon MAE {first['phonon_mae_thz']:.3f} → {best['phonon_mae_thz']:.3f} THz")
+    if "forces_mae_mev_per_a" in first:
+        shown.append(f"force MAE {first['forces_mae_mev_per_a']:.1f} → {best['forces_mae_mev_per_a']:.1f} meV/Å, "
+                     f"energy MAE {first['energy_mae_mev_per_atom']:.2f} → "
+                     f"{best['energy_mae_mev_per_atom']:.2f} meV/atom")
+    return f"validation (best epoch {best['epoch']}): {', '.join(shown)}; fine-tuned model in {model}"
 
 
 def _command(args: argparse.Namespace, flag: str) -> str:

@@ -1,6 +1,7 @@
 """Settings of a fine-tuning run, each validated when it is built: the optimiser (`TrainConfig`),
-the loss (`LossConfig`) and the job (`FinetuneConfig`: strategy, batches, dtype, E0s, devices),
-and the one vocabulary of names and defaults that the library and the command line share.
+the loss (`LossConfig`), the Hessian term of phonon data (`HessianLossConfig`) and the job
+(`FinetuneConfig`: strategy, batches, dtype, E0s, devices), and the one vocabulary of names and
+defaults that the library and the command line share.
 
 This module imports neither JAX nor NumPy: the command line reads its choices and defaults here
 and rejects a bad option before anything heavy is loaded.
@@ -36,6 +37,41 @@ E0_CHOICES = ("foundation", "refit")
 set first (least squares of the energy residual per element)."""
 
 DTYPES = ("float32", "float64")
+
+MONITORS = {
+    "valid_loss": "the validation loss (structures, and the Hessian term of --valid-phonons references)",
+    "phonon_mae": "the phonon-frequency MAE (THz) on the validation phonon references",
+    "forces_mae": "the force MAE (meV/Å) on the validation structures",
+    "energy_mae": "the energy MAE (meV/atom) on the validation structures",
+}
+"""Validation metrics that can choose the best epoch and drive early stopping and reduce-on-plateau
+(`TrainConfig.monitor`), with what each is."""
+
+MONITORED_KEYS = {"valid_loss": "valid_loss", "phonon_mae": "phonon_mae_thz", "forces_mae": "forces_mae_mev_per_a",
+                  "energy_mae": "energy_mae_mev_per_atom"}
+"""The history entry each of `MONITORS` reads."""
+
+DIRECTION_MODES = {
+    "random": "uniform random directions over the supercell; targets Φ·v",
+    "phonopy": "phonopy's displacement directions; targets Φ·v",
+    "raw": "the displaced supercells' û; targets −F_DFT(u)/|u|, unsymmetrised (biased by O(|u|) anharmonicity)",
+}
+"""How the directions v of the Hessian term are chosen (see `equitrain_jax.train.phonon_data`)."""
+
+DEFAULT_DIRECTION_MODE = "random"
+"""Random directions by default: their mean squared residual is an unbiased (Hutchinson) estimate
+of ‖H − Φ‖²_F / 3N for every reference, whatever its symmetry, and by the Hoffman–Wielandt
+inequality that bounds the squared eigenvalue (ω²) errors of the supercell's modes.  Phonopy's
+directions determine the whole H only when the reference is exactly symmetric and the model
+exactly equivariant, and they weight symmetry orbits by their representatives, not by their
+size; for crystals with one or two displacements (cubic ones) they are noise-free with K = D."""
+
+DEFAULT_DIRECTIONS = 4
+"""K, directions per phonon item and step.  Cost (benchmarks/hessian_step.py, a 64-atom phonon item
+next to 64 atoms of structures, LoRA, CPU): 2.8–4.1× the step without the Hessian term at K = 1
+(MACE-MP-0 small, SevenNet-0), and for MACE 4.9× and 11.9× at K = 4 in two runs on a loaded
+machine; XLA's temporaries grow by about 0.55 GB (MACE-MP-0 small) and 1.6 GB (SevenNet-0) per
+direction (docs/phonon-finetuning.md)."""
 
 FINETUNE_DTYPE = "float32"
 """Arithmetic of fine-tuning.  float32, because training on tens to thousands of structures is
@@ -104,7 +140,9 @@ class TrainConfig:
     of linear warm-up.  ``ema_decay``: keep an exponential moving average of the weights
     (validation, checkpoints and the final model use it), with the usual warm-up
     ``min(decay, (1+n)/(10+n))``.  ``early_stopping_patience``: stop after this many epochs
-    without a better validation loss.  ``seed``: batch order (and LoRA / scratch initialisation).
+    without a better validation loss.  ``monitor``: the validation metric (one of `MONITORS`)
+    that "better" means, for the best epoch, early stopping and the plateau schedule.  ``seed``:
+    batch order, Hessian directions (and LoRA / scratch initialisation).
     """
 
     epochs: int = 50
@@ -118,6 +156,7 @@ class TrainConfig:
     plateau_patience: int = 5
     ema_decay: Optional[float] = None
     early_stopping_patience: Optional[int] = None
+    monitor: str = "valid_loss"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -134,6 +173,7 @@ class TrainConfig:
             "ema_decay": None if self.ema_decay is None else _open_unit(self.ema_decay),
             "early_stopping_patience": None if self.early_stopping_patience is None
             else _at_least(self.early_stopping_patience, 1),
+            "monitor": _one_of(self.monitor, MONITORS),
             "seed": _at_least(self.seed, 0),
         })
 
@@ -159,6 +199,34 @@ class LossConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HessianLossConfig:
+    """The Hessian term of phonon data, checked when built: ``weight`` (per eV²/Å⁴ of the mean
+    pointwise loss of the H·v − Φ·v components), the pointwise loss ``kind`` (one of `LOSS_KINDS`)
+    with its Huber ``huber_delta`` (eV/Å²), ``directions`` K per phonon item and step, and how they
+    are chosen (``mode``, one of `DIRECTION_MODES`).
+
+    Huber with δ = 0.1 eV/Å² (a few per cent of typical force constants, 1–10 eV/Å²) by default:
+    in the EMT-aluminium prototype (docs/phonon-finetuning.md) it cut the frequency error 144× in
+    40 steps where MSE cut it 21×.
+    """
+
+    weight: float = 1.0
+    kind: str = "huber"
+    huber_delta: float = 0.1
+    directions: int = DEFAULT_DIRECTIONS
+    mode: str = DEFAULT_DIRECTION_MODE
+
+    def __post_init__(self) -> None:
+        _validated({
+            "weight": _non_negative(self.weight),
+            "kind": _one_of(self.kind, LOSS_KINDS),
+            "huber_delta": _positive(self.huber_delta),
+            "directions": _at_least(self.directions, 1),
+            "mode": _one_of(self.mode, DIRECTION_MODES),
+        })
+
+
+@dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     """What a fine-tuning job does besides optimising (`TrainConfig`) a loss (`LossConfig`),
     checked when built.
@@ -167,7 +235,9 @@ class FinetuneConfig:
     ``targets``: parameter path patterns (LoRA, delta: the adapted weights; freeze: the trained
     ones).  ``l2sp_weight``: delta's penalty (eV-scale loss units per Σδ²).  ``new_head``:
     multihead's new head, trained on the training set.  ``head``: the head to fine-tune (default:
-    the only or the ``Default`` one).  ``batch_size``: structures per optimiser step.  ``dtype``:
+    the only or the ``Default`` one).  ``batch_size``: structures per optimiser step;
+    ``phonon_batch_size``: phonon references per optimiser step (every step holds a batch of each
+    kind of data there is; the shorter list is cycled within the epoch).  ``dtype``:
     see `FINETUNE_DTYPE`.  ``e0s``: one of `E0_CHOICES`.  ``n_devices``: shard every batch over
     this many devices.
     """
@@ -180,6 +250,7 @@ class FinetuneConfig:
     new_head: str = "Default"
     head: Optional[str] = None
     batch_size: int = 4
+    phonon_batch_size: int = 4
     dtype: str = FINETUNE_DTYPE
     e0s: str = "foundation"
     n_devices: int = 1
@@ -199,6 +270,7 @@ class FinetuneConfig:
             "new_head": None if isinstance(self.new_head, str) and self.new_head
             else f"must be a name, got {self.new_head!r}",
             "batch_size": _at_least(self.batch_size, 1),
+            "phonon_batch_size": _at_least(self.phonon_batch_size, 1),
             "dtype": _one_of(self.dtype, DTYPES),
             "e0s": _one_of(self.e0s, E0_CHOICES),
             "n_devices": _at_least(self.n_devices, 1),

@@ -1,4 +1,5 @@
-"""The fine-tuning job: converted model + labelled structures → fine-tuned model directory.
+"""The fine-tuning job: converted model + labelled structures and/or phonon references →
+fine-tuned model directory.
 
 Composed of the pieces beside it: settings validated when built (`equitrain_jax.train.config`),
 the output-directory rule and the files written (`equitrain_jax.train.outputs`), strategies by
@@ -9,21 +10,32 @@ and the epoch loop (`equitrain_jax.train.loop.fit`).
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import ase
 import jax
 import numpy as np
+from phonopy import Phonopy
 from tqdm import tqdm
 
 from equitrain_jax.models.io import ModelBundle, load_model
 from equitrain_jax.potential import DTYPES, resolve_head
 from equitrain_jax.train.checkpoint import read_checkpoint_record
-from equitrain_jax.train.config import FinetuneConfig, LossConfig, TrainConfig, check_replay
+from equitrain_jax.data import device_arrays, pad_to_bucket
+from equitrain_jax.train.config import FinetuneConfig, HessianLossConfig, LossConfig, TrainConfig, check_replay
 from equitrain_jax.train.data import LabelKeys, labelled_batches, sharded_batches
 from equitrain_jax.train.e0s import refit_e0s
-from equitrain_jax.train.fingerprint import as_json, model_digest, resume_changes, run_fingerprint, structures_digest
+from equitrain_jax.train.fingerprint import (
+    as_json,
+    model_digest,
+    resume_changes,
+    run_fingerprint,
+    structures_digest,
+    tree_digest,
+)
+from equitrain_jax.train.hessian_loss import PhononValidation
 from equitrain_jax.train.loop import FitResult, data_mesh, fit
 from equitrain_jax.train.outputs import (
     CHECKPOINTS,
@@ -32,9 +44,23 @@ from equitrain_jax.train.outputs import (
     write_results,
     write_run_record,
 )
+from equitrain_jax.train.phonon_data import (
+    PhononBatches,
+    PhononDataError,
+    PhononItem,
+    phonon_graph,
+    phonon_item_from_phonopy,
+    read_phonon_reference,
+)
 from equitrain_jax.train.strategies import REGISTRY, StrategyInputs, build_strategy, with_new_head
 
-__all__ = ["FinetuneConfig", "finetune", "split_train_valid", "with_new_head"]
+__all__ = ["FinetuneConfig", "PhononReference", "finetune", "phonon_references", "split_train_valid", "with_new_head"]
+
+PhononSource = Union[str, os.PathLike, Phonopy]
+"""A phonopy reference: a file `read_phonon_reference` reads, or a `Phonopy` object with force constants."""
+
+PhononReference = tuple[PhononItem, Phonopy]
+"""A phonopy reference read: its training item and the `Phonopy` object (frequencies, NAC)."""
 
 
 def split_train_valid(
@@ -56,13 +82,63 @@ def _in_dtype(variables: Any, dtype: Any) -> Any:
     )
 
 
+def phonon_references(sources: Sequence[Union[PhononSource, PhononReference]],
+                      what: str = "phonon reference") -> list[PhononReference]:
+    """Each source read once (`read_phonon_reference`; a `Phonopy` object, or a reference already
+    read, taken as it is).
+
+    Raises:
+        PhononDataError: naming ``what`` and the file for anything that cannot be trained on.
+    """
+    references = []
+    for source in sources:
+        if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], PhononItem):
+            references.append(source)
+        elif isinstance(source, Phonopy):
+            references.append((phonon_item_from_phonopy(source, f"{what} (Phonopy object)"), source))
+        else:
+            try:
+                references.append(read_phonon_reference(source))
+            except PhononDataError as error:
+                raise PhononDataError(f"{what} {error}") from error
+    return references
+
+
+def check_phonon_references(references: Sequence[PhononReference], atomic_numbers: Sequence[int],
+                            hessian_config: HessianLossConfig, what: str) -> None:
+    """Every element of every reference's supercell is one the model knows, and each reference
+    has what the direction mode needs (raw: displaced supercells with forces); else a
+    `PhononDataError` naming ``what``, the file and the problem."""
+    from ase.data import chemical_symbols
+
+    for item, _ in references:
+        unknown = sorted(set(int(z) for z in item.supercell.numbers) - set(int(z) for z in atomic_numbers))
+        if unknown:
+            raise PhononDataError(
+                f"{what} {item.source}: elements {[chemical_symbols[z] for z in unknown]} are not among the model's "
+                f"{[chemical_symbols[z] for z in atomic_numbers]}")
+        if hessian_config.mode == "raw" and len(item.displacements) == 0:
+            raise PhononDataError(f"{what} {item.source}: direction mode 'raw' needs displaced supercells with forces; "
+                                  "the reference has force constants only")
+
+
+def phonon_item_arrays(item: PhononItem) -> list[np.ndarray]:
+    """What a phonon item is, for fingerprints: its supercell (numbers, positions Å, cell Å),
+    force constants (eV/Å²), displacements (Å) and forces (eV/Å)."""
+    return [np.asarray(item.supercell.numbers), item.supercell.positions, item.supercell.cell.array,
+            item.force_constants, item.displacements, item.forces]
+
+
 def finetune_fingerprint(bundle: ModelBundle, config: FinetuneConfig, train: Sequence[ase.Atoms],
-                         valid: Sequence[ase.Atoms], replay: Sequence[ase.Atoms], keys: LabelKeys) -> dict:
+                         valid: Sequence[ase.Atoms], replay: Sequence[ase.Atoms], keys: LabelKeys,
+                         phonons: Sequence[PhononReference] = (), valid_phonons: Sequence[PhononReference] = (),
+                         hessian_config: HessianLossConfig = HessianLossConfig()) -> dict:
     """What defines a fine-tuning run besides its optimiser and loss settings: content hashes of
     the base model and of each set of structures with their labels, the label keys and the job's
-    settings (see `equitrain_jax.train.fingerprint`)."""
+    settings (see `equitrain_jax.train.fingerprint`); with phonon data also their content hashes
+    and the Hessian settings."""
     label_keys = tuple(keys)
-    return {
+    facts = {
         "base_model": model_digest(bundle.config, bundle.variables),
         "train_data": structures_digest(train, label_keys),
         "valid_data": structures_digest(valid, label_keys),
@@ -70,6 +146,11 @@ def finetune_fingerprint(bundle: ModelBundle, config: FinetuneConfig, train: Seq
         "keys": keys._asdict(),
         "finetune": dataclasses.asdict(config),
     }
+    if phonons or valid_phonons:
+        facts["phonon_data"] = tree_digest([phonon_item_arrays(item) for item, _ in phonons])
+        facts["valid_phonon_data"] = tree_digest([phonon_item_arrays(item) for item, _ in valid_phonons])
+        facts["hessian"] = dataclasses.asdict(hessian_config)
+    return facts
 
 
 def prepared_model(
@@ -83,6 +164,9 @@ def prepared_model(
         bundle = with_new_head(bundle, config.new_head, head_index)
         replay_head, head_index = head_index, len(bundle.config.heads) - 1
     if config.e0s == "refit":
+        if not train:
+            raise ValueError("e0s='refit' fits the E0s to the training structures' energies, and there are none "
+                             "(phonon references carry no energies); keep e0s='foundation'")
         bundle = refit_e0s(bundle, train, keys, head_index)
     return bundle, head_index, replay_head
 
@@ -110,23 +194,32 @@ def finetune(
     loss_config: LossConfig = LossConfig(),
     keys: LabelKeys = LabelKeys(),
     replay: Sequence[ase.Atoms] = (),
+    phonons: Sequence[Union[PhononSource, PhononReference]] = (),
+    valid_phonons: Sequence[Union[PhononSource, PhononReference]] = (),
+    hessian_config: HessianLossConfig = HessianLossConfig(),
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     **settings: Any,
 ) -> FitResult:
-    """Fine-tune the model in ``model_dir`` on ``train``, validate on ``valid``, write ``output``
-    (see `equitrain_jax.train.outputs` for its files).
+    """Fine-tune the model in ``model_dir`` on ``train`` and ``phonons``, validate on ``valid`` and
+    ``valid_phonons``, write ``output`` (see `equitrain_jax.train.outputs` for its files).
 
     ``config``: the strategy and the job's settings, or give them as keywords (``strategy``,
     ``rank``, … : the fields of `FinetuneConfig`).  ``replay``: structures that keep training
-    the pretrained head (strategy ``multihead`` only).  ``output`` must be new or empty, unless
-    ``resume`` (continue from ``output/checkpoints/last``: the checkpoint must belong to this
-    very run, see `equitrain_jax.train.fingerprint`) or ``overwrite`` (replace the run there).
+    the pretrained head (strategy ``multihead`` only).  ``phonons``: phonopy references (files or
+    `Phonopy` objects, see `phonon_references`) trained through the Hessian term of
+    ``hessian_config``; with them ``train`` may be empty.  ``valid_phonons``: references whose
+    phonon-frequency MAE (THz), Hessian errors and Hessian term join each epoch's validation;
+    without them and without ``valid`` structures, the training references are validated on.
+    ``output`` must be new or empty, unless ``resume`` (continue from ``output/checkpoints/last``:
+    the checkpoint must belong to this very run, see `equitrain_jax.train.fingerprint`) or
+    ``overwrite`` (replace the run there).
 
     Raises:
         ValueError: a bad setting or bad data (missing or NaN labels, unknown elements, empty
-            sets), or a checkpoint of another run, before anything is compiled or written.
+            sets, unreadable phonon references: `PhononDataError`), or a checkpoint of another
+            run, before anything is compiled or written.
         FileExistsError: ``output`` holds something and neither ``resume`` nor ``overwrite``.
         FileNotFoundError: ``resume`` without a checkpoint.
     """
@@ -135,12 +228,25 @@ def finetune(
     elif settings:
         raise TypeError(f"give the settings in config or as keywords, not both: {sorted(settings)}")
     check_replay(config.strategy, len(replay))
-    if not train or not valid:
-        raise ValueError(f"need training and validation structures, got {len(train)} and {len(valid)}")
+    if not train and not phonons:
+        raise ValueError("nothing to train on: no training structures and no phonon references")
+    if train and not valid and not valid_phonons:
+        raise ValueError(f"need validation structures (or validation phonon references), got {len(valid)}")
+    if config.e0s == "refit" and not train:
+        raise ValueError("e0s='refit' fits the E0s to the training structures' energies, and there are none "
+                         "(phonon references carry no energies); keep e0s='foundation'")
     output = check_run_directory(output, resume, overwrite)
 
     bundle = model_dir if isinstance(model_dir, ModelBundle) else load_model(model_dir)
-    fingerprint = finetune_fingerprint(bundle, config, train, valid, replay, keys)
+    phonon_refs = phonon_references(phonons, "phonon reference")
+    valid_refs = phonon_references(valid_phonons, "validation phonon reference")
+    check_phonon_references(phonon_refs, bundle.config.atomic_numbers, hessian_config, "phonon reference")
+    check_phonon_references(valid_refs, bundle.config.atomic_numbers, HessianLossConfig(), "validation phonon reference")
+    validated_on_training_phonons = not valid and not valid_refs
+    if validated_on_training_phonons:
+        valid_refs = phonon_refs
+    fingerprint = finetune_fingerprint(bundle, config, train, valid, replay, keys, phonon_refs, valid_refs,
+                                       hessian_config)
     if resume:  # refuse a checkpoint of another run before any work (fit checks again when it loads it)
         where = output / CHECKPOINTS / "last"
         record = read_checkpoint_record(where)
@@ -151,11 +257,26 @@ def finetune(
     model_config, dtype = bundle.config, DTYPES[config.dtype]
     mesh = data_mesh(config.n_devices) if config.n_devices > 1 else None
     train_batches = padded_batches(list(train) + list(replay), [head_index] * len(train) + [replay_head] * len(replay),
-                                   model_config, config, keys, mesh)
-    valid_batches = padded_batches(list(valid), head_index, model_config, config, keys, mesh)
+                                   model_config, config, keys, mesh) if train else []
+    valid_batches = padded_batches(list(valid), head_index, model_config, config, keys, mesh) if valid else []
+    cutoff, elements = model_config.r_max, model_config.atomic_numbers
+    phonon_batches = None
+    if phonon_refs:
+        phonon_batches = PhononBatches(
+            [item for item, _ in phonon_refs],
+            [phonon_graph(item, cutoff, elements, head_index) for item, _ in phonon_refs],
+            config.phonon_batch_size, hessian_config.directions, hessian_config.mode, train_config.seed,
+            config.n_devices, dtype)
+    validations = [PhononValidation(item, reference, device_arrays(pad_to_bucket(phonon_graph(item, cutoff, elements,
+                                                                                               head_index)), dtype))
+                   for item, reference in valid_refs]
 
     variables = _in_dtype(bundle.variables, dtype)
-    example = train_batches[0] if mesh is None else jax.tree_util.tree_map(lambda x: x[0], train_batches[0])
+    if train_batches:
+        example = train_batches[0] if mesh is None else jax.tree_util.tree_map(lambda x: x[0], train_batches[0])
+    else:
+        example = validations[0].graph if validations else device_arrays(
+            pad_to_bucket(phonon_graph(phonon_refs[0][0], cutoff, elements, head_index)), dtype)
     strategy = build_strategy(
         StrategyInputs(variables, model_config, example, jax.random.PRNGKey(train_config.seed), dtype), config
     )
@@ -172,26 +293,32 @@ def finetune(
         "data_sha256": {name: fingerprint[f"{name}_data"] for name in ("train", "valid", "replay")},
         "base_model_sha256": fingerprint["base_model"],
     }
+    if phonon_refs or valid_refs:
+        record.update({
+            "hessian": dataclasses.asdict(hessian_config),
+            "phonons": [item.provenance() for item, _ in phonon_refs],
+            "valid_phonons": [item.provenance() for item, _ in valid_refs],
+            "valid_phonons_are_the_training_references": validated_on_training_phonons,
+        })
+        record["data_sha256"].update({name: fingerprint[f"{name}_data"] for name in ("phonon", "valid_phonon")})
     if not resume:
         write_run_record(output, as_json({**record, "resumes": []}))
 
-    bar = tqdm(total=train_config.epochs * len(train_batches), desc=f"fine-tuning ({config.strategy})", unit="step",
+    steps_per_epoch = max(len(train_batches), len(phonon_batches or ()))
+    bar = tqdm(total=train_config.epochs * steps_per_epoch, desc=f"fine-tuning ({config.strategy})", unit="step",
                disable=not progress)
 
     def on_step(step: int, _metrics: dict) -> None:
         bar.update(step - bar.n)
 
     def log(entry: dict) -> None:
-        bar.set_postfix_str(
-            f"epoch {entry['epoch']} loss {entry['train_loss']:.4g} | "
-            f"valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å, "
-            f"E {entry['energy_mae_mev_per_atom']:.1f} meV/atom"
-        )
+        bar.set_postfix_str(progress_line(entry))
 
     try:
         result = fit(module, strategy, train_batches, valid_batches, train_config, loss_config,
                      checkpoint_dir=output / CHECKPOINTS, resume=resume, mesh=mesh, log=log, on_step=on_step,
-                     fingerprint=fingerprint)
+                     fingerprint=fingerprint, phonons=phonon_batches, valid_phonons=validations,
+                     hessian_config=hessian_config)
     finally:
         bar.close()
     if resume:  # the settings it ran with now, and each resume with what it changed
@@ -199,3 +326,15 @@ def finetune(
     merged = strategy.merge(jax.device_get(result.trainable), strategy.frozen)
     write_results(output, model_config, merged, result.trainable, result.history)
     return result
+
+
+def progress_line(entry: dict) -> str:
+    """An epoch's history entry as the progress bar shows it: the training loss and the
+    validation errors there are (forces meV/Å, energies meV/atom, phonon frequencies THz)."""
+    shown = [f"epoch {entry['epoch']} loss {entry['train_loss']:.4g}"]
+    if "forces_mae_mev_per_a" in entry:
+        shown.append(f"valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å, "
+                     f"E {entry['energy_mae_mev_per_atom']:.1f} meV/atom")
+    if "phonon_mae_thz" in entry:
+        shown.append(f"ω MAE {entry['phonon_mae_thz']:.3f} THz")
+    return " | ".join(shown)

@@ -28,6 +28,10 @@ EXTENSIONS = {
 }
 """Fingerprint fields that may change when a run is resumed, and how."""
 
+ADDED_SETTINGS = {"train.monitor": "valid_loss", "finetune.phonon_batch_size": 4}
+"""Settings added after checkpoints were first written, with their defaults: a checkpoint without
+such a field was made with the default, so the default is no change."""
+
 SHORT = 12  # hex digits of a digest shown in messages
 
 
@@ -127,7 +131,7 @@ def resume_changes(stored: Optional[dict], current: dict, completed_epochs: int,
     old, new = _flat(stored), _flat(as_json(current))
     changes, problems = {}, []
     for field in sorted(old.keys() | new.keys()):
-        before, after = old.get(field, "(absent)"), new.get(field, "(absent)")
+        before, after = old.get(field, ADDED_SETTINGS.get(field, "(absent)")), new.get(field, "(absent)")
         if before == after:
             continue
         reason = _refusal(field, before, after, old, completed_epochs)

@@ -2,16 +2,18 @@
 
 Pure functions over a phonon batch (a padded graph carrying ``nodes["hessian_directions"]``,
 ``["hessian_targets"]`` and ``["hessian_mask"]``; see `equitrain_jax.train.phonon_data`) and the
-model's products.  The products come from a `HessianVectorProduct` the caller passes in, so the
-same code serves any energy function; the loss is pooled as sums and counts, like
+model's products.  The products come from a `HessianVectorProduct` (`model_hvp`: the one energy
+function's `hessian_vector_product` for a model), so the same code serves any energy function; the
+loss is pooled as sums and counts, like
 `equitrain_jax.train.loss.loss_sums`, so it adds up across batches and devices before it is
 divided.  Every residual component is in eV/Å² (per Å of a direction of length √(3N)).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +21,9 @@ import jraph
 import numpy as np
 from phonopy import Phonopy
 
-from equitrain_jax.models.quantities import NodeEnergyFn
+from equitrain_jax.models.quantities import NodeEnergyFn, hessian_vector_product
 from equitrain_jax.phonons.compare import frequencies_at, frequency_errors, mesh_qpoints
-from equitrain_jax.train.config import LOSS_KINDS as KINDS
+from equitrain_jax.train.config import HessianLossConfig
 from equitrain_jax.train.loss import pointwise
 
 HessianVectorProduct = Callable[[Any, jraph.GraphsTuple, jnp.ndarray], jnp.ndarray]
@@ -30,43 +32,15 @@ summed energy of every structure in a padded graph with respect to all node posi
 each tangent, at the graph's positions."""
 
 
-class HessianLossConfig(NamedTuple):
-    """Weight and pointwise loss of the Hessian term (residuals in eV/Å²).
-
-    Huber with δ = 0.1 eV/Å² (a few per cent of typical force constants, 1–10 eV/Å²) by default:
-    in the EMT-aluminium prototype (docs/phonon-finetuning.md) it cut the frequency error 144× in
-    40 steps where MSE cut it 21×.
-    """
-
-    weight: float = 1.0
-    kind: str = "huber"
-    huber_delta: float = 0.1
-
-    def check(self) -> "HessianLossConfig":
-        if self.kind not in KINDS:
-            raise ValueError(f"Hessian loss kind must be one of {KINDS}, got {self.kind!r}")
-        if self.huber_delta <= 0:
-            raise ValueError(f"Hessian huber_delta must be positive (eV/Å²), got {self.huber_delta}")
-        if self.weight < 0:
-            raise ValueError(f"Hessian weight must be non-negative, got {self.weight}")
-        return self
-
-
-def hvp_from_node_energies(node_energy_fn: NodeEnergyFn) -> HessianVectorProduct:
-    """A `HessianVectorProduct` of a per-node energy function, forward over reverse.
-
-    Interim: phase 2 takes the products from the package's single energy function
-    (`equitrain_jax.models.quantities`); this one serves the tests and the prototype.  The primal
-    and its reverse pass are shared by the K tangents (``jax.vmap`` over the tangent only).
-    """
+def model_hvp(node_energy_fn: NodeEnergyFn) -> HessianVectorProduct:
+    """The `HessianVectorProduct` of a model (its `NodeEnergyFn`): the one energy function's
+    `equitrain_jax.models.quantities.hessian_vector_product` at the graph's positions, vmapped over
+    the K tangents (one primal and reverse pass, K forward-mode tangents)."""
 
     def hvp(variables: Any, graph: jraph.GraphsTuple, tangents: jnp.ndarray) -> jnp.ndarray:
-        def energy(positions):
-            return jnp.sum(node_energy_fn(variables, graph._replace(nodes={**graph.nodes, "positions": positions})))
-
         positions = graph.nodes["positions"]
-        gradient = jax.grad(energy)
-        return jax.vmap(lambda tangent: jax.jvp(gradient, (positions,), (tangent.astype(positions.dtype),))[1])(tangents)
+        product = functools.partial(hessian_vector_product, node_energy_fn, variables, graph, positions)
+        return jax.vmap(lambda tangent: product(tangent.astype(positions.dtype)))(tangents)
 
     return hvp
 
@@ -142,32 +116,103 @@ def hessian_of_first_structure(
     return np.concatenate(rows).reshape(n_atoms, 3, n_atoms, 3).astype(np.float64)
 
 
-def phonon_frequency_errors(
-    force_constants: np.ndarray,
-    reference: Phonopy,
-    mesh: Sequence[int] = (8, 8, 8),
-    nac: bool = True,
-) -> dict[str, float]:
-    """Frequency errors (THz) of a model's force constants against a phonopy reference on a
-    Γ-centred ``mesh``: MAE, RMSE, largest |error| and error of the highest frequency.
+class FrequencyComparison:
+    """Phonon frequencies of a model's force constants against a phonopy reference on a Γ-centred
+    ``mesh``, the reference's frequencies computed once (THz).
 
     ``force_constants`` [N, 3, N, 3] eV/Å² are the model's Hessian of the reference's own
     supercell (same atom order, e.g. a `PhononItem`'s supercell).  Like is compared with like:
     with ``nac`` and NAC parameters on the reference, both sides get the reference's Born charges
     and dielectric tensor (a model predicts none); with ``nac=False`` neither does.
     """
-    n = len(reference.supercell)
-    force_constants = np.asarray(force_constants, dtype=float)
-    if force_constants.shape != (n, 3, n, 3):
-        raise ValueError(f"force constants have shape {list(force_constants.shape)}, expected [{n}, 3, {n}, 3] for the reference's supercell")
-    nac_params: Optional[dict] = reference.nac_params if nac else None
-    phonons = []
-    for fc in (np.transpose(force_constants, (0, 2, 1, 3)), reference.force_constants):
-        phonon = Phonopy(reference.unitcell, reference.supercell_matrix, primitive_matrix=reference.primitive_matrix,
-                         symprec=reference.symmetry.tolerance)
-        phonon.force_constants = np.ascontiguousarray(fc)
-        phonon.nac_params = nac_params
-        phonons.append(phonon)
-    qpoints = mesh_qpoints(mesh)
-    model, theirs = (frequencies_at(phonon, qpoints) for phonon in phonons)
-    return {"mesh": list(mesh), "nac": nac_params is not None, **frequency_errors(model, theirs)}
+
+    def __init__(self, reference: Phonopy, mesh: Sequence[int] = (8, 8, 8), nac: bool = True):
+        self.n_atoms = len(reference.supercell)
+        self.mesh, self.qpoints = list(mesh), mesh_qpoints(mesh)
+        self.nac_params: Optional[dict] = reference.nac_params if nac else None
+        phonons = []
+        for fc in (reference.force_constants, reference.force_constants):
+            phonon = Phonopy(reference.unitcell, reference.supercell_matrix, primitive_matrix=reference.primitive_matrix,
+                             symprec=reference.symmetry.tolerance)
+            phonon.force_constants = np.ascontiguousarray(fc)
+            phonon.nac_params = self.nac_params
+            phonons.append(phonon)
+        self.model, reference_phonon = phonons
+        self.reference_frequencies = frequencies_at(reference_phonon, self.qpoints)
+
+    def frequencies(self, force_constants: np.ndarray) -> np.ndarray:
+        """The model's frequencies [Q, B] (THz) at the mesh's q-points."""
+        n = self.n_atoms
+        force_constants = np.asarray(force_constants, dtype=float)
+        if force_constants.shape != (n, 3, n, 3):
+            raise ValueError(f"force constants have shape {list(force_constants.shape)}, expected [{n}, 3, {n}, 3] "
+                             "for the reference's supercell")
+        self.model.force_constants = np.ascontiguousarray(np.transpose(force_constants, (0, 2, 1, 3)))
+        return frequencies_at(self.model, self.qpoints)
+
+    def errors(self, force_constants: np.ndarray) -> dict[str, Any]:
+        """MAE, RMSE, largest |error| and error of the highest frequency (THz), see
+        `equitrain_jax.phonons.compare.frequency_errors`."""
+        model = self.frequencies(force_constants)
+        return {"mesh": self.mesh, "nac": self.nac_params is not None,
+                **frequency_errors(model, self.reference_frequencies)}
+
+
+def phonon_frequency_errors(
+    force_constants: np.ndarray,
+    reference: Phonopy,
+    mesh: Sequence[int] = (8, 8, 8),
+    nac: bool = True,
+) -> dict[str, Any]:
+    """Frequency errors (THz) of a model's force constants [N, 3, N, 3] (eV/Å²) against a phonopy
+    reference on a Γ-centred ``mesh`` (see `FrequencyComparison`)."""
+    return FrequencyComparison(reference, mesh, nac).errors(force_constants)
+
+
+class PhononValidation:
+    """A validation phonon reference, evaluated each epoch from the model's full Hessian of its
+    supercell (3N Hessian-vector products with unit vectors, ``chunk_size`` a call): the
+    frequency errors on a mesh (`FrequencyComparison`) and the exact Hessian term.
+
+    The Hessian term uses every direction √(3N)·e_j (the scale of the training directions), so its
+    mean squared residual per component is exactly ‖H − Φ‖²_F / 3N, what random training
+    directions estimate; MAE and RMSE are of those components (eV/Å²).
+
+    Args:
+        item: the reference as a `PhononItem` (supercell, Φ); ``reference``: the `Phonopy` object
+            it was read from (frequencies, NAC parameters).
+        graph: the item's padded graph as device arrays (`phonon_graph`, padded, in the
+            training dtype).
+    """
+
+    def __init__(self, item: Any, reference: Phonopy, graph: jraph.GraphsTuple, mesh: Sequence[int] = (8, 8, 8),
+                 nac: bool = True, chunk_size: int = 24):
+        self.item, self.graph, self.chunk_size = item, graph, chunk_size
+        self.comparison = FrequencyComparison(reference, mesh, nac)
+
+    def sums(self, hvp: HessianVectorProduct, variables: Any, config: HessianLossConfig) -> dict[str, float]:
+        """Pooled sums (add them over references, then `phonon_metrics`): absolute frequency
+        errors and their count, and the Hessian term's loss and error sums."""
+        n = self.item.n_atoms
+        hessian = hessian_of_first_structure(hvp, variables, self.graph, n, self.chunk_size)
+        residual = np.sqrt(3 * n) * (hessian - self.item.force_constants).reshape(3 * n, 3 * n)
+        difference = self.comparison.frequencies(hessian) - self.comparison.reference_frequencies
+        return {
+            "frequency_abs": float(np.sum(np.abs(difference))), "frequency_count": float(difference.size),
+            "hessian_loss": float(np.sum(pointwise(residual, config))), "hessian_abs": float(np.sum(np.abs(residual))),
+            "hessian_sq": float(np.sum(np.square(residual))), "hessian_count": float(residual.size),
+        }
+
+
+def validate_phonons(validations: Sequence[PhononValidation], hvp: HessianVectorProduct, variables: Any,
+                     config: HessianLossConfig) -> dict[str, float]:
+    """Per-epoch metrics over the validation phonon references: ``phonon_mae_thz`` (frequency MAE
+    over all their mesh frequencies, THz), ``hessian_mae_ev_per_a2``, ``hessian_rmse_ev_per_a2``
+    (see `PhononValidation`) and ``valid_hessian_loss`` (weighted like the training term)."""
+    parts = [validation.sums(hvp, variables, config) for validation in validations]
+    total = {key: sum(part[key] for part in parts) for key in parts[0]}
+    return {
+        "phonon_mae_thz": total["frequency_abs"] / total["frequency_count"],
+        **hessian_metrics(total),
+        "valid_hessian_loss": float(combine_hessian_loss(total, config)[0]),
+    }

@@ -1,14 +1,18 @@
 """The epoch loop: AdamW with clipping and a learning-rate schedule, EMA of the weights,
-reduce-on-plateau and early stopping on the validation loss, checkpoints (best and last) that
-resume without losing a step, and data-parallel training over a device mesh.
+reduce-on-plateau and early stopping on a validation metric (`TrainConfig.monitor`), checkpoints
+(best and last) that resume without losing a step, and data-parallel training over a device mesh.
 
-Everything random is derived from ``TrainConfig.seed`` (batch order of epoch ``e`` from
-``(seed, e)``), so the same seed gives the same run, and a resumed run the same as an
+A run trains on batches of labelled structures, on phonon items (`PhononBatches`, whose Hessian
+directions are drawn afresh every step), or on both: then every step holds one batch of each, and
+the shorter list is cycled within the epoch.  Everything random is derived from
+``TrainConfig.seed`` (batch order of epoch ``e`` from ``(seed, e)``, Hessian directions of a step
+from ``(seed, e, step)``), so the same seed gives the same run, and a resumed run the same as an
 uninterrupted one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
@@ -21,12 +25,16 @@ import optax
 from equitrain_jax.adapters.freeze import masked_optimizer
 from equitrain_jax.adapters.strategies import Strategy
 from equitrain_jax.train.checkpoint import TrainState, load_checkpoint, read_checkpoint_record, save_checkpoint
-from equitrain_jax.train.config import SCHEDULES, LossConfig, TrainConfig
+from equitrain_jax.models.quantities import node_energy_function
+from equitrain_jax.train.config import MONITORED_KEYS, SCHEDULES, HessianLossConfig, LossConfig, TrainConfig
 from equitrain_jax.train.fingerprint import resume_changes, run_fingerprint, tree_digest
+from equitrain_jax.train.hessian_loss import PhononValidation, model_hvp, validate_phonons
 from equitrain_jax.train.loss import combine_loss, metrics
-from equitrain_jax.train.step import Penalty, ema_update, make_eval_step, make_train_step
+from equitrain_jax.train.phonon_data import PhononBatches
+from equitrain_jax.train.step import Penalty, StepBatch, ema_update, make_eval_step, make_train_step
 
 __all__ = ["SCHEDULES", "FitResult", "TrainConfig", "adamw", "data_mesh", "evaluate", "fit", "learning_rate_schedule"]
+
 
 class FitResult(NamedTuple):
     trainable: Any  # the weights validation chose: the best epoch's (EMA if enabled)
@@ -71,9 +79,11 @@ def evaluate(eval_step: Callable, trainable: Any, frozen: Any, batches: Sequence
 
 
 def _place(mesh: Optional[jax.sharding.Mesh], tree: Any, shard_leading: bool) -> Any:
-    """Put ``tree`` on ``mesh``: the leading axis split over the mesh's ``data`` axis, or replicated."""
+    """Put ``tree`` on ``mesh``: the leading axis split over the mesh's ``data`` axis, or replicated;
+    without a mesh on the default device (as the step's outputs are, so its first call compiles
+    the program every later call uses)."""
     if mesh is None:
-        return tree
+        return jax.device_put(tree)
     spec = jax.sharding.PartitionSpec("data") if shard_leading else jax.sharding.PartitionSpec()
     return jax.device_put(tree, jax.sharding.NamedSharding(mesh, spec))
 
@@ -106,27 +116,44 @@ def fit(
     log: Optional[Callable[[dict[str, float]], None]] = None,
     on_step: Optional[Callable[[int, dict], None]] = None,
     fingerprint: Optional[dict] = None,
+    phonons: Optional[PhononBatches] = None,
+    valid_phonons: Sequence[PhononValidation] = (),
+    hessian_config: HessianLossConfig = HessianLossConfig(),
 ) -> FitResult:
-    """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches``.
+    """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches`` and
+    ``phonons`` (either may be empty).
 
     ``optimizer`` defaults to `adamw` with ``config``'s schedule, masked by ``strategy.labels``
     if any; ``penalty`` (added to the loss) to ``strategy.penalty``.  ``checkpoint_dir``: write
     ``best`` and ``last`` at the start, ``last`` after every epoch (and on Ctrl-C, mid-epoch) and
-    ``best`` when the validation loss improves.  ``resume`` continues from ``last`` there, after
-    checking that it belongs to this run (see `equitrain_jax.train.fingerprint`): ``config``,
-    ``loss_config`` and ``fingerprint`` (JSON-able facts that define the run; default: content
-    hashes of the starting weights and of the batches) must match the checkpoint's, except
-    settings that only extend the run, which the result's ``resumes`` records.
+    ``best`` when the monitored validation metric (``config.monitor``) improves.  ``resume``
+    continues from ``last`` there, after checking that it belongs to this run (see
+    `equitrain_jax.train.fingerprint`): ``config``, ``loss_config`` and ``fingerprint`` (JSON-able
+    facts that define the run; default: content hashes of the starting weights and of the
+    batches) must match the checkpoint's, except settings that only extend the run, which the
+    result's ``resumes`` records.
     ``mesh``: a `data_mesh`; batches must then be stacked over shards (see
     `equitrain_jax.train.data.sharded_batches`) and are split over its devices.
     ``log(entry)`` after every epoch, ``on_step(step, metrics)`` after every step.
 
+    ``phonons``: phonon items with the Hessian term of ``hessian_config`` (stacked over the mesh's
+    devices when there is a mesh).  ``valid_phonons``: references whose frequency MAE
+    (``phonon_mae_thz``), Hessian errors and Hessian term join each epoch's validation (the term
+    adds to ``valid_loss``).  Validation needs ``valid_batches`` or ``valid_phonons``.
+
     Raises:
-        ValueError: no batches, or a checkpoint of another run (naming each differing field).
+        ValueError: no data to train or validate on, a monitored metric nothing measures, or a
+            checkpoint of another run (naming each differing field).
         FileNotFoundError: ``resume`` without a checkpoint.
     """
-    if not train_batches or not valid_batches:
-        raise ValueError("fit needs at least one training and one validation batch")
+    if not train_batches and not phonons:
+        raise ValueError("fit needs training batches of structures or phonon items")
+    if not valid_batches and not valid_phonons:
+        raise ValueError("fit needs validation batches of structures or validation phonon references")
+    if config.monitor == "phonon_mae" and not valid_phonons:
+        raise ValueError("monitor 'phonon_mae' needs validation phonon references")
+    if config.monitor in ("forces_mae", "energy_mae") and not valid_batches:
+        raise ValueError(f"monitor {config.monitor!r} needs validation structures")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir")
     if fingerprint is None:
@@ -134,6 +161,12 @@ def fit(
             "initial_weights": tree_digest(strategy.trainable), "frozen_weights": tree_digest(strategy.frozen),
             "train_batches": tree_digest(list(train_batches)), "valid_batches": tree_digest(list(valid_batches)),
         }
+        if phonons or valid_phonons:
+            fingerprint["phonon_data"] = tree_digest([phonons.digest_arrays(), phonons.groups] if phonons else [])
+            fingerprint["valid_phonon_data"] = tree_digest([[v.item.supercell.positions, v.item.force_constants]
+                                                            for v in valid_phonons])
+    if (phonons or valid_phonons) and "hessian" not in fingerprint:
+        fingerprint = {**fingerprint, "hessian": dataclasses.asdict(hessian_config)}
     fingerprint = run_fingerprint(config, loss_config, fingerprint)
     checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
     resumes: list = []
@@ -144,17 +177,40 @@ def fit(
         resumes = [*stored.get("resumes", []), {"epoch": record["epoch"], "step": record["step"], "changed": changed}]
     run_facts = {"fingerprint": fingerprint, "resumes": resumes}
 
-    steps_per_epoch = len(train_batches)
+    steps_per_epoch = max(len(train_batches), len(phonons or ()))
     if optimizer is None:
         optimizer = adamw(learning_rate_schedule(config, steps_per_epoch), config.weight_decay, config.clip_norm)
     if strategy.labels is not None:
         optimizer = masked_optimizer(optimizer, strategy.labels)
     penalty = strategy.penalty if penalty is None else penalty
-    train_step = make_train_step(model, strategy.merge, optimizer, loss_config, penalty)
+    train_step = make_train_step(model, strategy.merge, optimizer, loss_config, penalty, hessian_config)
     eval_step = make_eval_step(model, strategy.merge, loss_config)
+    hvp = jax.jit(model_hvp(node_energy_function(model)))
     frozen = _place(mesh, strategy.frozen, False)
     train_batches = [_place(mesh, b, True) for b in train_batches]
     valid_batches = [_place(mesh, b, True) for b in valid_batches]
+    monitored = MONITORED_KEYS[config.monitor]
+
+    def validate(trainable: Any) -> dict[str, float]:
+        entry = {"valid_loss": 0.0}
+        if valid_batches:
+            entry = evaluate(eval_step, trainable, frozen, valid_batches, loss_config)
+        if valid_phonons:
+            variables = strategy.merge(jax.device_get(trainable), jax.device_get(frozen))
+            found = validate_phonons(valid_phonons, hvp, variables, hessian_config)
+            entry = {**entry, **found, "valid_loss": entry["valid_loss"] + found["valid_hessian_loss"]}
+        return entry
+
+    def step_batch(epoch: int, position: int, step: int) -> StepBatch:
+        """The batch of step ``position`` of ``epoch`` (1-based), the run's ``step``-th."""
+        structures = phonon_batch = None
+        if train_batches:
+            order = np.random.default_rng([config.seed, epoch]).permutation(len(train_batches))
+            structures = train_batches[order[position % len(train_batches)]]
+        if phonons:
+            order = np.random.default_rng([config.seed, epoch, 1]).permutation(len(phonons))
+            phonon_batch = _place(mesh, phonons.batch(order[position % len(phonons)], epoch, step), True)
+        return StepBatch(structures, phonon_batch)
 
     trainable = _place(mesh, strategy.trainable, False)
     state = TrainState(trainable, optimizer.init(trainable), trainable if config.ema_decay else None)
@@ -170,9 +226,8 @@ def fit(
             save_checkpoint(checkpoint_dir / name, s, run_facts)
 
     if not state.history:
-        start = {"epoch": 0, "learning_rate": config.learning_rate,
-                 **evaluate(eval_step, evaluated(state), frozen, valid_batches, loss_config)}
-        state = state._replace(history=(start,), best_loss=start["valid_loss"])
+        start = {"epoch": 0, "learning_rate": config.learning_rate, **validate(evaluated(state))}
+        state = state._replace(history=(start,), best_loss=start[monitored])
     best = state if not resume else None  # the state of the best epoch so far, once known here
     saved_best = None
     try:
@@ -181,10 +236,10 @@ def fit(
             saved_best = state
             save("last", state)
         while state.epoch < config.epochs and not _stopped_early(state, config):
-            order = np.random.default_rng([config.seed, state.epoch + 1]).permutation(steps_per_epoch)
-            for i in order[state.position:]:
+            for position in range(state.position, steps_per_epoch):
+                batch = step_batch(state.epoch + 1, position, state.step)
                 trainable, opt_state, step_metrics = train_step(
-                    state.trainable, frozen, state.opt_state, train_batches[i], np.float32(state.lr_scale)
+                    state.trainable, frozen, state.opt_state, batch, np.float32(state.lr_scale)
                 )
                 ema = state.ema
                 if ema is not None:
@@ -200,12 +255,12 @@ def fit(
                 "epoch": state.epoch + 1,
                 "train_loss": float(np.mean(state.epoch_losses)),
                 "learning_rate": float(_current_rate(config, steps_per_epoch, state)),
-                **evaluate(eval_step, evaluated(state), frozen, valid_batches, loss_config),
+                **validate(evaluated(state)),
             }
-            improved = entry["valid_loss"] < state.best_loss
+            improved = entry[monitored] < state.best_loss
             state = state._replace(
                 epoch=state.epoch + 1, position=0, epoch_losses=(), history=state.history + (entry,),
-                best_loss=min(state.best_loss, entry["valid_loss"]),
+                best_loss=min(state.best_loss, entry[monitored]),
                 bad_epochs=0 if improved else state.bad_epochs + 1,
                 plateau_epochs=0 if improved else state.plateau_epochs + 1,
             )

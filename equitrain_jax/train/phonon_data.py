@@ -33,28 +33,28 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import ase
+import jax
 import jraph
 import numpy as np
+import yaml
 from phonopy import Phonopy
 from phonopy.file_IO import parse_BORN
 from phonopy.harmonic.displacement import directions_to_displacement_dataset, get_least_displacements
 from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 from phonopy.interface.phonopy_yaml import PhonopyYaml
 
-from equitrain_jax.data import atoms_to_graph, batch_graphs, pad_to_bucket
-from equitrain_jax.phonons.compare import load_reference
+from equitrain_jax.data import (
+    PaddedShape,
+    atoms_to_graph,
+    batch_graphs,
+    bucket_shape,
+    device_arrays,
+    pad_graph,
+    pad_to_bucket,
+)
 from equitrain_jax.phonons.bridge import phonopy_to_ase
-
-DIRECTION_MODES = ("random", "phonopy", "raw")
-DEFAULT_DIRECTION_MODE = "random"
-"""Random directions by default: their mean squared residual is an unbiased (Hutchinson) estimate
-of ‖H − Φ‖²_F / 3N for every reference, whatever its symmetry, and by the Hoffman–Wielandt
-inequality that bounds the squared eigenvalue (ω²) errors of the supercell's modes.  Phonopy's
-directions determine the whole H only when the reference is exactly symmetric and the model
-exactly equivariant, and they weight symmetry orbits by their representatives, not by their
-size; for crystals with one or two displacements (cubic ones) they are noise-free with K = D."""
-DEFAULT_DIRECTIONS = 4
-"""K, directions per item and step."""
+from equitrain_jax.phonons.compare import load_reference
+from equitrain_jax.train.config import DEFAULT_DIRECTION_MODE, DEFAULT_DIRECTIONS, DIRECTION_MODES
 
 
 class PhononDataError(ValueError):
@@ -236,7 +236,17 @@ def read_phonon_item(
     force_sets: Optional[Union[str, os.PathLike]] = None,
     force_constants: Optional[Union[str, os.PathLike]] = None,
 ) -> PhononItem:
-    """A `PhononItem` from phonopy files, read as `equitrain_jax.phonons.load_reference` reads them.
+    """A `PhononItem` from phonopy files (see `read_phonon_reference`)."""
+    return read_phonon_reference(path, force_sets, force_constants)[0]
+
+
+def read_phonon_reference(
+    path: Union[str, os.PathLike],
+    force_sets: Optional[Union[str, os.PathLike]] = None,
+    force_constants: Optional[Union[str, os.PathLike]] = None,
+) -> tuple[PhononItem, Phonopy]:
+    """A `PhononItem` from phonopy files, read as `equitrain_jax.phonons.load_reference` reads them,
+    and the `Phonopy` object read (for frequencies; NAC parameters set on it as phonopy found them).
 
     ``path`` is a ``phonopy_params.yaml`` (structure with displacements and forces, or with force
     constants) or a structure-only ``phonopy.yaml``/``phonopy_disp.yaml`` with a FORCE_SETS or
@@ -252,6 +262,8 @@ def read_phonon_item(
         reference = load_reference(path, force_sets=force_sets, force_constants=force_constants)
     except (ValueError, FileNotFoundError) as error:
         raise PhononDataError(str(error)) from error
+    except yaml.YAMLError as error:
+        raise PhononDataError(f"{path}: not a readable phonopy YAML ({' '.join(str(error).split())})") from error
     nac_params, nac_source = None, None
     if reference.nac_params is not None:
         nac_params = dict(reference.nac_params)
@@ -259,7 +271,8 @@ def read_phonon_item(
     elif (path.parent / "BORN").is_file():
         nac_params = parse_BORN(reference.primitive, symprec=reference.symmetry.tolerance, filename=path.parent / "BORN")
         nac_source = str(path.parent / "BORN")
-    return phonon_item_from_phonopy(reference, str(path), nac_params=nac_params, nac_source=nac_source)
+    item = phonon_item_from_phonopy(reference, str(path), nac_params=nac_params, nac_source=nac_source)
+    return item, reference
 
 
 def _yaml_has_nac(path: Path) -> bool:
@@ -295,7 +308,7 @@ def sample_directions(
         directions [K, N, 3] (Å), targets [K, N, 3] (eV/Å²), mask [K] (bool).
     """
     if mode not in DIRECTION_MODES:
-        raise ValueError(f"direction mode must be one of {DIRECTION_MODES}, got {mode!r}")
+        raise ValueError(f"direction mode must be one of {tuple(DIRECTION_MODES)}, got {mode!r}")
     if k < 1:
         raise ValueError(f"the number of directions must be at least 1, got {k}")
     n = item.n_atoms
@@ -342,6 +355,30 @@ def phonon_graph(item: PhononItem, cutoff: float, atomic_numbers: Sequence[int],
         raise PhononDataError(f"{item.source or 'phonon item'}: {error}") from error
 
 
+def step_directions(
+    items: Sequence[PhononItem], k: int, mode: str, seed: int, epoch: int, step: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`sample_directions` of every item of a step, in order, from `direction_rng(seed, epoch,
+    step)`: the same draws however the items are later split over devices."""
+    rng = direction_rng(seed, epoch, step)
+    return [sample_directions(item, k, mode, rng) for item in items]
+
+
+def with_directions(item: PhononItem, graph: jraph.GraphsTuple, sampled: tuple[np.ndarray, ...]) -> jraph.GraphsTuple:
+    """The item's graph with its directions, targets and mask (from `sample_directions`) as node
+    fields (see the module docstring)."""
+    if int(np.sum(graph.n_node)) != item.n_atoms:
+        raise ValueError(f"{item.source}: graph has {int(np.sum(graph.n_node))} nodes for a "
+                         f"{item.n_atoms}-atom supercell")
+    directions, targets, mask = sampled
+    return graph._replace(nodes={
+        **graph.nodes,
+        "hessian_directions": np.swapaxes(directions, 0, 1),
+        "hessian_targets": np.swapaxes(targets, 0, 1),
+        "hessian_mask": np.broadcast_to(mask, (item.n_atoms, len(mask))).copy(),
+    })
+
+
 def hessian_batch(
     items: Sequence[PhononItem],
     graphs: Sequence[jraph.GraphsTuple],
@@ -356,26 +393,87 @@ def hessian_batch(
     each as node fields (see the module docstring), padded to bucket sizes (numpy; move it with
     `equitrain_jax.data.device_arrays`).
 
-    Directions are drawn from `direction_rng(seed, epoch, step)`, item by item in order.  The
-    padded shapes depend only on the graphs and K, never on the draw.  ``pad=False`` returns the
-    batched graph unpadded (to pad several shards to common sizes).
+    Directions are drawn by `step_directions`.  The padded shapes depend only on the graphs and K,
+    never on the draw.  ``pad=False`` returns the batched graph unpadded.
     """
     if len(items) == 0 or len(items) != len(graphs):
         raise ValueError(f"need one graph per item and at least one item, got {len(items)} items and {len(graphs)} graphs")
-    rng = direction_rng(seed, epoch, step)
-    labelled = []
-    for item, graph in zip(items, graphs):
-        if int(np.sum(graph.n_node)) != item.n_atoms:
-            raise ValueError(f"{item.source}: graph has {int(np.sum(graph.n_node))} nodes for a {item.n_atoms}-atom supercell")
-        directions, targets, mask = sample_directions(item, k, mode, rng)
-        labelled.append(graph._replace(nodes={
-            **graph.nodes,
-            "hessian_directions": np.swapaxes(directions, 0, 1),
-            "hessian_targets": np.swapaxes(targets, 0, 1),
-            "hessian_mask": np.broadcast_to(mask, (item.n_atoms, k)).copy(),
-        }))
-    batch = batch_graphs(labelled)
+    sampled = step_directions(items, k, mode, seed, epoch, step)
+    batch = batch_graphs([with_directions(*triple) for triple in zip(items, graphs, sampled)])
     return pad_to_bucket(batch) if pad else batch
+
+
+def _empty_like(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """A graph with the fields of ``graph`` and no structure in it (an idle device's shard)."""
+    def empty(fields):
+        return {key: value[:0] for key, value in fields.items()}
+
+    return graph._replace(nodes=empty(graph.nodes), edges=empty(graph.edges), globals=empty(graph.globals),
+                          senders=graph.senders[:0], receivers=graph.receivers[:0], n_node=graph.n_node[:0],
+                          n_edge=graph.n_edge[:0])
+
+
+class PhononBatches:
+    """The phonon items of a training run in fixed groups of ``batch_size`` (in order), each step's
+    group with freshly drawn directions, every group padded to ONE shape (the largest group's
+    buckets), so a run compiles its step once for phonons whatever the materials' sizes.
+
+    With ``n_shards`` > 1 a group's items go to shard ``j % n_shards`` (shards without items hold
+    padding only) and the shards are stacked on a leading axis, as
+    `equitrain_jax.train.data.sharded_batches` does for structures; the directions are the same
+    as on one device (`step_directions` draws them in the group's order).
+
+    Args:
+        items: the phonon items; ``graphs``: their unpadded graphs (`phonon_graph`).
+        k, mode: directions per item and step, and how they are chosen (`sample_directions`).
+        seed: with the epoch and step, all that decides the directions.
+        dtype: floating dtype of the device arrays.
+    """
+
+    def __init__(self, items: Sequence[PhononItem], graphs: Sequence[jraph.GraphsTuple], batch_size: int,
+                 k: int = DEFAULT_DIRECTIONS, mode: str = DEFAULT_DIRECTION_MODE, seed: int = 0,
+                 n_shards: int = 1, dtype: Any = np.float64):
+        if not items or len(items) != len(graphs):
+            raise ValueError(f"need one graph per phonon item and at least one item, got {len(items)} and {len(graphs)}")
+        if batch_size < 1 or n_shards < 1:
+            raise ValueError(f"batch_size and n_shards must be at least 1, got {batch_size} and {n_shards}")
+        if mode != "random":
+            for item in items:
+                sample_directions(item, k, mode, direction_rng(seed, 0, 0))  # refuses raw without displacements
+        self.items, self.graphs = list(items), list(graphs)
+        self.k, self.mode, self.seed, self.n_shards, self.dtype = k, mode, seed, n_shards, dtype
+        self.groups = [list(range(start, min(start + batch_size, len(items))))
+                       for start in range(0, len(items), batch_size)]
+        shards = [self._shard_graphs(group, self.graphs) for group in self.groups]
+        self.shape: PaddedShape = bucket_shape([g for group in shards for g in group if len(g.n_node)])
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def _shard_graphs(self, group: list[int], graphs: Sequence[jraph.GraphsTuple]) -> list[jraph.GraphsTuple]:
+        shards = []
+        for s in range(self.n_shards):
+            members = [graphs[i] for i in group[s :: self.n_shards]]
+            shards.append(batch_graphs(members) if members else _empty_like(graphs[group[0]]))
+        return shards
+
+    def batch(self, index: int, epoch: int, step: int) -> jraph.GraphsTuple:
+        """Group ``index`` with the directions of (seed, ``epoch``, ``step``), padded to `shape`,
+        as device arrays (stacked over shards when ``n_shards`` > 1)."""
+        group = self.groups[index]
+        sampled = step_directions([self.items[i] for i in group], self.k, self.mode, self.seed, epoch, step)
+        labelled = dict(zip(group, (with_directions(self.items[i], self.graphs[i], s) for i, s in zip(group, sampled))))
+        graphs = [labelled.get(i, graph) for i, graph in enumerate(self.graphs)]
+        padded = [pad_graph(g, *self.shape) for g in self._shard_graphs(group, graphs)]
+        if self.n_shards == 1:
+            return device_arrays(padded[0], self.dtype)
+        return device_arrays(jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded), self.dtype)
+
+    def digest_arrays(self) -> list:
+        """What the phonon data are, for a run's fingerprint: per item its supercell (numbers,
+        positions, cell), force constants, displacements and forces."""
+        return [[np.asarray(item.supercell.numbers), item.supercell.positions, item.supercell.cell.array,
+                 item.force_constants, item.displacements, item.forces] for item in self.items]
 
 
 __all__ = [
@@ -387,9 +485,13 @@ __all__ = [
     "check_item",
     "direction_rng",
     "full_force_constants",
+    "PhononBatches",
     "hessian_batch",
     "phonon_graph",
     "phonon_item_from_phonopy",
     "read_phonon_item",
+    "read_phonon_reference",
     "sample_directions",
+    "step_directions",
+    "with_directions",
 ]

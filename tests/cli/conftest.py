@@ -40,10 +40,31 @@ def emt_copper(count: int, seed: int) -> list:
     return cells
 
 
+def emt_copper_phonons(path: Path) -> Path:
+    """``phonopy_params.yaml`` of fcc Cu (2×2×2 primitive supercell, 8 atoms): phonopy's own
+    displacement (0.01 Å) with EMT forces, as a DFT finite-displacement run writes it."""
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    unitcell = bulk("Cu", "fcc", a=3.6)
+    phonon = Phonopy(PhonopyAtoms(symbols=unitcell.get_chemical_symbols(), cell=unitcell.cell.array,
+                                  scaled_positions=unitcell.get_scaled_positions()), supercell_matrix=np.diag([2, 2, 2]))
+    phonon.generate_displacements(distance=0.01)
+    forces = []
+    for cell in phonon.supercells_with_displacements:
+        atoms = ase.Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
+        atoms.calc = EMT()
+        forces.append(atoms.get_forces())
+    phonon.forces = np.array(forces)
+    phonon.save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
     """``base/`` and ``other/`` (tiny models, other weights), ``train.xyz`` (8 cells),
-    ``valid.xyz`` (2), ``long_train.xyz`` (24) and ``cu.extxyz`` (one relaxed-looking Cu cell)."""
+    ``valid.xyz`` (2), ``long_train.xyz`` (24), ``cu.extxyz`` (one relaxed-looking Cu cell) and
+    ``cu_phonons.yaml`` (EMT phonons of Cu, see `emt_copper_phonons`)."""
     root = tmp_path_factory.mktemp("cli")
     for name, seed in (("base", 0), ("other", 1)):
         bundle = tiny_mace((29,), seed=seed)
@@ -52,6 +73,7 @@ def workspace(tmp_path_factory) -> Path:
     ase.io.write(root / "valid.xyz", emt_copper(2, seed=2))
     ase.io.write(root / "long_train.xyz", emt_copper(24, seed=3))
     ase.io.write(root / "cu.extxyz", bulk("Cu", "fcc", a=3.6))
+    emt_copper_phonons(root / "cu_phonons.yaml")
     return root
 
 

@@ -101,6 +101,32 @@ CASES = [
          "finetune --model other --train long_train.xyz --valid valid.xyz --lr 0.02 --batch-size 3 --resume -o done",
          "belongs to another run", "base_model: sha256", "train.learning_rate: 0.01 in the checkpoint, 0.02 now",
          "finetune.batch_size: 2 in the checkpoint, 3 now", "train_data: sha256"),
+    case("finetune-nothing-to-train-on", "finetune --model base -o new", "nothing to train on", "--train", "--phonons"),
+    case("finetune-missing-phonons", "finetune --model base --phonons missing.yaml -o new",
+         "--phonons missing.yaml does not exist"),
+    case("finetune-missing-valid-phonons", "finetune --model base --phonons cu_phonons.yaml --valid-phonons missing.yaml "
+         "-o new", "--valid-phonons missing.yaml does not exist"),
+    case("finetune-phonons-directory", "finetune --model base --phonons full -o new", "--phonons full is a directory"),
+    case("finetune-zero-hessian-directions", "finetune --model base --phonons cu_phonons.yaml --hessian-directions 0 -o new",
+         "--hessian-directions must be an integer >= 1"),
+    case("finetune-negative-hessian-weight", "finetune --model base --phonons cu_phonons.yaml --hessian-weight -1 -o new",
+         "--hessian-weight must be >= 0"),
+    case("finetune-zero-hessian-delta", "finetune --model base --phonons cu_phonons.yaml --hessian-huber-delta 0 -o new",
+         "--hessian-huber-delta must be a positive number"),
+    case("finetune-zero-phonon-batch", "finetune --model base --phonons cu_phonons.yaml --phonon-batch-size 0 -o new",
+         "--phonon-batch-size must be"),
+    case("finetune-unknown-hessian-mode", "finetune --model base --phonons cu_phonons.yaml --hessian-mode diagonal -o new",
+         "--hessian-mode", argparse=True),
+    case("finetune-refit-e0s-without-energies", "finetune --model base --phonons cu_phonons.yaml --e0s refit -o new",
+         "--e0s refit", "--train"),
+    case("finetune-monitor-phonons-without-reference", "finetune --model base --train train.xyz --phonons cu_phonons.yaml "
+         "--monitor phonon_mae -o new", "--monitor phonon_mae needs --valid-phonons"),
+    case("finetune-monitor-forces-without-structures", "finetune --model base --phonons cu_phonons.yaml --monitor forces_mae "
+         "-o new", "--monitor forces_mae needs validation structures"),
+    case("finetune-phonons-garbage-after_jax", "finetune --model base --phonons garbage.yaml -o new",
+         "--phonons garbage.yaml", "not a readable phonopy YAML"),
+    case("finetune-phonons-unknown-element-after_jax", f"finetune --model base --phonons {EXAMPLE_AL} -o new",
+         "--phonons", "elements ['Al'] are not among the model's ['Cu']"),
     case("finetune-too-many-devices-after_jax", "finetune --model base --train train.xyz --devices 4 --batch-size 4 -o new",
          "4 devices"),
     # phonons
@@ -146,8 +172,9 @@ def write_inputs(root: Path, workspace: Path) -> None:
     """The files the cases name, in ``root``."""
     for name in ("base", "other"):
         (root / name).symlink_to(workspace / name, target_is_directory=True)
-    for name in ("train.xyz", "valid.xyz", "long_train.xyz", "cu.extxyz"):
+    for name in ("train.xyz", "valid.xyz", "long_train.xyz", "cu.extxyz", "cu_phonons.yaml"):
         (root / name).symlink_to(workspace / name)
+    (root / "garbage.yaml").write_text("phonopy: [this is\n  not: a phonopy file\n")
     (root / "garbage.xyz").write_text("this is not a structure\n12 apples\n")
     (root / "binary.extxyz").write_bytes(np.random.default_rng(0).bytes(512))
     (root / "empty.xyz").write_text("")

@@ -17,15 +17,16 @@ from common import converted_bundle
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.potential import Potential
 from equitrain_jax.data import device_arrays as to_device
+from equitrain_jax.models.quantities import node_energy_function
+from equitrain_jax.train.config import HessianLossConfig
 from equitrain_jax.train.hessian_loss import (
-    HessianLossConfig,
     combine_hessian_loss,
     hessian_error_sums,
     hessian_loss_sums,
     hessian_metrics,
     hessian_of_first_structure,
     hessian_products,
-    hvp_from_node_energies,
+    model_hvp,
     phonon_frequency_errors,
 )
 from equitrain_jax.train.phonon_data import hessian_batch, phonon_graph, phonon_item_from_phonopy
@@ -85,8 +86,7 @@ def model():
     """mp0a-small (8 channels, random weights) for Al and Cu, and a jitted value and gradient of
     the MSE Hessian loss with respect to its parameters (compiled once for every test here)."""
     potential = Potential(converted_bundle("mp0a-small", ELEMENTS, seed=0, avg_num_neighbors=8.0))
-    node_energies = functools.partial(potential.module.apply, method=type(potential.module).node_energies)
-    hvp = hvp_from_node_energies(node_energies)
+    hvp = model_hvp(node_energy_function(potential.module))
 
     def loss(params, batch):
         products = hessian_products(hvp, {**potential.variables, "params": params}, batch)
@@ -198,7 +198,7 @@ def test_hessian_fine_tuning_cuts_the_phonon_error_tenfold():
     reference = finite_displacement_phonopy(aluminium(), np.diag([3, 3, 3]), EMT)
     item = phonon_item_from_phonopy(reference, "EMT Al")
     potential = Potential(converted_bundle("mp0a-small", (13,), seed=0, avg_num_neighbors=8.0))
-    hvp = hvp_from_node_energies(functools.partial(potential.module.apply, method=type(potential.module).node_energies))
+    hvp = model_hvp(node_energy_function(potential.module))
     config = HessianLossConfig()
     graph = phonon_graph(item, potential.cutoff, potential.config.atomic_numbers)
     steps = 40

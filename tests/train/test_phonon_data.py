@@ -140,6 +140,17 @@ def test_targets_never_include_nac(tmp_path, nio_phonopy):
     np.testing.assert_allclose(item.nac_params["dielectric"], EPSILON, atol=1e-6)
     assert_force_constants_equal(item, nio_phonopy, atol=FORCE_SETS_ATOL)
 
+    alone = tmp_path / "without_born"  # the same files without BORN: the same batch, bit for bit
+    alone.mkdir()
+    for name in ("phonopy_disp.yaml", "FORCE_SETS"):
+        (alone / name).write_bytes((beside / name).read_bytes())
+    plain = read_phonon_item(alone / "phonopy_disp.yaml")
+    assert plain.nac_params is None
+    graphs = [phonon_graph(i, CUTOFF, (8, 28)) for i in (item, plain)]
+    with_born, without = (hessian_batch([i], [g], k=3, seed=5) for i, g in zip((item, plain), graphs))
+    for key in ("hessian_directions", "hessian_targets", "hessian_mask"):
+        assert with_born.nodes[key].tobytes() == without.nodes[key].tobytes(), key
+
 
 def test_type2_data_set_of_displacements_of_every_atom(cu3au_phonopy):
     """A phonopy type-2 data set (every atom displaced) with harmonic forces F = −Φ·u: its pairs
