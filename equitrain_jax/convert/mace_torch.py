@@ -6,7 +6,7 @@ constants); anything else stops the conversion with its name.  The per-tensor la
 table, `parameter_mappings`, whose inverse direction `equitrain_jax.convert.to_mace_torch` uses to
 write JAX weights back into a mace-torch module.
 
-Longer than most modules (about 450 lines) on purpose: it is the one place that knows mace-torch's
+Longer than most modules (about 540 lines, with MACE-MH-1's blocks) on purpose: it is the one place that knows mace-torch's
 layout, and the config it reads, the ignore list and the mapping table check each other (every
 tensor is accounted for exactly once), which only holds while they are read side by side.
 """

@@ -10,6 +10,9 @@ distance.  fc2 (eV/Å²) comes from the analytic Hessian (`equitrain_jax.phonons
 phono3py then solves the Boltzmann transport equation (RTA or direct solution), κ in W/(m·K).
 
 phono3py is an optional dependency: ``pip install equitrain-jax[kappa]``.
+
+About 460 lines, kept together: the fc3 routes (pairs and rows), their chunking and phono3py's
+data set form one pipeline whose pieces share phono3py's displacement bookkeeping.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ different sizes in the same bucket compile once.
 Every direction of an item of N atoms has length √(3N) (RMS 1 per Cartesian component), so
 E[v vᵀ] = I for random directions and the mean squared residual per component estimates
 ‖H − Φ‖²_F / 3N, the mean squared error of a Hessian row, independent of the supercell size.
+
+About 500 lines: reading phonopy references (NumPy and phonopy only) and batching them for the
+jitted step (JAX) live together for now; the reading half is to move into its own module so that
+the command line can check `--phonons` files before JAX is imported.
 """
 
 from __future__ import annotations
