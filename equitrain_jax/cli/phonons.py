@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> None:
     if args.relax:
         from ase.spacegroup.symmetrize import check_symmetry
 
-        from equitrain_jax.phonons import relax
+        from equitrain_jax.phonons.relax import relax
 
         before = check_symmetry(atoms, 1e-5).international
         converged, _ = relax(atoms, Calculator(potential), args.fmax, args.relax_steps, relax_cell=True,

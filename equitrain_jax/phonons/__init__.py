@@ -9,7 +9,8 @@ properties, files), `modes` and `scans` (unstable modes and the energy along the
 
 Names are imported on first use (PEP 562), so the command line reads its defaults (e.g.
 `equitrain_jax.phonons.qha_config`) without loading JAX.  The full Hessian is
-`equitrain_jax.phonons.hessian.hessian` (not re-exported here: it would shadow its module).
+`equitrain_jax.phonons.hessian.hessian` and the relaxation `equitrain_jax.phonons.relax.relax` (not
+re-exported here: each would be shadowed by its module once that is imported).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ _EXPORTS = {
     "phonopy_from_potential": "equitrain_jax.phonons.harmonic",
     "phonopy_to_ase": "equitrain_jax.phonons.bridge",
     "Potential": "equitrain_jax.potential",
-    "relax": "equitrain_jax.phonons.relax",
     "scan_mode": "equitrain_jax.phonons.scans",
     "scan_mode_2d": "equitrain_jax.phonons.scans",
     "summary": "equitrain_jax.phonons.results",

@@ -42,7 +42,6 @@ import jraph
 import numpy as np
 import yaml
 from phonopy import Phonopy
-from phonopy.file_IO import parse_BORN
 from phonopy.harmonic.displacement import directions_to_displacement_dataset, get_least_displacements
 from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 from phonopy.interface.phonopy_yaml import PhonopyYaml
@@ -57,7 +56,7 @@ from equitrain_jax.data import (
     pad_to_bucket,
 )
 from equitrain_jax.phonons.bridge import phonopy_to_ase
-from equitrain_jax.phonons.compare import load_reference
+from equitrain_jax.phonons.compare import load_reference, reference_nac_source
 from equitrain_jax.train.config import DEFAULT_DIRECTION_MODE, DEFAULT_DIRECTIONS, DIRECTION_MODES
 
 
@@ -269,12 +268,9 @@ def read_phonon_reference(
     except yaml.YAMLError as error:
         raise PhononDataError(f"{path}: not a readable phonopy YAML ({' '.join(str(error).split())})") from error
     nac_params, nac_source = None, None
-    if reference.nac_params is not None:
+    if reference.nac_params is not None:  # the YAML's nac_params, or a BORN file beside it (never the cwd's)
         nac_params = dict(reference.nac_params)
-        nac_source = str(path) if _yaml_has_nac(path) else "BORN (working directory, found by phonopy)"
-    elif (path.parent / "BORN").is_file():
-        nac_params = parse_BORN(reference.primitive, symprec=reference.symmetry.tolerance, filename=path.parent / "BORN")
-        nac_source = str(path.parent / "BORN")
+        nac_source = str(path) if _yaml_has_nac(path) else reference_nac_source(path)
     item = phonon_item_from_phonopy(reference, str(path), nac_params=nac_params, nac_source=nac_source)
     return item, reference
 

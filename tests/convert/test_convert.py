@@ -57,6 +57,7 @@ def test_loading_does_not_import_torch(model_file, tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow  # 87 s of the default run (mace-torch's cuEquivariance conversion on CPU)
 def test_cuequivariance_checkpoint_is_normalised(torch_model, tmp_path):
     pytest.importorskip("cuequivariance_torch")
     from mace.cli.convert_e3nn_cueq import run as e3nn_to_cueq
