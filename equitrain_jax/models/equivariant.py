@@ -136,21 +136,27 @@ def normalised_mlp(x: jnp.ndarray, layers: Sequence[Mapping[str, jnp.ndarray]]) 
     return x
 
 
-def gate(x: Features, gated: Sequence[str], scalar_constant: float, gate_constant: float) -> Features:
-    """e3nn's ``Gate`` with SiLU on the scalars and sigmoid on the gates, each times its
-    normalisation constant.
+def gate_with(x: Features, gated: Sequence[str], scalar_activation, gate_activation) -> Features:
+    """e3nn's ``Gate`` with the given activations (functions of arrays).
 
     ``x["0e"]`` holds the C scalars, then one gate per channel of each irrep of ``gated`` in that
-    order; every component of a gated channel is multiplied by its gate.  Returns the scalars
-    and the gated irreps.
+    order; every component of a gated channel is multiplied by its gate.  Returns the activated
+    scalars and the gated irreps.
     """
     n_gates = sum(x[ir].shape[1] for ir in gated)
     n_scalars = x["0e"].shape[1] - n_gates
-    out = {"0e": scalar_constant * jax.nn.silu(x["0e"][:, :n_scalars])}
-    gates = gate_constant * jax.nn.sigmoid(x["0e"][:, n_scalars:])
+    out = {"0e": scalar_activation(x["0e"][:, :n_scalars])}
+    gates = gate_activation(x["0e"][:, n_scalars:])
     offset = 0
     for ir in gated:
         mul = x[ir].shape[1]
         out[ir] = x[ir] * gates[:, offset : offset + mul]
         offset += mul
     return out
+
+
+def gate(x: Features, gated: Sequence[str], scalar_constant: float, gate_constant: float) -> Features:
+    """`gate_with` SiLU on the scalars and sigmoid on the gates, each times its normalisation
+    constant."""
+    return gate_with(x, gated, lambda v: scalar_constant * jax.nn.silu(v),
+                     lambda v: gate_constant * jax.nn.sigmoid(v))

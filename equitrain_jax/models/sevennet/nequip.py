@@ -46,25 +46,12 @@ def convolution_paths(
 
 
 def gate(x: Features, gated: Sequence[str], activation_constant: float) -> Features:
-    """e3nn ``Gate`` with normalised SiLU on scalars and on gates.
+    """e3nn ``Gate`` with normalised SiLU on scalars and on gates (`equivariant.gate_with`)."""
 
-    ``x["0e"]`` holds the scalars followed by one gate per channel of each gated irrep, in the order
-    of ``gated``; returns the activated scalars and the gated irreps multiplied by their gates.
-    """
     def activation(v):
         return activation_constant * jax.nn.silu(v)
 
-    n_gates = sum(x[ir].shape[1] for ir in gated)
-    scalars = x["0e"]
-    n_scalars = scalars.shape[1] - n_gates
-    out = {"0e": activation(scalars[:, :n_scalars])}
-    gates = activation(scalars[:, n_scalars:])
-    offset = 0
-    for ir in gated:
-        mul = x[ir].shape[1]
-        out[ir] = x[ir] * gates[:, offset : offset + mul]
-        offset += mul
-    return out
+    return eq.gate_with(x, gated, activation, activation)
 
 
 def add_features(x: Features, y: Features) -> Features:
