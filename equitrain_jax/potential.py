@@ -46,6 +46,8 @@ class Potential:
         model: a model directory (see ``equitrain-jax convert``) or a loaded `ModelBundle`.
         dtype: ``"float64"`` (real float64 end to end; enables JAX x64) or ``"float32"``.
         head: head name or index for multi-head models.
+        backend: ``"e3nn"`` or ``"cuequivariance"`` (MACE; needs the ``cueq`` extra) for the edge
+            convolution and symmetric contraction; None keeps the model's (``config.json``).
     """
 
     def __init__(
@@ -53,12 +55,15 @@ class Potential:
         model: Union[str, Path, ModelBundle],
         dtype: str = "float64",
         head: Union[str, int, None] = None,
+        backend: Optional[str] = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if dtype == "float64":
             enable_float64()
         self.bundle = model if isinstance(model, ModelBundle) else load_model(model)
+        if backend is not None:
+            self.bundle = ModelBundle(self.bundle.config.with_backend(backend), self.bundle.variables)
         self.config = self.bundle.config
         self.dtype = DTYPES[dtype]
         self.head = resolve_head(self.config.heads, head)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
 import numpy as np
@@ -64,6 +64,14 @@ class ModelConfig:
     def with_energy_offsets(self, offsets: np.ndarray) -> "ModelConfig":
         """This config with `energy_offsets` replaced by ``offsets`` [n_heads, n_elements] (eV)."""
         raise NotImplementedError
+
+    def with_backend(self, backend: str, method: Optional[str] = None) -> "ModelConfig":
+        """This config computing with ``backend`` (``"e3nn"``, or ``"cuequivariance"`` where the family
+        supports it; same parameters) and its execution ``method`` (None: chosen by platform).
+        ValueError for a backend the family lacks; ImportError naming the extra to install."""
+        if backend != "e3nn" or method is not None:
+            raise ValueError(f"{self.FAMILY} models have only the 'e3nn' backend, got {backend!r} (method {method!r})")
+        return self
 
     def with_head(self, variables: dict[str, Any], name: str, copy_from: int) -> tuple["ModelConfig", dict[str, Any]]:
         """The config and variables (numpy) of this model with one more head ``name``, an exact copy

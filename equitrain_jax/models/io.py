@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -71,17 +71,24 @@ class BrokenModelError(ValueError):
     is wrong."""
 
 
-def load_model(directory: str | Path) -> ModelBundle:
+def load_model(directory: str | Path, backend: Optional[str] = None) -> ModelBundle:
     """Read a model directory written by `save_model` (or ``equitrain-jax convert``).
+
+    ``backend`` (``"e3nn"`` or, for MACE, ``"cuequivariance"``) replaces the one in ``config.json``
+    (see `ModelConfig.with_backend`); the parameters are the same on every backend.
 
     Raises:
         FileNotFoundError: ``directory`` has no ``config.json`` (not a model directory).
         BrokenModelError: (a ValueError) ``config.json`` is not valid JSON, lacks keys or holds
             invalid values; ``params/`` is missing, empty or unreadable; or the parameters do not
             fit the architecture of ``config.json`` — one error naming the file and the problem.
+        ValueError: a backend the model family lacks.
+        ImportError: the cuequivariance backend without cuequivariance-jax installed.
     """
     directory = Path(directory)
     config = read_config(directory)
+    if backend is not None:
+        config = config.with_backend(backend)
     variables = read_parameters(directory)
     check_variables(config, variables, directory / PARAMS_DIR)
     return ModelBundle(config, variables)
@@ -154,7 +161,8 @@ def check_variables(config: ModelConfig, variables: dict[str, Any], where: Path)
     """BrokenModelError, naming ``where``, unless ``variables`` fit the module of ``config``: every
     variable the model uses is there with its shape, and none is left over (parameters of another
     architecture).  The model is traced once on a two-atom graph (no computation), once per
-    architecture and parameter layout in a process."""
+    architecture and parameter layout in a process (with the e3nn backend: every backend uses the
+    same parameters)."""
     leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
     layout = tuple((jax.tree_util.keystr(path), np.shape(leaf), _abstract_dtype(leaf)) for path, leaf in leaves)
     problem = _layout_problem(config, jax.tree_util.tree_structure(variables), layout)
@@ -178,7 +186,7 @@ def _layout_problem(config: ModelConfig, treedef: Any, layout: tuple) -> str:
     z = config.atomic_numbers[0]
     atoms = Atoms(numbers=[z, z], positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.5 * config.r_max]])
     graph = padded_device_graph(atoms_to_graph(atoms, config.r_max, config.atomic_numbers), np.float32)
-    module = config.module(np.float32)
+    module = config.with_backend("e3nn").module(np.float32)
     abstract = treedef.unflatten([jax.ShapeDtypeStruct(shape, dtype) for _, shape, dtype in layout])
     try:
         closed = jax.make_jaxpr(lambda v: module.apply(v, graph, method=type(module).node_energies))(abstract)

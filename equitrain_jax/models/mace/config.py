@@ -26,6 +26,10 @@ INTERACTION_BLOCKS = (
 NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
 MODEL_CLASSES = ("ScaleShiftMACE", "MACE")
 DISTANCE_TRANSFORMS = (None, "Agnesi", "Soft")
+BACKENDS = ("e3nn", "cuequivariance")
+"""Implementations of the edge convolution and the symmetric contraction (same parameters)."""
+CUEQ_METHODS = (None, "naive", "uniform_1d")
+"""cuEquivariance execution methods; None: the CUDA kernel on a GPU, plain JAX elsewhere."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,11 @@ class MACEConfig(ModelConfig):
     runs on, and of layer 1 too with ``edge_irreps_first`` (its scalars only).  ``agnostic_product``:
     one symmetric-contraction weight set for all elements.  ``gate_activation_constants``: the
     normalisation constants of SiLU and sigmoid in the gate of the non-linear interaction block.
+
+    ``backend`` runs the edge convolution and the symmetric contraction with e3nn-jax-style JAX
+    (``"e3nn"``) or through cuequivariance-jax (``"cuequivariance"``, the optional extra ``cueq``),
+    on the same parameters; ``cueq_method`` forces its ``segmented_polynomial`` method
+    (``"naive"``: plain JAX; ``"uniform_1d"``: CUDA kernel), None choosing by platform.
     """
 
     FORMAT = "equitrain-jax/mace"
@@ -78,6 +87,8 @@ class MACEConfig(ModelConfig):
     edge_irreps_first: bool = False
     agnostic_product: bool = False
     gate_activation_constants: tuple[float, float] = (1.6791767923989418, 1.8467055342154763)  # silu, sigmoid
+    backend: str = "e3nn"
+    cueq_method: Optional[str] = None
 
     def __post_init__(self):
         problems = []
@@ -116,6 +127,12 @@ class MACEConfig(ModelConfig):
                 problems.append(f"edge_irreps {self.edge_irreps!r} hold {extra}, not in hidden_irreps")
         elif self.edge_irreps_first:
             problems.append("edge_irreps_first needs edge_irreps")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend {self.backend!r} not in {BACKENDS}")
+        if self.cueq_method not in CUEQ_METHODS:
+            problems.append(f"cueq_method {self.cueq_method!r} not in {CUEQ_METHODS}")
+        elif self.cueq_method is not None and self.backend != "cuequivariance":
+            problems.append(f"cueq_method {self.cueq_method!r} needs backend 'cuequivariance'")
         if problems:
             raise ValueError("invalid MACE configuration: " + "; ".join(problems))
 
@@ -156,6 +173,13 @@ class MACEConfig(ModelConfig):
     def with_energy_offsets(self, offsets: np.ndarray) -> "MACEConfig":
         rows = tuple(tuple(float(v) for v in row) for row in np.asarray(offsets, dtype=float))
         return dataclasses.replace(self, atomic_energies=rows)
+
+    def with_backend(self, backend: str, method: Optional[str] = None) -> "MACEConfig":
+        if backend == "cuequivariance":
+            from equitrain_jax.models.mace import cueq
+
+            cueq.require()
+        return dataclasses.replace(self, backend=backend, cueq_method=method)
 
     def with_head(self, variables: dict[str, Any], name: str, copy_from: int) -> tuple["MACEConfig", dict[str, Any]]:
         return heads.add_head(self, variables, name, copy_from)

@@ -10,8 +10,9 @@ non-linear interaction blocks included), so that the converter's mapping reads a
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -23,7 +24,7 @@ import numpy as np
 from equitrain_jax.models import equivariant as eq
 from equitrain_jax.models import radial
 from equitrain_jax.models.layers import EnergyModel, Linear, RadialMLP, edge_geometry, masked_node_energies, normal
-from equitrain_jax.models.mace import maths
+from equitrain_jax.models.mace import cueq, maths
 from equitrain_jax.models.mace.config import NONLINEAR_BLOCK, MACEConfig
 
 
@@ -54,9 +55,24 @@ def u_matrix(irreps_in: tuple[str, ...], ir_out: str, degree: int) -> np.ndarray
     return np.moveaxis(array, -1, 0)
 
 
+@functools.lru_cache(maxsize=None)
+def architecture_monomials(irreps_in: tuple[str, ...], ir_out: str, degree: int) -> np.ndarray:
+    """The monomials (index tuples, [T, ν]) of the degree-ν symmetric coupling of the architecture:
+    those of any complete basis of its U matrices, hence of the converted ones too."""
+    return maths.compress_coupling(u_matrix(irreps_in, ir_out, degree))[0]
+
+
+def convolution(config: MACEConfig) -> Callable:
+    """The edge convolution of ``config.backend``, with the signature of `eq.convolution_messages`."""
+    if config.backend == "cuequivariance":
+        return functools.partial(cueq.convolution_messages, method=cueq.resolve_method(config.cueq_method))
+    return eq.convolution_messages
+
+
 class SymmetricContraction(nn.Module):
     """Body-order expansion of one output irrep; weights [Z, K_ν, C] per degree ν, and the
-    U matrices as constants in the sparse form of `equivariant.compress_coupling`."""
+    U matrices as constants in the sparse form of `equivariant.compress_coupling`.  ``backend``
+    and ``cueq_method`` as in `MACEConfig`."""
 
     irreps_in: tuple[str, ...]
     ir_out: str
@@ -64,6 +80,8 @@ class SymmetricContraction(nn.Module):
     num_elements: int
     num_channels: int
     param_dtype: jnp.dtype = jnp.float32
+    backend: str = "e3nn"
+    cueq_method: Optional[str] = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, species: jnp.ndarray) -> jnp.ndarray:
@@ -79,6 +97,10 @@ class SymmetricContraction(nn.Module):
             weights.append(self.param(f"weights_{nu}", normal(1.0 / max(k, 1)), shape, self.param_dtype))
             monomials.append(index)
             couplings.append(coupling)
+        if self.backend == "cuequivariance":
+            pattern = [architecture_monomials(self.irreps_in, self.ir_out, nu) for nu in range(1, self.correlation + 1)]
+            method = cueq.resolve_method(self.cueq_method)
+            return cueq.symmetric_contraction(x, species, weights, monomials, couplings, pattern, method)
         return maths.symmetric_contraction(x, species, weights, monomials, couplings)
 
 
@@ -147,7 +169,7 @@ class Interaction(nn.Module):
         if cutoff is not None:
             weights = weights * cutoff[:, None]
         weights = weights * edge_mask[:, None]
-        messages = eq.convolution_messages(up, senders, sh, weights, paths)
+        messages = convolution(cfg)(up, senders, sh, weights, paths)
         messages = Linear(
             tuple((ir, (paths_into[ir], c)) for ir in self.irreps_target), self.param_dtype, name="linear"
         )(messages)
@@ -202,7 +224,7 @@ class NonLinearInteraction(nn.Module):
         if cutoff is not None:
             weights, edge_density = weights * cutoff[:, None], edge_density * cutoff
         density = eq.sum_over_neighbours(edge_density * edge_mask, species.shape[0])
-        messages = eq.convolution_messages(up, senders, sh, weights * edge_mask[:, None], paths)
+        messages = convolution(cfg)(up, senders, sh, weights * edge_mask[:, None], paths)
         messages = dense(((ir, (paths_into[ir], widths[ir])) for ir in self.irreps_target), "linear_1")(messages)
         alpha = self.param("alpha", nn.initializers.constant(20.0), (), self.param_dtype)
         beta = self.param("beta", nn.initializers.zeros, (), self.param_dtype)
@@ -236,6 +258,8 @@ class Product(nn.Module):
                 num_elements,
                 c,
                 self.param_dtype,
+                cfg.backend,
+                cfg.cueq_method,
                 name=f"symmetric_contraction_{ir}",
             )(x, species)
             for ir in self.irreps_hidden_out
