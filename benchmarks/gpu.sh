@@ -5,6 +5,9 @@
 #   inference      benchmarks/inference.py   energy+forces, diamond Si, 64 / 512 / 4096 atoms, float32
 #   Hessian        benchmarks/hessian.py     full Hessian (jax-full) vs get_hessian, 16 and 64 atoms, float64
 #   training step  benchmarks/train_step.py  full and LoRA fine-tuning steps, float32
+#   cuequivariance benchmarks/cueq.py         e3nn vs cuequivariance backend on the same weights:
+#                                             inference (float32) and full Hessians (float64); runs
+#                                             only if cuequivariance-jax is importable
 #
 # Each writes its JSON under $OUT (default benchmarks/results/gpu) as it goes, so a stage cut off
 # by its time share keeps what it measured; gpu.log holds everything printed.
@@ -12,7 +15,8 @@
 # On the GPU machine (its image has jax with CUDA, flax, optax, orbax, torch and numpy, not
 # e3nn-jax, jraph, ase, phonopy or mace-torch): first, here, from the repository root,
 #     bash ../shared/device/fetch-wheels.sh
-# which downloads the missing wheels into .whl/ (keep it out of git); send .whl with the working
+# (add `cuequivariance cuequivariance-jax cuequivariance-ops-jax-cu12` as arguments for the
+# cuequivariance stage) which downloads the missing wheels into .whl/ (keep it out of git); send .whl with the working
 # tree and run `bash benchmarks/gpu.sh` there.  The wheels are installed into $GPU_SH_SITE
 # (default /tmp/site) only if a package is missing, so the script also runs in a full environment.
 #
@@ -63,10 +67,12 @@ if [ "$SMOKE" = 1 ]; then
   INFERENCE=(--sizes 64 --channels 16 --repeats 2)
   HESSIAN=(--structures Si16 --channels 16 --repeats 2 --repeat-seconds 5)
   TRAIN=(--channels 16 --steps 1 --batch-size 4)
+  CUEQ=(--channels 16 --sizes 64 --hessian Si16 --repeats 2)
 else
   INFERENCE=(--sizes 64 512 4096 --channels 128 --repeats 5)
   HESSIAN=(--structures Si16,Si64 --channels 128 --repeats 3 --repeat-seconds 20)
   TRAIN=(--channels 128 --steps 10 --batch-size 4)
+  CUEQ=(--channels 128 --sizes 64 512 4096 --hessian Si16 Si64 --repeats 5)
 fi
 
 # stage NAME SHARE COMMAND...: run with a time limit of SHARE (per cent) of the budget left
@@ -87,6 +93,11 @@ stage inference 40 benchmarks/inference.py --models mace-mp0-medium --dtypes flo
   "${MEMORY[@]}" "${INFERENCE[@]}" --json "$OUT/inference.json"
 stage hessian 45 benchmarks/hessian.py --methods jax-full,torch-hess --device "$DEVICE" --timeout 300 \
   "${HESSIAN[@]}" --save "$OUT/hessian.json"
-stage train-step 100 benchmarks/train_step.py --dtypes float32 --materials Si --device "$DEVICE" --timeout 300 \
+stage train-step 60 benchmarks/train_step.py --dtypes float32 --materials Si --device "$DEVICE" --timeout 300 \
   "${TRAIN[@]}" --save "$OUT/train_step.json"
+if "$PYTHON" -c 'import cuequivariance_jax' >/dev/null 2>&1; then
+  stage cuequivariance 100 benchmarks/cueq.py "${CUEQ[@]}" --json "$OUT/cueq.json"
+else
+  say "== cuequivariance: skipped, cuequivariance-jax not importable (see the wheels note above)"
+fi
 say "done in ${SECONDS} s"

@@ -20,9 +20,10 @@ MIN_SEPARATION = 0.5
 """Å: atoms closer than this are taken to overlap (the shortest bond, H₂, is 0.74 Å)."""
 
 MODEL_CONFIG = "config.json"  # what makes a directory a model directory (see equitrain_jax.models.io)
+MACE_FORMAT = "equitrain-jax/mace"  # its "format" for a MACE model (MACEConfig.FORMAT)
 
 __all__ = ["MIN_SEPARATION", "at_least", "born_charges", "check_output_directory", "check_output_file", "check_writable", "crystal",
-           "input_file", "model_directory", "non_negative", "positive", "settings", "structures"]
+           "backend", "input_file", "model_directory", "non_negative", "positive", "settings", "structures"]
 
 
 def input_file(path: str, what: str, may_be_empty: bool = False) -> Path:
@@ -48,6 +49,25 @@ def model_directory(path: str, option: str = "--model") -> Path:
         raise ValueError(f"{option} {path} is not an equitrain-jax model directory (no {MODEL_CONFIG}); convert a model "
                          "first: equitrain-jax convert MODEL -o DIR")
     return directory
+
+
+def backend(name: Optional[str], model: Path) -> None:
+    """``--backend NAME`` usable with the model directory ``model``: cuequivariance needs a MACE
+    model and cuequivariance-jax installed (the ``cueq`` extra)."""
+    if name in (None, "e3nn"):
+        return
+    import importlib.util
+    import json
+
+    try:
+        family = json.loads((model / MODEL_CONFIG).read_text()).get("format")
+    except (ValueError, AttributeError):
+        family = None  # a broken config.json is reported when the model is loaded
+    if family is not None and family != MACE_FORMAT:
+        raise ValueError(f"--backend {name}: {model} holds a {family} model; only MACE models have this backend")
+    if importlib.util.find_spec("cuequivariance_jax") is None:
+        raise ValueError(f"--backend {name} needs cuequivariance-jax, which is not installed: "
+                         "pip install 'equitrain-jax[cueq]'")
 
 
 def structures(path: str, what: str) -> list:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from equitrain_jax.cli import checks
-from equitrain_jax.train.config import DTYPES
+from equitrain_jax.train.config import BACKENDS, DTYPES
 
 
 def add_parser(sub) -> None:
@@ -15,13 +15,15 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="converted model directory")
     p.add_argument("--dtype", choices=DTYPES, default="float64")
     p.add_argument("--head", default=None)
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="MACE kernels: e3nn or cuequivariance (needs the cueq extra); default: the model's")
     p.add_argument("-o", "--output", help="write the structures with results (extxyz; new, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
 
 
 def check(args: argparse.Namespace) -> None:
-    checks.model_directory(args.model)
+    checks.backend(args.backend, checks.model_directory(args.model))
     if args.output:
         checks.check_output_file(args.output, "pass --overwrite to replace it", args.overwrite)
         if any(Path(args.output).resolve() == Path(path).resolve() for path in args.structures):
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
 
     from equitrain_jax.potential import Potential
 
-    potential = Potential(args.model, dtype=args.dtype, head=args.head)
+    potential = Potential(args.model, dtype=args.dtype, head=args.head, backend=args.backend)
     structures = args.structure_list
     rows = []
     for atoms in tqdm(structures, desc="evaluating", unit="structure", disable=len(structures) < 5):

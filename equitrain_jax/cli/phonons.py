@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from equitrain_jax.cli import checks
+from equitrain_jax.train.config import BACKENDS
 
 NAC_CHOICES = ("auto", "none")
 """--nac: NAC parameters on the model and the reference alike when there are any, or on neither."""
@@ -25,6 +26,8 @@ def add_parser(sub) -> None:
                    help="force threshold of --relax and of following imaginary modes, eV/Å")
     p.add_argument("--relax-steps", type=int, default=500, help="most optimiser steps of each relaxation")
     p.add_argument("--head", default=None)
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="MACE kernels: e3nn or cuequivariance (needs the cueq extra); default: the model's")
     p.add_argument("--hessian", choices=("displacements", "symmetry", "full"), default="displacements",
                    help="how the force constants are computed, all exact: one Hessian-vector product per phonopy "
                         "displacement (default, the fewest), the rows of the distinct atoms, or every row")
@@ -70,7 +73,7 @@ def check(args: argparse.Namespace) -> None:
         checks.input_file(args.reference, "reference phonopy file")
     if args.born and args.nac == "none":
         raise ValueError(f"--born {args.born} with --nac none: nothing would use the Born charges; drop one of them")
-    checks.model_directory(args.model)
+    checks.backend(args.backend, checks.model_directory(args.model))
     checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
     args.atoms = checks.crystal(args.structure)
     args.born_charges = checks.born_charges(args.born, args.atoms)
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> None:
         reference = load_reference(args.reference)
         same_crystal(atoms, supercell, reference, args.reference)
     nac = choose_nac(args, reference)  # so are Born charges that do not fit the reference's
-    potential = Potential(args.model, dtype="float64", head=args.head)
+    potential = Potential(args.model, dtype="float64", head=args.head, backend=args.backend)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     if args.relax:

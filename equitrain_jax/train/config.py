@@ -38,6 +38,10 @@ set first (least squares of the energy residual per element)."""
 
 DTYPES = ("float32", "float64")
 
+BACKENDS = ("e3nn", "cuequivariance")
+"""Implementations of MACE's edge convolution and symmetric contraction (same parameters):
+e3nn-style JAX, or cuequivariance-jax (the optional extra ``cueq``; CUDA kernels on a GPU)."""
+
 MONITORS = {
     "valid_loss": "the validation loss (structures, and the Hessian term of --valid-phonons references)",
     "phonon_mae": "the phonon-frequency MAE (THz) on the validation phonon references",

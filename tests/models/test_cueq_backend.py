@@ -54,6 +54,28 @@ def test_backend_settings_are_validated():
         sevennet.with_backend("cuequivariance")
 
 
+def test_command_line_backend_is_checked_before_loading(tmp_path, monkeypatch):
+    """``--backend cuequivariance`` is refused (exit status 2 through ValueError) for a SevenNet
+    model directory and, for a MACE one, when cuequivariance-jax is not installed."""
+    import importlib.util
+    import json
+
+    from equitrain_jax.cli import checks
+
+    for name, fmt in (("mace", "equitrain-jax/mace"), ("sevennet", "equitrain-jax/sevennet")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"format": fmt}))
+    checks.backend(None, tmp_path / "sevennet")
+    checks.backend("e3nn", tmp_path / "sevennet")
+    with pytest.raises(ValueError, match="holds a equitrain-jax/sevennet model; only MACE models"):
+        checks.backend("cuequivariance", tmp_path / "sevennet")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("cuequivariance") else real_find_spec(name, *a))
+    with pytest.raises(ValueError, match=r"needs cuequivariance-jax, which is not installed: pip install 'equitrain-jax\[cueq\]'"):
+        checks.backend("cuequivariance", tmp_path / "mace")
+
+
 def _relative_error(actual, expected) -> float:
     actual, expected = np.asarray(actual), np.asarray(expected)
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-300))

@@ -15,6 +15,7 @@ import numpy as np
 from equitrain_jax.models.equivariant import irreps_list
 from equitrain_jax.models.family import ModelConfig
 from equitrain_jax.models.mace import heads
+from equitrain_jax.train.config import BACKENDS
 
 INTERACTION_BLOCKS = (
     "RealAgnosticInteractionBlock",
@@ -26,8 +27,6 @@ INTERACTION_BLOCKS = (
 NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
 MODEL_CLASSES = ("ScaleShiftMACE", "MACE")
 DISTANCE_TRANSFORMS = (None, "Agnesi", "Soft")
-BACKENDS = ("e3nn", "cuequivariance")
-"""Implementations of the edge convolution and the symmetric contraction (same parameters)."""
 CUEQ_METHODS = (None, "naive", "uniform_1d")
 """cuEquivariance execution methods; None: the CUDA kernel on a GPU, plain JAX elsewhere."""
 
