@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from ase.calculators.calculator import Calculator as AseCalculator
 from ase.calculators.calculator import all_changes
@@ -21,6 +21,7 @@ class Calculator(AseCalculator):
             ready `Potential`).
         dtype: ``"float64"`` or ``"float32"``.
         head: head name or index of a multi-head model.
+        backend: ``"e3nn"`` or ``"cuequivariance"`` (MACE, the ``cueq`` extra); None: the model's.
 
     Stress is in ASE's units (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy); it is zero for
     structures whose cell has no volume.
@@ -33,10 +34,12 @@ class Calculator(AseCalculator):
         model: Union[str, Path, ModelBundle, Potential],
         dtype: str = "float64",
         head: Union[str, int, None] = None,
+        backend: Optional[str] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.potential = model if isinstance(model, Potential) else Potential(model, dtype=dtype, head=head)
+        self.potential = (model if isinstance(model, Potential)
+                          else Potential(model, dtype=dtype, head=head, backend=backend))
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
