@@ -3,8 +3,9 @@ reduce-on-plateau and early stopping on a validation metric (`TrainConfig.monito
 (best and last) that resume without losing a step, and data-parallel training over a device mesh.
 
 A run trains on batches of labelled structures, on phonon items (`PhononBatches`, whose Hessian
-directions are drawn afresh every step), or on both: then every step holds one batch of each, and
-the shorter list is cycled within the epoch.  Everything random is derived from
+directions are drawn afresh every step), on phono3py items (`ThirdOrderBatches`, direction pairs
+drawn afresh every step), or on several: then every step holds one batch of each, and the shorter
+lists are cycled within the epoch.  Everything random is derived from
 ``TrainConfig.seed`` (batch order of epoch ``e`` from ``(seed, e)``, Hessian directions of a step
 from ``(seed, e, step)``), so the same seed gives the same run, and a resumed run the same as an
 uninterrupted one.
@@ -130,8 +131,8 @@ def fit(
     third_order: Optional[ThirdOrderBatches] = None,
     third_order_config: ThirdOrderLossConfig = ThirdOrderLossConfig(),
 ) -> FitResult:
-    """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches`` and
-    ``phonons`` (either may be empty).
+    """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches``, ``phonons``
+    and ``third_order`` (any may be empty).
 
     ``optimizer`` defaults to `adamw` with ``config``'s schedule, masked by ``strategy.labels``
     if any; ``penalty`` (added to the loss) to ``strategy.penalty``.  ``checkpoint_dir``: write

@@ -112,9 +112,10 @@ def test_pairs_and_targets_by_hand(emt_reference):
     np.testing.assert_allclose(np.sign(item.pairs[0].sum(axis=0)), np.sign(pair))
 
 
-def test_reading_phono3py_files_equals_phono3pys_own_load(emt_reference, tmp_path, monkeypatch):
-    """phono3py_params.yaml (forces inside) and phono3py_disp.yaml + FORCES_FC3 (forces beside)
-    read to what ``phono3py.load`` makes of the same files (fc3, fc2 symmetrised, full), and the
+@pytest.mark.parametrize("layout", ["disp+FORCES_FC3", pytest.param("params", marks=pytest.mark.slow)])
+def test_reading_phono3py_files_equals_phono3pys_own_load(emt_reference, tmp_path, monkeypatch, layout):
+    """phono3py_disp.yaml + FORCES_FC3 (forces beside) and phono3py_params.yaml (forces inside) read
+    to what ``phono3py.load`` makes of the same files (fc3, fc2 symmetrised, full), and the
     displaced supercells become force-only structures at phono3py's displaced positions."""
     import phono3py
     from phono3py.file_IO import write_FORCES_FC3
@@ -126,7 +127,7 @@ def test_reading_phono3py_files_equals_phono3pys_own_load(emt_reference, tmp_pat
     disp.mkdir()
     ph3.save(disp / "phono3py_disp.yaml", settings={"force_sets": False})
     write_FORCES_FC3(ph3.dataset, filename=disp / "FORCES_FC3")
-    for path in (tmp_path / "phono3py_params.yaml", disp / "phono3py_disp.yaml"):
+    for path in [tmp_path / "phono3py_params.yaml"] if layout == "params" else [disp / "phono3py_disp.yaml"]:
         item, _ = read_third_order_reference(path)
         forces = None if path.name == "phono3py_params.yaml" else path.parent / "FORCES_FC3"
         loaded = phono3py.load(path, forces_fc3_filename=forces, symmetrize_fc=True, is_compact_fc=False)
