@@ -295,7 +295,8 @@ def finetune(
     fingerprint = finetune_fingerprint(bundle, config, train, valid, replay, keys, phonon_refs, valid_refs,
                                        hessian_config)
     if third_refs:
-        fingerprint["third_order_data"] = tree_digest([[item.fc3, item.fc2, *phonon_item_arrays(item)[:3]]
+        fingerprint["third_order_data"] = tree_digest([[np.asarray(item.supercell.numbers), item.supercell.positions,
+                                                        item.supercell.cell.array, item.fc3, item.fc2, item.forces]
                                                        for item, _ in third_refs])
         fingerprint["third_order"] = dataclasses.asdict(third_order_config)
     if resume:  # refuse a checkpoint of another run before any work (fit checks again when it loads it)

@@ -42,5 +42,5 @@ def test_phono3py_run_record_and_anharmonicity_report(workspace, tmp_path):
     assert f"mean Grüneisen γ̄(300 K) {report['mean_gruneisen_before']:.3f} → {report['mean_gruneisen_after']:.3f}" \
         in done.stdout
     history = json.loads((out / "history.json").read_text())
-    assert {"phonon_mae_thz", "forces_mae_mev_per_a"} <= set(history[-1])
+    assert "forces_mae_mev_per_a" in history[-1] and "phonon_mae_thz" not in history[-1]  # validated on structures
     assert np.isnan(history[-1]["energy_mae_mev_per_atom"])  # no validation structure has an energy
