@@ -5,6 +5,7 @@ constants (phono3py references, trained through exact third derivatives)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 from pathlib import Path
@@ -245,7 +246,7 @@ def summary_line(history: list[dict], monitor: str, model: Path) -> str:
         shown.append(f"phonon MAE {first['phonon_mae_thz']:.3f} → {best['phonon_mae_thz']:.3f} THz")
     if "forces_mae_mev_per_a" in first:
         shown.append(f"force MAE {first['forces_mae_mev_per_a']:.1f} → {best['forces_mae_mev_per_a']:.1f} meV/Å")
-    if first.get("energy_mae_mev_per_atom") == first.get("energy_mae_mev_per_atom"):  # NaN: no energy labels
+    if "energy_mae_mev_per_atom" in first and not math.isnan(first["energy_mae_mev_per_atom"]):  # NaN: no energies
         shown.append(f"energy MAE {first['energy_mae_mev_per_atom']:.2f} → {best['energy_mae_mev_per_atom']:.2f} meV/atom")
     return f"validation (best epoch {best['epoch']}): {', '.join(shown)}; fine-tuned model in {model}"
 

@@ -306,8 +306,7 @@ generates, and in cubic crystals share one first atom (Si: 110 pairs, one first 
 
 DEFAULT_THIRD_ORDER_DIRECTIONS = 2
 """K, direction pairs per phono3py reference and step: each pair is one jvp of a Hessian-vector
-product (about twice a Hessian-vector product's cost), so K = 2 costs about what the Hessian term
-costs at its default K = 4."""
+product (forward over forward over reverse); the step's cost with the term is not yet benchmarked."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +317,7 @@ class ThirdOrderLossConfig:
     reference and step, and how they are chosen (``mode``, one of `THIRD_ORDER_MODES`).
 
     Directions have length √(3N) like the Hessian term's, so a component's RMS is ‖Φ3‖_F/√(3N):
-    83 eV/Å³ for phono3py's Si-PBE example (64 atoms).  Huber δ = 1 eV/Å³ (about 1 % of that, as
+    78 eV/Å³ for phono3py's Si-PBE example (64 atoms).  Huber δ = 1 eV/Å³ (about 1 % of that, as
     the Hessian term's δ is of force constants) and weight 0.01 put a 25 % error of Si's Φ3 (a
     linear-regime loss of about 0.2) on the scale of the Hessian term at a 25 % error (about 0.4);
     a scaling choice, not a tuned value.

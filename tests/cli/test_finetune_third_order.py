@@ -28,7 +28,7 @@ def test_phono3py_run_record_and_anharmonicity_report(workspace, tmp_path):
     done = equitrain_jax("finetune", "--model", str(workspace / "base"), "--phono3py",
                          str(tmp_path / "phono3py_params.yaml"), "--phono3py-fc2", "--phono3py-forces", "--epochs", "1",
                          "--lr", "5e-3", "--batch-size", "16", "--third-order-directions", "1", "--hessian-directions",
-                         "1", "--dtype", "float64", "-o", str(out), cwd=tmp_path)
+                         "1", "--dtype", "float64", "-o", str(out), cwd=tmp_path, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "run.json").read_text())
     (source,) = record["phono3py"]
