@@ -84,7 +84,7 @@ def check(args: argparse.Namespace) -> None:
         ("--process-id", args.process_id is not None), ("--distributed", args.distributed),
         ("--mesh", args.mesh != list(MESH)), ("--batch-atoms", args.batch_atoms != BATCH_ATOMS)) if given]
     if args.many is None and many_options:
-        raise ValueError(f"{', '.join(many_options)} only work with --many")
+        raise ValueError(f"{', '.join(many_options)}: only with --many")
     if args.supercell is not None and min(args.supercell) < 1:
         raise ValueError(f"--supercell takes three repetitions >= 1, got {' '.join(map(str, args.supercell))}")
     checks.positive(args.min_length, "--min-length (Å)")
@@ -113,7 +113,7 @@ def check_many(args: argparse.Namespace) -> None:
         ("--follow-relax-cell", args.follow_relax_cell), ("--hessian", args.hessian != "displacements"),
         ("--nac", args.nac != "auto")) if given]
     if single:
-        raise ValueError(f"{', '.join(single)} only work with one STRUCTURE, not with --many")
+        raise ValueError(f"{', '.join(single)}: only with one STRUCTURE, not with --many")
     if min(args.mesh) < 1:
         raise ValueError(f"--mesh takes three numbers of q-points >= 1, got {' '.join(map(str, args.mesh))}")
     checks.at_least(args.batch_atoms, 1, "--batch-atoms")
@@ -330,28 +330,26 @@ def compare_with_reference(phonon, reference, reference_path: str, out: Path, ti
 
 
 def run_many(args: argparse.Namespace) -> None:
-    """Phonons of every structure of ``--many``, this process's share of them under
-    jax.distributed; process 0 gathers the rows into OUTPUT/summary.csv."""
+    """Phonons of every structure of ``--many``, this process's share of them when several
+    processes run (`equitrain_jax.phonons.many.join_processes`); process 0 gathers the rows into
+    OUTPUT/summary.csv."""
     import time
 
-    import jax
-
-    start = time.perf_counter()
-    if args.coordinator is not None:
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    elif args.distributed:
-        jax.distributed.initialize()
-
-    from equitrain_jax.phonons.many import ManySettings, gather_rows, phonons_of_many, problem_row, write_summary
+    from equitrain_jax.phonons.many import (
+        ManySettings, gather_rows, join_processes, phonons_of_many, problem_row, write_summary)
     from equitrain_jax.potential import Potential
 
-    process, processes = jax.process_index(), jax.process_count()
-    share = list(range(process, len(args.structures), processes))
+    start = time.perf_counter()
+    processes = None
+    if args.coordinator is not None or args.distributed:
+        processes = join_processes(args.coordinator, args.num_processes, args.process_id)
+    process, count = (processes.process_id, processes.num_processes) if processes else (0, 1)
+    share = list(range(process, len(args.structures), count))
     rows = [problem_row(i, args.structures[i], args.problems[i]) for i in share if i in args.problems]
     good = [i for i in share if i not in args.problems]
-    name = f"process {process}/{processes}: " if processes > 1 else ""
+    name = f"process {process}/{count}: " if count > 1 else ""
     print(f"{name}{len(share)} of {len(args.structures)} structures in {args.many}"
-          + (f", {len(share) - len(good)} refused" if len(good) < len(share) else ""))
+          + (f", {len(share) - len(good)} refused" if len(good) < len(share) else ""), flush=True)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     settings = ManySettings(
@@ -362,10 +360,11 @@ def run_many(args: argparse.Namespace) -> None:
     if good:
         potential = Potential(args.model, dtype="float64", head=args.head)
         results = phonons_of_many(potential, [args.structures[i] for i in good], settings, indices=good, output=out,
-                                  progress=True, log=lambda line: print(name + line))
+                                  progress=True, log=lambda line: print(name + line, flush=True))
         rows += [result.row for result in results]
-    if processes > 1:
-        rows = gather_rows(rows)
+    if processes is not None:
+        rows = gather_rows(rows, processes)
+        processes.shutdown()
     if process != 0:
         return
     path = write_summary(rows, out / "summary.csv")

@@ -355,23 +355,41 @@ def write_summary(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 GATHER_TIMEOUT_MS = 2**31 - 1
 """How long process 0 waits for the others' rows (about 24 days: as long as a share may take)."""
+HEARTBEAT_TIMEOUT_S = 900
+"""The coordination service's heartbeat timeout: jax's default (100 s) declared both processes of
+a two-process run dead on a machine loaded 25-fold; a process that really dies is found later."""
 
 
-def gather_rows(rows: Sequence[dict[str, Any]], key: str = "equitrain_jax/phonons_many") -> list[dict[str, Any]]:
+def join_processes(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
+                   process_id: Optional[int] = None) -> Any:
+    """Join the other processes of a list's run through jax.distributed's coordination service
+    (``coordinator`` "host:port", or, all None, jax's detection of SLURM, Open MPI, …).
+
+    Returns the connected ``jax._src.distributed.State``: its ``process_id``, ``num_processes``
+    and ``client`` (the key-value store of `gather_rows`).  It is a State of its own, not
+    ``jax.distributed``'s global one: each process computes alone on its own devices, so JAX's
+    backend stays single-process (a multi-process CPU backend would make every computation, even
+    the reading of the model's parameters by orbax, wait for all processes at a collective).
+    """
+    from jax._src import distributed  # the State class: no public handle in jax 0.10
+
+    state = distributed.State()
+    state.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    return state
+
+
+def gather_rows(rows: Sequence[dict[str, Any]], processes: Any, key: str = "equitrain_jax/phonons_many") -> list[dict[str, Any]]:
     """Every process's ``rows`` on process 0 (its own elsewhere), through the key-value store of
-    `jax.distributed` (initialised before); all processes wait for each other at the end, so that
+    the ``processes`` (`join_processes`); all processes wait for each other at the end, so that
     none leaves before process 0 has them all."""
     import json
 
-    import jax
-    from jax._src.distributed import global_state  # the coordination client: no public handle in jax 0.10
-
-    client = global_state.client
-    client.key_value_set(f"{key}/{jax.process_index()}", json.dumps(list(rows), default=float))
+    client = processes.client
+    client.key_value_set(f"{key}/{processes.process_id}", json.dumps(list(rows), default=float))
     gathered = list(rows)
-    if jax.process_index() == 0:
+    if processes.process_id == 0:
         gathered = []
-        for process in range(jax.process_count()):
+        for process in range(processes.num_processes):
             gathered += json.loads(client.blocking_key_value_get(f"{key}/{process}", GATHER_TIMEOUT_MS))
     client.wait_at_barrier(f"{key}/gathered", GATHER_TIMEOUT_MS)
     return gathered
