@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--supercell", type=int, nargs=3, metavar=("NA", "NB", "NC"))
     group.add_argument("--min-length", type=float, default=12.0, help="smallest supercell width in Å (default 12)")
-    p.add_argument("--relax", action="store_true", help="relax positions and cell first, keeping the symmetry")
+    p.add_argument("--relax", action="store_true",
+                   help="relax positions and cell first, keeping the symmetry (always done with --many)")
     p.add_argument("--fmax", type=float, default=1e-4,
                    help="force threshold of --relax and of following imaginary modes, eV/Å")
     p.add_argument("--relax-steps", type=int, default=500, help="most optimiser steps of each relaxation")

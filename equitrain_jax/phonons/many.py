@@ -111,12 +111,12 @@ def material_directory(index: int, atoms: ase.Atoms) -> str:
     return f"{index}-{atoms.get_chemical_formula()}"
 
 
-def relaxation_shape(potential: Potential, structures: Sequence[ase.Atoms], margin: float = 1.5) -> PaddedShape:
-    """One padded graph shape for relaxing every one of ``structures``: atoms of the largest, and
-    neighbour slots for ``margin`` times the largest in-degree (room for a cell that shrinks)."""
-    graphs = [potential.graph(atoms) for atoms in structures]
+def relaxation_shape(graphs: Sequence[Any], margin: float = 1.5) -> PaddedShape:
+    """One padded graph shape for relaxing every structure of ``graphs`` (their unpadded graphs):
+    atoms of the largest, and neighbour slots for ``margin`` times the largest in-degree (room for
+    a cell that shrinks)."""
     return PaddedShape(
-        n_node=bucket_size(max(len(atoms) for atoms in structures)),
+        n_node=bucket_size(max(int(np.sum(g.n_node)) for g in graphs)),
         max_neighbours=bucket_size(math.ceil(margin * max(in_degree(g) for g in graphs)), minimum=4),
         n_graph=2,
     )
@@ -159,7 +159,8 @@ def _failure(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def prepare(potential: Potential, material: MaterialPhonons, settings: ManySettings, shape: PaddedShape) -> None:
+def prepare(potential: Potential, material: MaterialPhonons, settings: ManySettings,
+            shape: Optional[PaddedShape]) -> None:
     """Relax ``material`` (with ``settings.relax``) and set up its `Phonopy` with phonopy's least
     displacements; a failure is written into its row."""
     from equitrain_jax.calculator import Calculator
@@ -268,14 +269,13 @@ def phonons_of_many(
         material.row["seconds"] = round(float(sum(material.timings.values())), 3)
         bar.update(1)
 
-    graphs_ok = []
+    graphs = []
     for material in materials:
         try:
-            potential.graph(material.atoms)
-            graphs_ok.append(material.atoms)
-        except Exception:  # named in its row by `prepare`
+            graphs.append(potential.graph(material.atoms))
+        except ValueError:  # named in its row by `prepare`
             pass
-    shape = relaxation_shape(potential, graphs_ok) if graphs_ok else PaddedShape(8, 4, 2)
+    shape = relaxation_shape(graphs) if graphs else None
     bar.set_description("relaxing")
     for material in materials:
         prepare(potential, material, settings, shape)
@@ -293,7 +293,8 @@ def phonons_of_many(
     width = bucket_size(max(in_degree(potential.graph(cell)) for cell in supercells), minimum=4)
     n_graph = bucket_size(max(len(batch) for batch in batches) + 1, minimum=2)
     padded = [padded_atoms(sum(sizes[i] for i in batch), settings.batch_atoms) for batch in batches]
-    chunk = int(settings.chunk_size or max(1, TANGENT_ATOMS // max(padded)))
+    # one chunk for the whole list (a batch with fewer tangents gets zero ones), so one compile per size
+    chunk = min(int(settings.chunk_size or max(1, TANGENT_ATOMS // max(padded))), max(counts))
     say(f"{len(ready)} materials in {len(batches)} batches of ≤ {settings.batch_atoms} supercell atoms, padded to "
         f"{sorted(set(padded))} atoms ({len(set(padded))} compiled size(s)), {width} neighbour slots, "
         f"{chunk} tangents per call")
@@ -311,7 +312,7 @@ def phonons_of_many(
                     tangents[k, offset + first["number"]] = first["displacement"]
             try:
                 products = batched_hessian_vector_products(
-                    potential, cells, tangents, min(chunk, len(tangents)), shape=PaddedShape(n_padded, width, n_graph)
+                    potential, cells, tangents, chunk, shape=PaddedShape(n_padded, width, n_graph)
                 )
             except Exception as error:  # the batch's materials fail together, the others go on
                 for i in batch:

@@ -112,7 +112,7 @@ def test_command_line_rows_and_two_processes(tmp_path):
     from common import tiny_mace
     from equitrain_jax.models.io import save_model
 
-    bundle = tiny_mace((11, 17, 14))
+    bundle = tiny_mace((11, 17, 14, 29))  # tiny_mace initialises on Cu
     save_model(tmp_path / "model", bundle.config, bundle.variables)
     gold = bulk("Au", "fcc", a=4.08)
     ase.io.write(tmp_path / "list.extxyz", [bulk("NaCl", "rocksalt", a=5.64), molecule("H2O"), bulk("Si", "diamond", a=5.43), gold])
