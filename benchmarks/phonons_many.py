@@ -86,14 +86,16 @@ def run_batched(args, structures) -> dict:
     potential = Potential(str(args.out / "model"), dtype="float64")
     settings = ManySettings(relax=False, min_length=args.min_length, mesh=tuple(args.mesh), batch_atoms=args.batch_atoms)
     lines: list[str] = []
-    times, cpu, rows = [], [], None
+    times, cpu, stages, rows = [], [], [], None
     for _ in range(2):
         start, start_cpu = time.perf_counter(), time.process_time()
         results = phonons_of_many(potential, structures, settings, log=lines.append)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
         rows = [dict(r.row) for r in results]
-    return dict(cold_s=times[0], warm_s=times[1], cold_cpu_s=cpu[0], warm_cpu_s=cpu[1], plan=lines[0], rows=[
+        stages.append({stage: sum(r.timings.get(stage, 0.0) for r in results) for stage in ("prepare", "hessian", "finish")})
+    return dict(cold_s=times[0], warm_s=times[1], cold_cpu_s=cpu[0], warm_cpu_s=cpu[1], plan=lines[0],
+                stage_wall_s=dict(cold=stages[0], warm=stages[1]), rows=[
         dict(formula=r["formula"], natoms_supercell=r["natoms_supercell"], min_frequency_THz=r["min_frequency_THz"],
              max_frequency_THz=r["max_frequency_THz"], free_energy_kJ_per_mol=r["free_energy_kJ_per_mol"],
              error=r["error"]) for r in rows])

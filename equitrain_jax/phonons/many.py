@@ -14,7 +14,8 @@ The work of a list, in order:
    every material of the batch, gives all their exact harmonic forces F = −H·u at once
    (`equitrain_jax.phonons.hessian.batched_hessian_vector_products`).  Every batch is padded to
    a power of two of atoms (`padded_atoms`), one neighbour width and one graph count for the
-   whole list, ``chunk_size`` tangents per call: the list compiles once per padded size.
+   whole list, at most ``chunk_size`` tangents per call (`tangent_chunk`): the list compiles the
+   primal once per padded size and the tangents once per padded size and chunk.
 4. Phonopy's post-processing of a batch (force constants from phonopy's solver, symmetrised;
    frequencies on a Γ-centred mesh; thermal properties; files) runs in a thread pool while the
    main thread computes the next batch's products.
@@ -147,6 +148,13 @@ def padded_atoms(n_atoms: int, batch_atoms: int) -> int:
     if n_atoms > cap:
         return bucket_size(n_atoms)
     return min(max(16, 1 << (int(n_atoms) - 1).bit_length()), cap)
+
+
+def tangent_chunk(n_tangents: int, chunk: int) -> int:
+    """Tangents per compiled call of a batch needing ``n_tangents``: ``chunk``, or the next power
+    of two if that is smaller (so that 1-displacement crystals compute 1 tangent, not ``chunk``,
+    and a list meets at most 1 + log2(chunk) chunk sizes; the primal's compilation is shared)."""
+    return min(chunk, 1 << max(int(n_tangents) - 1, 0).bit_length())
 
 
 def _empty_row(index: int, atoms: ase.Atoms) -> dict[str, Any]:
@@ -293,11 +301,11 @@ def phonons_of_many(
     width = bucket_size(max(in_degree(potential.graph(cell)) for cell in supercells), minimum=4)
     n_graph = bucket_size(max(len(batch) for batch in batches) + 1, minimum=2)
     padded = [padded_atoms(sum(sizes[i] for i in batch), settings.batch_atoms) for batch in batches]
-    # one chunk for the whole list (a batch with fewer tangents gets zero ones), so one compile per size
-    chunk = min(int(settings.chunk_size or max(1, TANGENT_ATOMS // max(padded))), max(counts))
+    chunk = int(settings.chunk_size or max(1, TANGENT_ATOMS // max(padded)))
+    chunks = [tangent_chunk(max(counts[i] for i in batch), chunk) for batch in batches]
     say(f"{len(ready)} materials in {len(batches)} batches of ≤ {settings.batch_atoms} supercell atoms, padded to "
         f"{sorted(set(padded))} atoms ({len(set(padded))} compiled size(s)), {width} neighbour slots, "
-        f"{chunk} tangents per call")
+        f"{sorted(set(chunks))} tangents per call ({len(set(zip(padded, chunks)))} compiled (size, chunk) pairs)")
 
     bar.set_description("force constants")
     futures = []
@@ -312,7 +320,8 @@ def phonons_of_many(
                     tangents[k, offset + first["number"]] = first["displacement"]
             try:
                 products = batched_hessian_vector_products(
-                    potential, cells, tangents, chunk, shape=PaddedShape(n_padded, width, n_graph)
+                    potential, cells, tangents, tangent_chunk(len(tangents), chunk),
+                    shape=PaddedShape(n_padded, width, n_graph),
                 )
             except Exception as error:  # the batch's materials fail together, the others go on
                 for i in batch:

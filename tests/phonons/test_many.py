@@ -21,7 +21,7 @@ from ase.build import bulk, molecule
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.phonons import phonopy_from_calculator, phonopy_from_potential
 from equitrain_jax.phonons.bridge import supercell_for_min_length
-from equitrain_jax.phonons.many import ManySettings, pack_batches, padded_atoms, phonons_of_many
+from equitrain_jax.phonons.many import ManySettings, pack_batches, padded_atoms, phonons_of_many, tangent_chunk
 
 from phonon_models import phonon_potential, quiet
 
@@ -45,6 +45,9 @@ def test_batches_hold_every_material_once_within_the_budget():
     # every batch that fits the budget is padded to a power of two up to it: few sizes for a list
     assert {padded_atoms(n, 256) for n in range(1, 257)} == {16, 32, 64, 128, 256}
     assert padded_atoms(300, 256) == 320  # a larger supercell alone: its own bucket (< 25 % padding)
+    # a batch of 1-displacement crystals computes one tangent per call, not the list's chunk
+    assert [tangent_chunk(k, 3) for k in range(1, 6)] == [1, 2, 3, 3, 3]
+    assert [tangent_chunk(k, 12) for k in (1, 3, 5, 13)] == [1, 4, 8, 12]
 
 
 @pytest.fixture(scope="module")
