@@ -26,7 +26,7 @@ twice: "cold" includes compiling, "warm" is a second pass of the same list.  Mat
 batched side's (exact force constants; finite displacements differ by their O(h²) error).
 
     nice -n 5 python benchmarks/phonons_many.py                       # all sides, 17 crystals
-    python benchmarks/phonons_many.py --count 3 --channels 16 --out /tmp/quick   # a quick check
+    python benchmarks/phonons_many.py --count 3 --channels 16 --out quick-check   # a quick check
 """
 
 from __future__ import annotations
