@@ -167,6 +167,24 @@ CASES = [
          "BORN file short.BORN", "Cu (atom 1)"),
     case("phonons-born-not-neutral", "phonons nacl.extxyz --model base --born charged.BORN -o new",
          "BORN file charged.BORN", "charge neutrality"),
+    # phonons --many
+    case("phonons-many-and-structure", "phonons cu.extxyz --many train.xyz --model base -o new", "exactly one of STRUCTURE"),
+    case("phonons-many-missing-file", "phonons --many missing.xyz --model base -o new", "--many missing.xyz does not exist"),
+    case("phonons-many-garbage", "phonons --many garbage.xyz --model base -o new", "--many garbage.xyz", "not a structure"),
+    case("phonons-many-output-not-empty", "phonons --many train.xyz --model base -o full", "full is not empty",
+         "--overwrite"),
+    case("phonons-many-with-reference", "phonons --many train.xyz --model base --reference cu_phonons.yaml -o new",
+         "--reference: only with one STRUCTURE"),
+    case("phonons-many-zero-mesh", "phonons --many train.xyz --model base --mesh 8 0 8 -o new", "--mesh", "8 0 8"),
+    case("phonons-many-zero-batch", "phonons --many train.xyz --model base --batch-atoms 0 -o new",
+         "--batch-atoms must be at least 1"),
+    case("phonons-many-coordinator-alone", "phonons --many train.xyz --model base --coordinator localhost:1234 -o new",
+         "--coordinator, --num-processes and --process-id go together"),
+    case("phonons-many-process-out-of-range", "phonons --many train.xyz --model base --coordinator localhost:1234 "
+         "--num-processes 2 --process-id 2 -o new", "--process-id must be 0 … 1", "got 2"),
+    case("phonons-many-bad-coordinator", "phonons --many train.xyz --model base --coordinator localhost "
+         "--num-processes 2 --process-id 0 -o new", "--coordinator takes HOST:PORT", "'localhost'"),
+    case("phonons-mesh-without-many", "phonons cu.extxyz --model base --mesh 8 8 8 -o new", "--mesh: only with --many"),
     # qha
     case("qha-born-garbage", "qha nacl.extxyz --model base --born garbage.xyz -o new", "BORN file garbage.xyz",
          "Na (atom 1), Cl (atom 2)"),
