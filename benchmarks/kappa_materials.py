@@ -66,7 +66,10 @@ def load_results() -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_results(results: dict) -> None:
+def save_results(mine: dict) -> None:
+    """Merge this run's entries into the results file (several runs may write it)."""
+    results = load_results()
+    results.update(mine)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     (OUTPUT / "results.json").write_text(json.dumps(results, indent=1))
 
@@ -111,15 +114,20 @@ def kappa_at(entry: dict, temperature: float = 300.0) -> float:
     return float(np.interp(temperature, entry["temperatures_K"], entry["kappa_mean_diagonal_W_per_mK"]))
 
 
+DIVERGED = 1e5
+"""κ(300 K) above this (W/(m·K)) is a divergence (a mode without scattering), not a conductivity: not drawn."""
+
+
 def plot(results: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = {k: e for k, e in results.items() if kappa_at(e) < DIVERGED}
     materials = [m for m in CRYSTALS if any(e["material"] == m for e in results.values())]
     models = ("pretrained", "lora", "full")
-    fig, axes = plt.subplots(1, len(materials), figsize=(3.2 * len(materials), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(materials), figsize=(max(5.0, 3.2 * len(materials)), 4.2), squeeze=False)
     for ax, material in zip(axes[0], materials):
         bars = [(f"{m}\n{s}", kappa_at(results[f"{material}/{m}/{s}"]))
                 for s in SUPERCELLS for m in models if f"{material}/{m}/{s}" in results]
@@ -131,12 +139,12 @@ def plot(results: dict) -> None:
         ax.set_yscale("log")
         ax.set_title(material)
         ax.set_ylabel("κ(300 K) (W/(m·K))")
-    fig.suptitle("SevenNet-0 exact fc3, RTA 11³; dashed: published first principles, dotted: experiment", fontsize=8)
+    fig.suptitle("SevenNet-0, exact fc3, RTA 11³ (2026-11-30)\ndashed: first principles, dotted: experiment", fontsize=8)
     fig.tight_layout()
     fig.savefig(OUTPUT / "kappa_300K.png", dpi=150)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(materials), figsize=(3.2 * len(materials), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(materials), figsize=(max(5.0, 3.2 * len(materials)), 3.6), squeeze=False)
     for ax, material in zip(axes[0], materials):
         for key, entry in results.items():
             if entry["material"] != material:
@@ -163,7 +171,7 @@ def main() -> None:
     parser.add_argument("--plot", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    results = load_results()
+    results, mine = load_results(), {}
     for supercell in args.supercells:
         for material in args.materials:
             for model in args.models:
@@ -173,12 +181,12 @@ def main() -> None:
                 if not (model_directory(model, material) / "config.json").is_file():
                     print(f"{key}: no model at {model_directory(model, material)}; skipped", flush=True)
                     continue
-                results[key] = kappa(material, model, supercell)
-                save_results(results)
+                results[key] = mine[key] = kappa(material, model, supercell)
+                save_results(mine)
                 print(key, f"κ(300 K) = {kappa_at(results[key]):.2f} W/(m·K)", f"({results[key]['seconds']:.0f} s)",
                       flush=True)
     if args.plot:
-        plot(results)
+        plot(load_results())
 
 
 if __name__ == "__main__":
