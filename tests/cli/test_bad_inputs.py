@@ -22,6 +22,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from equitrain_jax import cli
+from equitrain_jax.phonons.conductivity import phono3py_with_displacements
 
 from .conftest import equitrain_jax
 
@@ -129,6 +130,22 @@ CASES = [
          "--phonons", "elements ['Al'] are not among the model's ['Cu']"),
     case("finetune-too-many-devices-after_jax", "finetune --model base --train train.xyz --devices 4 --batch-size 4 -o new",
          "4 devices"),
+    case("finetune-missing-phono3py", "finetune --model base --phono3py missing.yaml -o new",
+         "--phono3py missing.yaml does not exist"),
+    case("finetune-phono3py-garbage", "finetune --model base --phono3py garbage.yaml -o new", "--phono3py garbage.yaml",
+         "not a readable phono3py YAML"),
+    case("finetune-phono3py-without-forces", "finetune --model base --phono3py disp_only/phono3py_disp.yaml -o new",
+         "--phono3py disp_only/phono3py_disp.yaml", "holds no forces and no FORCES_FC3 lies beside it"),
+    case("finetune-phono3py-given-phonopy", "finetune --model base --phono3py cu_phonons.yaml -o new",
+         "--phono3py cu_phonons.yaml", "without displacement pairs", "--phonons"),
+    case("finetune-zero-third-order-directions", "finetune --model base --phono3py garbage.yaml --third-order-directions 0 "
+         "-o new", "--third-order-directions must be an integer >= 1"),
+    case("finetune-negative-third-order-weight", "finetune --model base --phono3py garbage.yaml --third-order-weight -1 "
+         "-o new", "--third-order-weight must be >= 0"),
+    case("finetune-unknown-third-order-mode", "finetune --model base --phono3py garbage.yaml --third-order-mode pairs "
+         "-o new", "--third-order-mode", argparse=True),
+    case("finetune-phono3py-forces-without-phono3py", "finetune --model base --train train.xyz --phono3py-forces -o new",
+         "--phono3py-forces uses the --phono3py references"),
     # phonons
     case("phonons-supercell-zero", "phonons cu.extxyz --model base --supercell 0 0 0 -o new", "--supercell", "0 0 0"),
     case("phonons-negative-min-length", "phonons cu.extxyz --model base --min-length -1 -o new", "--min-length"),
@@ -175,6 +192,8 @@ def write_inputs(root: Path, workspace: Path) -> None:
     for name in ("train.xyz", "valid.xyz", "long_train.xyz", "cu.extxyz", "cu_phonons.yaml"):
         (root / name).symlink_to(workspace / name)
     (root / "garbage.yaml").write_text("phonopy: [this is\n  not: a phonopy file\n")
+    (root / "disp_only").mkdir()
+    phono3py_with_displacements(bulk("Cu", "fcc", a=3.6), 2).save(root / "disp_only" / "phono3py_disp.yaml")
     (root / "garbage.xyz").write_text("this is not a structure\n12 apples\n")
     (root / "binary.extxyz").write_bytes(np.random.default_rng(0).bytes(512))
     (root / "empty.xyz").write_text("")
