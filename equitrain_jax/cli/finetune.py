@@ -38,7 +38,7 @@ OPTIONS = {  # settings field -> option
     "n_devices": "--devices", "phonon_batch_size": "--phonon-batch-size", "monitor": "--monitor",
 }
 HESSIAN_OPTIONS = {"weight": "--hessian-weight", "kind": "--hessian-loss", "huber_delta": "--hessian-huber-delta",
-                   "directions": "--hessian-directions", "mode": "--hessian-mode"}
+                   "directions": "--hessian-directions", "mode": "--hessian-mode", "sequential": "--hessian-sequential"}
 
 
 def add_parser(sub) -> None:
@@ -60,6 +60,9 @@ def add_parser(sub) -> None:
                    help="directions v per phonon reference and step (H·v against Φ·v)")
     p.add_argument("--hessian-mode", choices=list(DIRECTION_MODES), default=HESSIAN.mode,
                    help="; ".join(f"{name}: {what}" for name, what in DIRECTION_MODES.items()))
+    p.add_argument("--hessian-sequential", action="store_true", default=HESSIAN.sequential,
+                   help="compute the K products one after another, each recomputed in the backward pass: "
+                        "memory of one direction instead of K, more time")
     p.add_argument("--hessian-loss", choices=LOSS_KINDS, default=HESSIAN.kind)
     p.add_argument("--hessian-huber-delta", type=float, default=HESSIAN.huber_delta, help="eV/Å²")
     p.add_argument("--phonon-batch-size", type=int, default=JOB.phonon_batch_size,
@@ -129,6 +132,7 @@ def check(args: argparse.Namespace) -> None:
     args.hessian_config = checks.settings(
         HessianLossConfig, HESSIAN_OPTIONS, weight=args.hessian_weight, kind=args.hessian_loss,
         huber_delta=args.hessian_huber_delta, directions=args.hessian_directions, mode=args.hessian_mode,
+        sequential=args.hessian_sequential,
     )
     if not 0 < args.valid_fraction < 1:
         raise ValueError(f"--valid-fraction must lie in (0, 1), got {args.valid_fraction}")

@@ -90,7 +90,7 @@ def make_train_step(
     energy, forces, stress, hessian) and the penalty.
     """
     node_energy_fn = node_energy_function(model)
-    hvp = model_hvp(node_energy_fn)
+    hvp = model_hvp(node_energy_fn, hessian_config.sequential)
 
     def objective(trainable, frozen, batch: StepBatch):
         variables = merge(trainable, frozen)
