@@ -10,7 +10,8 @@ volumes, V/V0 = 0.955 … 1.045, 2×2×2 primitive supercells, static energies f
 - DFT: phonopy's QHA of the DFT force constants and energies (`phonons.volumes.load_reference_volumes`);
 - each model (pretrained SevenNet-0; fine-tuned with LoRA and fully, on the material's 10 training
   structures with the energy/force protocol of ``benchmarks/phonon_finetune.py``: 40 epochs, lr
-  2e-3, plateau schedule, EMA 0.99, early stopping after 15 epochs, E0s refitted, float32): the
+  2e-3, plateau schedule, EMA 0.99, early stopping after 15 epochs, E0s refitted, float32; and
+  ``lora+hessian``: LoRA with the DFT phonons at V0 added through the Hessian term, 20 epochs): the
   DFT unit cell relaxed by the model (cell and positions, symmetry kept), scaled to the same
   volume factors around the model's own volume (or --strain-range/--volumes), the same supercell;
   force constants of all volumes
@@ -43,28 +44,37 @@ from phonon_finetune import (  # benchmarks/phonon_finetune.py, beside this scri
 
 DATA = Path(__file__).parent / "data"
 OUTPUT = Path(__file__).parent / "results" / "qha"
-STRATEGIES = ("lora", "full")
+STRATEGIES = ("lora", "full", "lora+hessian")
 EPOCHS, LEARNING_RATE = 40, 2e-3  # benchmarks/phonon_finetune.py's defaults
+# With the Hessian term (K = 4 directions) a step costs about twice an energy/force step on these
+# 16-atom references (benchmarks/hessian_step.py, docs/phonon-finetuning.md): half the epochs is
+# about the same compute.
+HESSIAN_EPOCHS = 20
 T_MAX = 1000.0
 
 
 def finetuned(model_dir: Path, material: str, strategy: str, data: Path) -> Path:
     """The model fine-tuned on the material's training structures (cached in
-    ``benchmarks/results/qha/runs``)."""
+    ``benchmarks/results/qha/runs``).  ``lora+hessian``: LoRA on the same structures plus the DFT
+    phonons at V0 (``<data>/<material>/phonopy_params.yaml``) through the Hessian term (library
+    defaults), for ``HESSIAN_EPOCHS``; the QHA then judges it at volumes it did not see."""
     import ase.io
 
     from equitrain_jax.train import TrainConfig
     from equitrain_jax.train.finetune import finetune
 
     run = OUTPUT / "runs" / material / strategy  # one set of fine-tuned models for every --output
+    hessian = strategy.endswith("+hessian")
     if not (run / "model" / "config.json").is_file():
         train = ase.io.read(data / material / "train.extxyz", ":")
         valid = ase.io.read(data / material / "valid.extxyz", ":")
         start = time.perf_counter()
-        finetune(model_dir, train, valid, run, strategy=strategy, e0s="refit",
-                 train_config=TrainConfig(epochs=EPOCHS, learning_rate=LEARNING_RATE, schedule="plateau",
+        finetune(model_dir, train, valid, run, strategy=strategy.removesuffix("+hessian"), e0s="refit",
+                 phonons=[data / material / "phonopy_params.yaml"] if hessian else (),
+                 train_config=TrainConfig(epochs=HESSIAN_EPOCHS if hessian else EPOCHS,
+                                          learning_rate=LEARNING_RATE, schedule="plateau",
                                           ema_decay=0.99, early_stopping_patience=PATIENCE, seed=0),
-                 batch_size=min(4, len(train)), dtype="float32", progress=False)
+                 batch_size=min(4, len(train)), dtype="float32", progress=False, resume=(run / "checkpoints" / "last").exists())
         (run / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
         print(f"{material}: fine-tuned ({strategy}, {len(train)} structures) in {time.perf_counter() - start:.0f} s",
               flush=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from ase.calculators.calculator import Calculator as AseCalculator
 from ase.calculators.calculator import all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from equitrain_jax.data import PaddedShape
 from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.potential import Potential
 
@@ -21,6 +22,9 @@ class Calculator(AseCalculator):
             ready `Potential`).
         dtype: ``"float64"`` or ``"float32"``.
         head: head name or index of a multi-head model.
+        padded_shape: pad every structure's graph at least to these sizes
+            (`equitrain_jax.data.PaddedShape`), so that structures of different sizes, or one
+            whose neighbour count changes during a relaxation, share one compiled program.
 
     Stress is in ASE's units (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy); it is zero for
     structures whose cell has no volume.
@@ -33,14 +37,16 @@ class Calculator(AseCalculator):
         model: Union[str, Path, ModelBundle, Potential],
         dtype: str = "float64",
         head: Union[str, int, None] = None,
+        padded_shape: Optional[PaddedShape] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.potential = model if isinstance(model, Potential) else Potential(model, dtype=dtype, head=head)
+        self.padded_shape = padded_shape
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        (out,) = self.potential.evaluate_graph(self.potential.graph(self.atoms))
+        (out,) = self.potential.evaluate_graph(self.potential.graph(self.atoms), self.padded_shape)
         self.results = {
             "energy": out["energy"],
             "free_energy": out["energy"],

@@ -14,7 +14,7 @@ import jax
 import jraph
 import numpy as np
 
-from equitrain_jax.data import DTYPES, atoms_to_graph, batch_graphs, device_arrays, enable_float64, padded_device_graph
+from equitrain_jax.data import DTYPES, PaddedShape, atoms_to_graph, batch_graphs, device_arrays, enable_float64, padded_device_graph
 from equitrain_jax.models.io import ModelBundle, load_model
 from equitrain_jax.models.quantities import energy_forces_stress, node_energy_function
 
@@ -82,14 +82,17 @@ class Potential:
         """Unpadded numpy graph of one structure; raises ValueError naming any bad input."""
         return atoms_to_graph(atoms, self.cutoff, self.config.atomic_numbers, head=self.head)
 
-    def device_graph(self, graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
-        """A numpy graph (see `graph`; or a batch of them) padded to bucket sizes as JAX arrays in
-        this potential's dtype (`equitrain_jax.data.padded_device_graph`)."""
-        return padded_device_graph(graph, self.dtype)
+    def device_graph(self, graph: jraph.GraphsTuple, shape: Optional[PaddedShape] = None) -> jraph.GraphsTuple:
+        """A numpy graph (see `graph`; or a batch of them) padded to bucket sizes, or at least to
+        ``shape``, as JAX arrays in this potential's dtype (`equitrain_jax.data.padded_device_graph`)."""
+        return padded_device_graph(graph, self.dtype, shape)
 
-    def evaluate_graph(self, graph: jraph.GraphsTuple) -> list[dict[str, np.ndarray]]:
-        """Outputs of every structure of a (batched, unpadded) graph as numpy, one dict each."""
-        out = self._outputs(self.variables, self.device_graph(graph))
+    def evaluate_graph(
+        self, graph: jraph.GraphsTuple, shape: Optional[PaddedShape] = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Outputs of every structure of a (batched, unpadded) graph as numpy, one dict each;
+        ``shape``: pad at least to it (see `device_graph`)."""
+        out = self._outputs(self.variables, self.device_graph(graph, shape))
         energy, node_energy, forces, stress, virial = (np.asarray(x) for x in out)
         results = []
         start = 0

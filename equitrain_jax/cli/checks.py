@@ -21,7 +21,7 @@ MIN_SEPARATION = 0.5
 
 MODEL_CONFIG = "config.json"  # what makes a directory a model directory (see equitrain_jax.models.io)
 
-__all__ = ["MIN_SEPARATION", "at_least", "born_charges", "check_output_directory", "check_output_file", "check_writable", "crystal",
+__all__ = ["MIN_SEPARATION", "at_least", "born_charges", "check_output_directory", "check_output_file", "check_writable", "crystal", "crystal_problem",
            "input_file", "model_directory", "non_negative", "positive", "settings", "structures"]
 
 
@@ -72,27 +72,33 @@ def structures(path: str, what: str) -> list:
 
 
 def crystal(path: str, what: str = "structure") -> Any:
-    """The structure in ``path`` (its last one) as a crystal for phonons: periodic in three
-    directions, a cell of non-zero volume, and no two atoms closer than `MIN_SEPARATION`."""
+    """The structure in ``path`` (its last one) as a crystal for phonons (see `crystal_problem`)."""
+    atoms = structures(path, what)[-1]
+    problem = crystal_problem(atoms)
+    if problem:
+        raise ValueError(f"{what} {path}: {problem}")
+    return atoms
+
+
+def crystal_problem(atoms: Any) -> Optional[str]:
+    """Why ``atoms`` is no crystal for phonons, or None: it must be periodic in three directions,
+    have a cell of non-zero volume, and no two atoms closer than `MIN_SEPARATION`."""
     import numpy as np
     from ase.neighborlist import neighbor_list
 
-    atoms = structures(path, what)[-1]
     if not atoms.pbc.all():
-        raise ValueError(f"{what} {path}: a phonon run needs a crystal periodic in 3 directions, "
-                         f"got pbc={atoms.pbc.tolist()}")
+        return f"a phonon run needs a crystal periodic in 3 directions, got pbc={atoms.pbc.tolist()}"
     volume = abs(np.linalg.det(atoms.cell.array))
     if not volume > 1e-6:
-        raise ValueError(f"{what} {path}: the cell {np.round(atoms.cell.array, 4).tolist()} Å has no volume")
+        return f"the cell {np.round(atoms.cell.array, 4).tolist()} Å has no volume"
     first, second, distance = neighbor_list("ijd", atoms, MIN_SEPARATION, self_interaction=False)
     pairs = [(i, j, d) for i, j, d in zip(first, second, distance) if i <= j]
     if pairs:
         i, j, d = min(pairs, key=lambda pair: pair[2])
         image = "" if i != j else " (with its own periodic image)"
-        raise ValueError(f"{what} {path}: atoms {i} ({atoms.get_chemical_symbols()[i]}) and {j} "
-                         f"({atoms.get_chemical_symbols()[j]}) are {d:.3f} Å apart{image}, closer than "
-                         f"{MIN_SEPARATION} Å: overlapping atoms")
-    return atoms
+        return (f"atoms {i} ({atoms.get_chemical_symbols()[i]}) and {j} ({atoms.get_chemical_symbols()[j]}) are "
+                f"{d:.3f} Å apart{image}, closer than {MIN_SEPARATION} Å: overlapping atoms")
+    return None
 
 
 def positive(value: Optional[float], option: str) -> None:

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
-    from equitrain_jax.cli.phonons import supercell_for_min_length
+    from equitrain_jax.phonons.bridge import supercell_for_min_length
     from equitrain_jax.phonons import conductivity as kappa
     from equitrain_jax.phonons.nac import describe_nac, nac_parameters_record
     from equitrain_jax.potential import Potential

@@ -1,9 +1,11 @@
 """``equitrain-jax finetune``: adapt a converted model to labelled structures and/or DFT phonons
-(phonopy references, trained through exact Hessian-vector products)."""
+(phonopy references, trained through exact Hessian-vector products) and/or DFT third-order force
+constants (phono3py references, trained through exact third derivatives)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 from pathlib import Path
@@ -17,15 +19,18 @@ from equitrain_jax.train.config import (
     MONITORS,
     SCHEDULES,
     STRATEGIES,
+    THIRD_ORDER_MODES,
     FinetuneConfig,
     HessianLossConfig,
     LossConfig,
+    ThirdOrderLossConfig,
     TrainConfig,
     check_replay,
 )
-from equitrain_jax.train.outputs import CHECKPOINTS, checkpoint_progress, check_run_directory
+from equitrain_jax.train.outputs import CHECKPOINTS, check_run_directory, checkpoint_progress, read_run_record
 
 TRAIN, LOSS, JOB, HESSIAN = TrainConfig(), LossConfig(), FinetuneConfig(), HessianLossConfig()  # the library's defaults
+THIRD = ThirdOrderLossConfig()
 
 OPTIONS = {  # settings field -> option
     "epochs": "--epochs", "learning_rate": "--lr", "weight_decay": "--weight-decay", "clip_norm": "--clip-norm",
@@ -39,6 +44,9 @@ OPTIONS = {  # settings field -> option
 }
 HESSIAN_OPTIONS = {"weight": "--hessian-weight", "kind": "--hessian-loss", "huber_delta": "--hessian-huber-delta",
                    "directions": "--hessian-directions", "mode": "--hessian-mode", "sequential": "--hessian-sequential"}
+THIRD_ORDER_OPTIONS = {"weight": "--third-order-weight", "kind": "--third-order-loss",
+                       "huber_delta": "--third-order-huber-delta", "directions": "--third-order-directions",
+                       "mode": "--third-order-mode"}
 
 
 def add_parser(sub) -> None:
@@ -65,8 +73,26 @@ def add_parser(sub) -> None:
                         "memory of one direction instead of K, more time")
     p.add_argument("--hessian-loss", choices=LOSS_KINDS, default=HESSIAN.kind)
     p.add_argument("--hessian-huber-delta", type=float, default=HESSIAN.huber_delta, help="eV/Å²")
+    p.add_argument("--phono3py", nargs="+", action="extend", default=[], metavar="YAML",
+                   help="phono3py references to train on through the third-order term (phono3py_disp.yaml with "
+                        "FORCES_FC3 beside it, or phono3py_params.yaml with forces); repeat or list several")
+    p.add_argument("--third-order-weight", type=float, default=THIRD.weight, help="weight of the third-order term")
+    p.add_argument("--third-order-directions", type=int, default=THIRD.directions, metavar="K",
+                   help="direction pairs (u, v) per phono3py reference and step (Φ3[u, v] against DFT's)")
+    p.add_argument("--third-order-mode", choices=list(THIRD_ORDER_MODES), default=THIRD.mode,
+                   help="; ".join(f"{name}: {what}" for name, what in THIRD_ORDER_MODES.items()))
+    p.add_argument("--third-order-loss", choices=LOSS_KINDS, default=THIRD.kind)
+    p.add_argument("--third-order-huber-delta", type=float, default=THIRD.huber_delta, help="eV/Å³")
+    p.add_argument("--phono3py-fc2", action="store_true",
+                   help="also train the Hessian term on the --phono3py references' fc2")
+    p.add_argument("--phono3py-forces", action="store_true",
+                   help="also train on the --phono3py references' displaced supercells as structures with forces "
+                        "only (no energies: their energy term is masked)")
+    p.add_argument("--no-anharmonicity-check", action="store_true",
+                   help="skip the report of the mean Grüneisen parameter before and after fine-tuning (from the "
+                        "model's exact fc2 and fc3 on the --phonons / --phono3py material)")
     p.add_argument("--phonon-batch-size", type=int, default=JOB.phonon_batch_size,
-                   help="phonon references per optimiser step")
+                   help="phonon (and phono3py) references per optimiser step")
     p.add_argument("--monitor", choices=list(MONITORS), default=TRAIN.monitor,
                    help="the validation metric for the best model, --patience and the plateau schedule: "
                         + "; ".join(f"{name}: {what}" for name, what in MONITORS.items()))
@@ -134,18 +160,26 @@ def check(args: argparse.Namespace) -> None:
         huber_delta=args.hessian_huber_delta, directions=args.hessian_directions, mode=args.hessian_mode,
         sequential=args.hessian_sequential,
     )
+    args.third_order_config = checks.settings(
+        ThirdOrderLossConfig, THIRD_ORDER_OPTIONS, weight=args.third_order_weight, kind=args.third_order_loss,
+        huber_delta=args.third_order_huber_delta, directions=args.third_order_directions, mode=args.third_order_mode,
+    )
     if not 0 < args.valid_fraction < 1:
         raise ValueError(f"--valid-fraction must lie in (0, 1), got {args.valid_fraction}")
-    if not args.train and not args.phonons:
-        raise ValueError("nothing to train on: give --train structures, --phonons references, or both")
+    if not args.train and not args.phonons and not args.phono3py:
+        raise ValueError("nothing to train on: give --train structures, --phonons or --phono3py references")
+    for flag in ("--phono3py-fc2", "--phono3py-forces"):
+        if getattr(args, flag[2:].replace("-", "_")) and not args.phono3py:
+            raise ValueError(f"{flag} uses the --phono3py references; give --phono3py")
+    structures = bool(args.train) or args.phono3py_forces
     check_replay(args.strategy, int(args.replay is not None))
     if args.e0s == "refit" and not args.train:
         raise ValueError("--e0s refit fits the E0s to the --train energies; phonon references carry none")
-    phonon_validation = bool(args.valid_phonons) or not args.train
+    phonon_validation = bool(args.valid_phonons) or not structures
     if args.monitor == "phonon_mae" and not phonon_validation:
         raise ValueError("--monitor phonon_mae needs --valid-phonons references (with --train, the validation set is "
                          "structures)")
-    if args.monitor in ("forces_mae", "energy_mae") and not (args.train or args.valid):
+    if args.monitor in ("forces_mae", "energy_mae") and not (structures or args.valid):
         raise ValueError(f"--monitor {args.monitor} needs validation structures: give --valid")
     checks.model_directory(args.model)
     check_run_directory(args.output, args.resume, args.overwrite, flags=("--resume", "--overwrite"))
@@ -155,8 +189,20 @@ def check(args: argparse.Namespace) -> None:
     args.train_set = checks.structures(args.train, "--train") if args.train else []
     args.valid_set = checks.structures(args.valid, "--valid") if args.valid else None
     args.replay_set = checks.structures(args.replay, "--replay") if args.replay else []
+    args.phono3py_refs = [third_order_reference(path) for path in args.phono3py]
     if args.train and args.valid_set is None and len(args.train_set) < 2:
         raise ValueError(f"--train {args.train} holds one structure: give --valid, or at least 2 structures to split")
+
+
+def third_order_reference(path: str):
+    """A phono3py reference read and checked (phono3py only, no JAX), the error naming --phono3py."""
+    from equitrain_jax.train.third_order_data import read_third_order_reference
+
+    checks.input_file(path, "--phono3py")
+    try:
+        return read_third_order_reference(path)
+    except ValueError as error:
+        raise ValueError(f"--phono3py {error}") from error
 
 
 def run(args: argparse.Namespace) -> None:
@@ -164,22 +210,34 @@ def run(args: argparse.Namespace) -> None:
 
     from equitrain_jax.train.data import LabelKeys
     from equitrain_jax.train.finetune import check_phonon_references, finetune, phonon_references, split_train_valid
+    from equitrain_jax.train.third_order_data import displaced_supercells, phonon_reference_from_phono3py
 
-    train, valid = args.train_set, args.valid_set or []
+    train = args.train_set + [atoms for item, _ in args.phono3py_refs if args.phono3py_forces
+                              for atoms in displaced_supercells(item)]
+    valid = args.valid_set or []
     if train and args.valid_set is None:
         train, valid = split_train_valid(train, args.valid_fraction, args.seed)
     elements = json.loads((Path(args.model) / checks.MODEL_CONFIG).read_text())["atomic_numbers"]
     phonons, valid_phonons = (phonon_references(args.phonons, "--phonons"),
                               phonon_references(args.valid_phonons, "--valid-phonons"))
+    if args.phono3py_fc2:
+        phonons += [phonon_reference_from_phono3py(*reference) for reference in args.phono3py_refs]
     check_phonon_references(phonons, elements, args.hessian_config, "--phonons")
     check_phonon_references(valid_phonons, elements, HessianLossConfig(), "--valid-phonons")
     keys = LabelKeys(args.energy_key, args.forces_key, None if args.stress_key == "none" else args.stress_key)
     result = finetune(
         args.model, train, valid, args.output, args.job, train_config=args.train_config, loss_config=args.loss_config,
         keys=keys, replay=args.replay_set, phonons=phonons, valid_phonons=valid_phonons,
-        hessian_config=args.hessian_config, resume=args.resume, overwrite=args.overwrite,
+        hessian_config=args.hessian_config, phono3py=args.phono3py_refs, third_order_config=args.third_order_config,
+        check_anharmonicity=not args.no_anharmonicity_check, resume=args.resume, overwrite=args.overwrite,
     )
     print(summary_line(result.history, args.train_config.monitor, Path(args.output) / "model"))
+    anharmonicity = read_run_record(Path(args.output)).get("anharmonicity", [])
+    if anharmonicity:
+        from equitrain_jax.phonons.anharmonicity import report_line
+
+        for report in anharmonicity:
+            print(report_line(report))
 
 
 def summary_line(history: list[dict], monitor: str, model: Path) -> str:
@@ -191,9 +249,9 @@ def summary_line(history: list[dict], monitor: str, model: Path) -> str:
     if "phonon_mae_thz" in first:
         shown.append(f"phonon MAE {first['phonon_mae_thz']:.3f} → {best['phonon_mae_thz']:.3f} THz")
     if "forces_mae_mev_per_a" in first:
-        shown.append(f"force MAE {first['forces_mae_mev_per_a']:.1f} → {best['forces_mae_mev_per_a']:.1f} meV/Å, "
-                     f"energy MAE {first['energy_mae_mev_per_atom']:.2f} → "
-                     f"{best['energy_mae_mev_per_atom']:.2f} meV/atom")
+        shown.append(f"force MAE {first['forces_mae_mev_per_a']:.1f} → {best['forces_mae_mev_per_a']:.1f} meV/Å")
+    if "energy_mae_mev_per_atom" in first and not math.isnan(first["energy_mae_mev_per_atom"]):  # NaN: no energies
+        shown.append(f"energy MAE {first['energy_mae_mev_per_atom']:.2f} → {best['energy_mae_mev_per_atom']:.2f} meV/atom")
     return f"validation (best epoch {best['epoch']}): {', '.join(shown)}; fine-tuned model in {model}"
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from equitrain_jax.cli import checks
+from equitrain_jax.phonons.many_config import BATCH_ATOMS, MESH
 
 NAC_CHOICES = ("auto", "none")
 """--nac: NAC parameters on the model and the reference alike when there are any, or on neither."""
@@ -15,12 +15,18 @@ NAC_CHOICES = ("auto", "none")
 
 def add_parser(sub) -> None:
     p = sub.add_parser("phonons", help="phonons from the analytic Hessian: band structure, DOS, thermal properties")
-    p.add_argument("structure", help="crystal structure (any ASE-readable file)")
+    p.add_argument("structure", nargs="?", help="crystal structure (any ASE-readable file)")
+    p.add_argument("--many", default=None, metavar="STRUCTURES",
+                   help="phonons of every structure of this file (any ASE-readable multi-frame file): each relaxed "
+                        "(space group kept), force constants from batched Hessian-vector products, thermal properties; "
+                        "writes OUTPUT/summary.csv (one row per structure, failures with their reason) and "
+                        "OUTPUT/<index>-<formula>/ (phonopy_params.yaml, thermal_properties.yaml)")
     p.add_argument("--model", required=True, help="converted model directory")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--supercell", type=int, nargs=3, metavar=("NA", "NB", "NC"))
     group.add_argument("--min-length", type=float, default=12.0, help="smallest supercell width in Å (default 12)")
-    p.add_argument("--relax", action="store_true", help="relax positions and cell first, keeping the symmetry")
+    p.add_argument("--relax", action="store_true",
+                   help="relax positions and cell first, keeping the symmetry (always done with --many)")
     p.add_argument("--fmax", type=float, default=1e-4,
                    help="force threshold of --relax and of following imaginary modes, eV/Å")
     p.add_argument("--relax-steps", type=int, default=500, help="most optimiser steps of each relaxation")
@@ -50,6 +56,19 @@ def add_parser(sub) -> None:
                    help="scan and follow at most this many of the most unstable modes (default 10)")
     p.add_argument("--follow-relax-cell", action="store_true",
                    help="when following an imaginary mode, relax the supercell's cell as well as the positions")
+    many = p.add_argument_group("with --many")
+    many.add_argument("--mesh", type=int, nargs=3, default=list(MESH), metavar=("MA", "MB", "MC"),
+                      help="Γ-centred q-point mesh of the summary's frequencies and thermal properties "
+                           f"(default {' '.join(map(str, MESH))})")
+    many.add_argument("--batch-atoms", type=int, default=BATCH_ATOMS,
+                      help=f"most supercell atoms in one batched Hessian-vector product (default {BATCH_ATOMS})")
+    many.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                      help="run as one of --num-processes processes (jax.distributed), each on its share of the list; "
+                           "process 0 listens here and writes summary.csv")
+    many.add_argument("--num-processes", type=int, default=None, help="processes of a --coordinator run")
+    many.add_argument("--process-id", type=int, default=None, help="this process's number, 0 … N-1, of a --coordinator run")
+    many.add_argument("--distributed", action="store_true",
+                      help="as --coordinator, with jax.distributed's own detection of the processes (SLURM, Open MPI, …)")
     p.add_argument("-o", "--output", required=True, help="output directory (new or empty, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="write into OUTPUT even if it holds something")
     p.set_defaults(func=run, check=check, interrupted=checks.incomplete)
@@ -57,7 +76,16 @@ def add_parser(sub) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Every option, the model directory, the output directory, the reference file, the crystal
-    (periodic, with volume, no overlapping atoms) and the --born file for it, before any work."""
+    (periodic, with volume, no overlapping atoms) and the --born file for it, before any work.
+    With --many, the file's structures are read and each one's problem kept for its row."""
+    if (args.structure is None) == (args.many is None):
+        raise ValueError("give exactly one of STRUCTURE (one crystal) and --many STRUCTURES (a list)")
+    many_options = [option for option, given in (
+        ("--coordinator", args.coordinator), ("--num-processes", args.num_processes is not None),
+        ("--process-id", args.process_id is not None), ("--distributed", args.distributed),
+        ("--mesh", args.mesh != list(MESH)), ("--batch-atoms", args.batch_atoms != BATCH_ATOMS)) if given]
+    if args.many is None and many_options:
+        raise ValueError(f"{', '.join(many_options)}: only with --many")
     if args.supercell is not None and min(args.supercell) < 1:
         raise ValueError(f"--supercell takes three repetitions >= 1, got {' '.join(map(str, args.supercell))}")
     checks.positive(args.min_length, "--min-length (Å)")
@@ -66,6 +94,8 @@ def check(args: argparse.Namespace) -> None:
     checks.non_negative(args.imaginary_threshold, "--imaginary-threshold (a frequency in THz, counted below minus it)")
     checks.positive(args.scan_max_displacement, "--scan-max-displacement (Å)")
     checks.at_least(args.scan_max_modes, 1, "--scan-max-modes")
+    if args.many is not None:
+        return check_many(args)
     if args.reference:
         checks.input_file(args.reference, "reference phonopy file")
     if args.born and args.nac == "none":
@@ -76,23 +106,47 @@ def check(args: argparse.Namespace) -> None:
     args.born_charges = checks.born_charges(args.born, args.atoms)
 
 
-def supercell_for_min_length(cell: Any, min_length: float) -> list[int]:
-    """Smallest diagonal repetition whose perpendicular widths all reach ``min_length`` Å
-    (``cell``: [3, 3] rows, Å)."""
-    import numpy as np
-
-    from equitrain_jax.phonons import perpendicular_widths
-
-    widths = perpendicular_widths(np.asarray(cell))
-    return [int(np.ceil(min_length / w - 1e-9)) for w in widths]
+def check_many(args: argparse.Namespace) -> None:
+    """The options of a --many run and its file; ``args.structures`` (all of them) and
+    ``args.problems`` (index → why that structure is no crystal for phonons)."""
+    single = [option for option, given in (
+        ("--reference", args.reference), ("--born", args.born), ("--scan-modes", args.scan_modes),
+        ("--follow-relax-cell", args.follow_relax_cell), ("--hessian", args.hessian != "displacements"),
+        ("--nac", args.nac != "auto")) if given]
+    if single:
+        raise ValueError(f"{', '.join(single)}: only with one STRUCTURE, not with --many")
+    if min(args.mesh) < 1:
+        raise ValueError(f"--mesh takes three numbers of q-points >= 1, got {' '.join(map(str, args.mesh))}")
+    checks.at_least(args.batch_atoms, 1, "--batch-atoms")
+    explicit = [args.coordinator is not None, args.num_processes is not None, args.process_id is not None]
+    if any(explicit):
+        if not all(explicit):
+            raise ValueError("--coordinator, --num-processes and --process-id go together (or use --distributed)")
+        if args.distributed:
+            raise ValueError("--distributed detects the processes itself; drop --coordinator, --num-processes, --process-id")
+        checks.at_least(args.num_processes, 1, "--num-processes")
+        if not 0 <= args.process_id < args.num_processes:
+            raise ValueError(f"--process-id must be 0 … {args.num_processes - 1} for --num-processes "
+                             f"{args.num_processes}, got {args.process_id}")
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--coordinator takes HOST:PORT, got {args.coordinator!r}")
+    checks.model_directory(args.model)
+    checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
+    args.structures = checks.structures(args.many, "--many")
+    args.problems = {i: problem for i, atoms in enumerate(args.structures)
+                     if (problem := checks.crystal_problem(atoms)) is not None}
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.many is not None:
+        return run_many(args)
     import ase.io
     import numpy as np
 
     from equitrain_jax.calculator import Calculator
     from equitrain_jax.phonons import load_reference, phonopy_from_potential, write_results
+    from equitrain_jax.phonons.bridge import supercell_for_min_length
     from equitrain_jax.phonons.nac import describe_nac
     from equitrain_jax.phonons.plots import plot_band_structure_and_dos, plot_thermal_properties
     from equitrain_jax.potential import Potential
@@ -274,3 +328,50 @@ def compare_with_reference(phonon, reference, reference_path: str, out: Path, ti
     print(f"vs reference, {thermal['temperature_K']:.0f} K: ΔF {errors['free_energy_kJ_per_mol']:+.3f} kJ/mol, "
           f"ΔS {errors['entropy_J_per_K_mol']:+.3f} J/K/mol, ΔCv {errors['heat_capacity_J_per_K_mol']:+.3f} J/K/mol")
     print(f"wrote {path}, {plot}, {thermal_plot}")
+
+
+def run_many(args: argparse.Namespace) -> None:
+    """Phonons of every structure of ``--many``, this process's share of them when several
+    processes run (`equitrain_jax.phonons.many.join_processes`); process 0 gathers the rows into
+    OUTPUT/summary.csv."""
+    import time
+
+    from equitrain_jax.phonons.many import (
+        ManySettings, gather_rows, join_processes, phonons_of_many, problem_row, write_summary)
+    from equitrain_jax.potential import Potential
+
+    start = time.perf_counter()
+    processes = None
+    if args.coordinator is not None or args.distributed:
+        processes = join_processes(args.coordinator, args.num_processes, args.process_id)
+    process, count = (processes.process_id, processes.num_processes) if processes else (0, 1)
+    share = list(range(process, len(args.structures), count))
+    rows = [problem_row(i, args.structures[i], args.problems[i]) for i in share if i in args.problems]
+    good = [i for i in share if i not in args.problems]
+    name = f"process {process}/{count}: " if count > 1 else ""
+    print(f"{name}{len(share)} of {len(args.structures)} structures in {args.many}"
+          + (f", {len(share) - len(good)} refused" if len(good) < len(share) else ""), flush=True)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = ManySettings(
+        supercell=tuple(args.supercell) if args.supercell else None, min_length=args.min_length, fmax=args.fmax,
+        relax_steps=args.relax_steps, mesh=tuple(args.mesh), imaginary_threshold=args.imaginary_threshold,
+        batch_atoms=args.batch_atoms,
+    )
+    if good:
+        potential = Potential(args.model, dtype="float64", head=args.head)
+        results = phonons_of_many(potential, [args.structures[i] for i in good], settings, indices=good, output=out,
+                                  progress=True, log=lambda line: print(name + line, flush=True))
+        rows += [result.row for result in results]
+    if processes is not None:
+        rows = gather_rows(rows, processes)
+        processes.shutdown()
+    if process != 0:
+        return
+    path = write_summary(rows, out / "summary.csv")
+    failed = [row for row in rows if row["error"]]
+    hours = (time.perf_counter() - start) / 3600
+    print(f"{len(rows) - len(failed)} of {len(rows)} materials done, {len(failed)} failed, in {3600 * hours:.1f} s "
+          f"({(len(rows) - len(failed)) / hours:.0f} materials per hour); summary in {path}")
+    for row in failed:
+        print(f"  {row['index']} {row['formula']}: {row['error']}")

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
     import ase.io
     import numpy as np
 
-    from equitrain_jax.cli.phonons import supercell_for_min_length
+    from equitrain_jax.phonons.bridge import supercell_for_min_length
     from equitrain_jax.phonons.gruneisen import (
         gruneisen_band_structure,
         gruneisen_error,

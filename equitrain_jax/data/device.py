@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from equitrain_jax.data.graph import pad_to_bucket
+from equitrain_jax.data.graph import PaddedShape, bucket_shape, pad_graph
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 """The floating dtypes a model runs in, by name."""
@@ -34,7 +34,14 @@ def device_arrays(tree: Any, dtype: Any = np.float64) -> Any:
     return jax.tree_util.tree_map(convert, tree)
 
 
-def padded_device_graph(graph: jraph.GraphsTuple, dtype: Any = np.float64) -> jraph.GraphsTuple:
-    """A numpy graph (one structure or a batch) padded to bucket sizes (`pad_to_bucket`) as JAX
-    arrays in ``dtype``: what a model is evaluated on."""
-    return device_arrays(pad_to_bucket(graph), dtype)
+def padded_device_graph(
+    graph: jraph.GraphsTuple, dtype: Any = np.float64, shape: Optional[PaddedShape] = None
+) -> jraph.GraphsTuple:
+    """A numpy graph (one structure or a batch) padded to bucket sizes (`bucket_shape`) as JAX
+    arrays in ``dtype``: what a model is evaluated on.  ``shape`` pads to at least these sizes
+    (each the larger of it and the graph's own bucket), so that graphs of different sizes share
+    one compiled program."""
+    own = bucket_shape([graph])
+    if shape is not None:
+        own = PaddedShape(*(max(a, b) for a, b in zip(own, shape)))
+    return device_arrays(pad_graph(graph, *own), dtype)

@@ -49,6 +49,13 @@ def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     return periodic_heights(np.asarray(cell, dtype=float), np.ones(3, dtype=bool))
 
 
+def supercell_for_min_length(cell: np.ndarray, min_length: float) -> list[int]:
+    """Smallest diagonal repetition whose perpendicular widths all reach ``min_length`` Å
+    (``cell``: [3, 3] rows, Å)."""
+    widths = perpendicular_widths(np.asarray(cell))
+    return [int(np.ceil(min_length / w - 1e-9)) for w in widths]
+
+
 def check_supercell_size(
     supercell: ase.Atoms, cutoff: float, num_interactions: int = 2, stacklevel: int = 2
 ) -> np.ndarray:

@@ -24,6 +24,8 @@ import jraph
 import numpy as np
 from ase.vibrations import VibrationsData
 
+from equitrain_jax.data import batch_graphs
+from equitrain_jax.data.graph import PaddedShape
 from equitrain_jax.models.quantities import NodeEnergyFn, energy_gradient
 from equitrain_jax.potential import Potential
 
@@ -120,6 +122,42 @@ def hessian_vector_products(
         out = products(linear, tangents)
         blocks.append(np.asarray(out)[: len(part), :n])
     return np.concatenate(blocks).astype(np.float64) if blocks else np.zeros((0, n, 3))
+
+
+def batched_hessian_vector_products(
+    potential: Potential,
+    structures: Sequence[ase.Atoms],
+    tangents: np.ndarray,
+    chunk_size: int,
+    shape: Optional[PaddedShape] = None,
+) -> np.ndarray:
+    """Hessian-vector products of several structures in one compiled call per chunk: [K, ΣN, 3] eV/Å².
+
+    The structures (each's neighbour list built at its positions) are batched into ONE padded
+    device graph; the energy summed over them has a block-diagonal Hessian, so a tangent holding
+    a displacement of every structure gives every structure's product at once.  ``tangents``
+    [K, ΣN, 3] (Å, atoms in the order of ``structures``) are evaluated ``chunk_size`` per call,
+    the last chunk padded with zeros, so the shapes, and the compilation, are those of one call.
+    ``shape`` pads the graph to at least these sizes (`equitrain_jax.data.pad_graph`; default its
+    own bucket), so that batches of different structures can share one compiled program.
+
+    The products are `compiled_linearization` (its primal computed once for all chunks) and
+    `compiled_tangent_products` on the batched padded graph; padding nodes get zero tangents.
+    """
+    graph = potential.device_graph(batch_graphs([potential.graph(atoms) for atoms in structures]), shape=shape)
+    n_total = sum(len(atoms) for atoms in structures)
+    positions = graph.nodes["positions"]
+    n_padding = positions.shape[0] - n_total
+    linear = compiled_linearization(potential)(potential.variables, graph, positions)
+    products = compiled_tangent_products(potential)
+    blocks = []
+    for start in range(0, len(tangents), chunk_size):
+        part = tangents[start : start + chunk_size]
+        padded = np.concatenate([part, np.zeros((chunk_size - len(part), n_total, 3))])
+        padded = np.concatenate([padded, np.zeros((chunk_size, n_padding, 3))], axis=1)
+        out = products(linear, jnp.asarray(padded, dtype=positions.dtype))
+        blocks.append(np.asarray(out, dtype=np.float64)[: len(part), :n_total])
+    return np.concatenate(blocks)
 
 
 def hessian_rows(

@@ -27,15 +27,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import ase
-import jax.numpy as jnp
 import numpy as np
 from phonopy import Phonopy
 from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 
-from equitrain_jax.data import batch_graphs
 from equitrain_jax.phonons import check_supercell_size, load_reference
 from equitrain_jax.phonons.bridge import ase_to_phonopy, phonopy_to_ase
-from equitrain_jax.phonons.hessian import compiled_linearization, compiled_tangent_products
+from equitrain_jax.phonons.hessian import batched_hessian_vector_products
 from equitrain_jax.phonons.qha_config import (
     DISPLACEMENT_DISTANCE,
     N_VOLUMES,
@@ -82,37 +80,6 @@ def relax_positions(
 
 
 # ---------------------------------------------------------------------------- force constants
-
-
-def _hvp_over_structures(potential: Potential, structures: Sequence[ase.Atoms], tangents: np.ndarray,
-                         chunk_size: int) -> np.ndarray:
-    """Hessian-vector products of several structures in one compiled call per chunk: [K, ΣN, 3] eV/Å².
-
-    The structures (each's neighbour list built at its positions) are batched into ONE padded
-    device graph; the energy summed over them has a block-diagonal Hessian, so a tangent holding
-    a displacement of every structure gives every structure's product at once.  ``tangents``
-    [K, ΣN, 3] (Å, atoms in the order of ``structures``) are evaluated ``chunk_size`` per call,
-    the last chunk padded with zeros, so the shapes, and the compilation, are those of one call.
-
-    The products are the package's one Hessian-vector product
-    (`equitrain_jax.phonons.hessian.compiled_linearization`, the linearised gradient of
-    `equitrain_jax.models.quantities.energy`, its primal computed once for all chunks) on the
-    batched padded graph; padding nodes get zero tangents.
-    """
-    graph = potential.device_graph(batch_graphs([potential.graph(atoms) for atoms in structures]))
-    n_total = sum(len(atoms) for atoms in structures)
-    positions = graph.nodes["positions"]
-    n_padding = positions.shape[0] - n_total
-    linear = compiled_linearization(potential)(potential.variables, graph, positions)
-    products = compiled_tangent_products(potential)
-    blocks = []
-    for start in range(0, len(tangents), chunk_size):
-        part = tangents[start : start + chunk_size]
-        padded = np.concatenate([part, np.zeros((chunk_size - len(part), n_total, 3))])
-        padded = np.concatenate([padded, np.zeros((chunk_size, n_padding, 3))], axis=1)
-        out = products(linear, jnp.asarray(padded, dtype=positions.dtype))
-        blocks.append(np.asarray(out, dtype=np.float64)[: len(part), :n_total])
-    return np.concatenate(blocks)
 
 
 def phonons_at_volumes(
@@ -163,7 +130,7 @@ def phonons_at_volumes(
     chunk = int(chunk_size or max(1, 768 // int(offsets[-1])))
     if chunk < 1:
         raise ValueError(f"chunk_size must be a positive number of products, got {chunk_size}")
-    products = _hvp_over_structures(potential, supercells, tangents, min(chunk, len(tangents)))
+    products = batched_hessian_vector_products(potential, supercells, tangents, min(chunk, len(tangents)))
     for v, (phonon, dataset) in enumerate(zip(phonons, datasets)):
         phonon.forces = -products[: len(dataset), offsets[v] : offsets[v + 1]]
         phonon.produce_force_constants()

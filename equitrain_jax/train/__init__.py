@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "checkpoint": ("TrainState", "load_checkpoint", "read_checkpoint_record", "save_checkpoint"),
     "config": ("E0_CHOICES", "LOSS_KINDS", "SCHEDULES", "STRATEGIES", "FinetuneConfig", "LossConfig", "SettingError",
-               "TrainConfig"),
+               "ThirdOrderLossConfig", "TrainConfig"),
     "data": ("LabelKeys", "labelled_batches", "labelled_graph", "sharded_batches"),
     "finetune": ("split_train_valid",),
     "loop": ("FitResult", "adamw", "data_mesh", "evaluate", "fit", "learning_rate_schedule"),

@@ -291,3 +291,57 @@ def check_replay(strategy: str, n_replay: int) -> None:
         raise ValueError("strategy 'multihead' needs replay structures (e.g. a subset of the pretraining data)")
     if n_replay and strategy != "multihead":
         raise ValueError(f"replay structures are used by strategy 'multihead' only, not {strategy!r}")
+
+
+# ---------------------------------------------------------------------------- third-order data
+
+FORCES_ONLY = "forces_only"
+"""``atoms.info`` flag of a training structure labelled with forces only (phono3py's displaced
+supercells): its energy term is masked (`equitrain_jax.train.data`)."""
+
+THIRD_ORDER_MODES = {
+    "random": "independent uniform random direction pairs (u, v) over the supercell; targets Φ3[u, v]",
+    "phono3py": "phono3py's displacement pairs (first and second displaced atom's directions); targets Φ3[u, v]",
+}
+"""How the direction pairs of the third-order term are chosen (see `equitrain_jax.train.third_order`)."""
+
+DEFAULT_THIRD_ORDER_MODE = "random"
+"""Random pairs by default: with independent u, v and E[u uᵀ] = E[v vᵀ] = I, the mean squared
+residual per component is an unbiased estimate of ‖Φ3_model − Φ3_DFT‖²_F / 3N over every triplet of
+the supercell, whatever its symmetry.  phono3py's pairs are the symmetry-reduced representatives
+within its pair cutoff: they weight each orbit by one member, miss the triplets that symmetry
+generates, and in cubic crystals share one first atom (Si: 110 pairs, one first displacement)."""
+
+DEFAULT_THIRD_ORDER_DIRECTIONS = 2
+"""K, direction pairs per phono3py reference and step: each pair is one jvp of a Hessian-vector
+product (forward over forward over reverse); the step's cost with the term is not yet benchmarked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ThirdOrderLossConfig:
+    """The third-order term of phono3py data, checked when built: ``weight`` (per eV²/Å⁶ of the mean
+    pointwise loss of the Φ3_model[u, v] − Φ3_DFT[u, v] components), the pointwise loss ``kind``
+    (one of `LOSS_KINDS`) with its Huber ``huber_delta`` (eV/Å³), ``directions`` K pairs per
+    reference and step, and how they are chosen (``mode``, one of `THIRD_ORDER_MODES`).
+
+    Directions have length √(3N) like the Hessian term's, so a component's RMS is ‖Φ3‖_F/√(3N):
+    78 eV/Å³ for phono3py's Si-PBE example (64 atoms).  Huber δ = 1 eV/Å³ (about 1 % of that, as
+    the Hessian term's δ is of force constants) and weight 0.01 put a 25 % error of Si's Φ3 (a
+    linear-regime loss of about 0.2) on the scale of the Hessian term at a 25 % error (about 0.4);
+    a scaling choice, not a tuned value.
+    """
+
+    weight: float = 0.01
+    kind: str = "huber"
+    huber_delta: float = 1.0
+    directions: int = DEFAULT_THIRD_ORDER_DIRECTIONS
+    mode: str = DEFAULT_THIRD_ORDER_MODE
+
+    def __post_init__(self) -> None:
+        _validated({
+            "weight": _non_negative(self.weight),
+            "kind": _one_of(self.kind, LOSS_KINDS),
+            "huber_delta": _positive(self.huber_delta),
+            "directions": _at_least(self.directions, 1),
+            "mode": _one_of(self.mode, THIRD_ORDER_MODES),
+        })

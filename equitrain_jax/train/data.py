@@ -2,14 +2,19 @@
 
 Labels become graph fields next to the inputs (see `equitrain_jax.data.graph`)::
 
-    globals["energy"]     [G]        eV, total energy
+    globals["energy"]     [G]        eV, total energy, 0 where absent
+    globals["has_energy"] [G]        bool, whether the energy label is used
     nodes["forces"]       [N, 3]     eV/Å
     globals["stress"]     [G, 3, 3]  eV/Å³ (ASE sign: +dE/dε / V), zeros where absent
     globals["has_stress"] [G]        bool, whether the stress label is used
 
 Each label is read from ``atoms.info`` (energy, stress) or ``atoms.arrays`` (forces) under the
-configured key, else from ``atoms.calc.results`` under the same key.  All checks happen here,
-before anything is compiled.
+configured key, else from ``atoms.calc.results`` under the same key.  Forces are required, stress
+is optional per structure, and so is the energy of a structure that says it has none with
+``atoms.info[FORCES_ONLY] = True`` (phono3py's displaced supercells, see
+`equitrain_jax.train.third_order_data`): the loss masks the labels a structure lacks, and a
+missing energy anywhere else is an error (a mistyped key must not train silently without
+energies).  All checks happen here, before anything is compiled.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from equitrain_jax.data import atoms_to_graph, batch_graphs, bucket_shape, device_arrays, pad_graph, padded_device_graph
+from equitrain_jax.train.config import FORCES_ONLY
 
 
 class LabelKeys(NamedTuple):
@@ -74,9 +80,9 @@ def labelled_graph(
         graph = atoms_to_graph(atoms, cutoff, atomic_numbers, head=head)
     except ValueError as error:
         raise ValueError(f"structure {index}: {error}") from error
-    energy = _required(atoms, keys.energy, False, index).reshape(-1)
+    energy = None if atoms.info.get(FORCES_ONLY) else _required(atoms, keys.energy, False, index)
     forces = _required(atoms, keys.forces, True, index)
-    if energy.shape != (1,):
+    if energy is not None and energy.reshape(-1).shape != (1,):
         raise ValueError(f"structure {index}: energy label {keys.energy!r} should be one number, got shape {energy.shape}")
     if forces.shape != (len(atoms), 3):
         raise ValueError(f"structure {index}: forces label {keys.forces!r} has shape {forces.shape}, expected {(len(atoms), 3)}")
@@ -89,7 +95,8 @@ def labelled_graph(
         nodes={**graph.nodes, "forces": forces},
         globals={
             **graph.globals,
-            "energy": energy,
+            "energy": np.zeros(1) if energy is None else energy.reshape(1),
+            "has_energy": np.array([energy is not None]),
             "stress": np.zeros((1, 3, 3)) if stress is None else stress[None],
             "has_stress": np.array([stress is not None]),
         },

@@ -19,7 +19,7 @@ def refit_e0s(bundle: ModelBundle, structures: Sequence[ase.Atoms], keys: LabelK
     Energies are linear in the E0s (E = Σ_atoms E0[Z] + rest), so the change ΔE0 solves
     ``counts · ΔE0 = E_label − E_model``; when the compositions do not determine every E0 (one
     stoichiometry, missing elements) the smallest change is taken, so the foundation values stay
-    where the data say nothing.
+    where the data say nothing.  Structures without an energy label are left out of the fit.
     """
     from equitrain_jax.potential import Potential
 
@@ -29,6 +29,10 @@ def refit_e0s(bundle: ModelBundle, structures: Sequence[ase.Atoms], keys: LabelK
     except ValueError as error:
         raise ValueError(f"cannot refit E0s: {error}") from error
     graphs = [labelled_graph(a, config.r_max, config.atomic_numbers, keys, head, i) for i, a in enumerate(structures)]
+    labelled = [i for i, g in enumerate(graphs) if g.globals["has_energy"][0]]
+    if not labelled:
+        raise ValueError("cannot refit E0s: no training structure has an energy label")
+    structures, graphs = [structures[i] for i in labelled], [graphs[i] for i in labelled]
     labels = np.array([float(g.globals["energy"][0]) for g in graphs])
     predicted = np.array([out["energy"] for out in Potential(bundle, dtype="float64", head=head).evaluate(list(structures))])
     index = {z: i for i, z in enumerate(config.atomic_numbers)}

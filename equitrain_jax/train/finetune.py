@@ -24,7 +24,14 @@ from equitrain_jax.models.io import ModelBundle, load_model
 from equitrain_jax.potential import DTYPES, resolve_head
 from equitrain_jax.train.checkpoint import read_checkpoint_record
 from equitrain_jax.data import device_arrays, pad_to_bucket
-from equitrain_jax.train.config import FinetuneConfig, HessianLossConfig, LossConfig, TrainConfig, check_replay
+from equitrain_jax.train.config import (
+    FinetuneConfig,
+    HessianLossConfig,
+    LossConfig,
+    ThirdOrderLossConfig,
+    TrainConfig,
+    check_replay,
+)
 from equitrain_jax.train.data import LabelKeys, labelled_batches, sharded_batches
 from equitrain_jax.train.e0s import refit_e0s
 from equitrain_jax.train.fingerprint import (
@@ -53,14 +60,44 @@ from equitrain_jax.train.phonon_data import (
     read_phonon_reference,
 )
 from equitrain_jax.train.strategies import REGISTRY, StrategyInputs, build_strategy, with_new_head
+from equitrain_jax.train.third_order import ThirdOrderBatches
+from equitrain_jax.train.third_order_data import (
+    ThirdOrderDataError,
+    ThirdOrderItem,
+    phonon_reference_from_phono3py,
+    read_third_order_reference,
+)
 
-__all__ = ["FinetuneConfig", "PhononReference", "finetune", "phonon_references", "split_train_valid", "with_new_head"]
+__all__ = ["FinetuneConfig", "PhononReference", "ThirdOrderReference", "finetune", "phonon_references",
+           "split_train_valid", "third_order_references", "with_new_head"]
 
 PhononSource = Union[str, os.PathLike, Phonopy]
 """A phonopy reference: a file `read_phonon_reference` reads, or a `Phonopy` object with force constants."""
 
 PhononReference = tuple[PhononItem, Phonopy]
 """A phonopy reference read: its training item and the `Phonopy` object (frequencies, NAC)."""
+
+ThirdOrderReference = tuple[ThirdOrderItem, Any]
+"""A phono3py reference read: its training item and the `phono3py.Phono3py` object (fc2, fc3)."""
+
+
+def third_order_references(sources: Sequence[Union[str, os.PathLike, ThirdOrderReference]],
+                           what: str = "phono3py reference") -> list[ThirdOrderReference]:
+    """Each source read once (`read_third_order_reference`; a reference already read taken as it is).
+
+    Raises:
+        ThirdOrderDataError: naming ``what`` and the file for anything that cannot be trained on.
+    """
+    references = []
+    for source in sources:
+        if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], ThirdOrderItem):
+            references.append(source)
+            continue
+        try:
+            references.append(read_third_order_reference(source))
+        except ThirdOrderDataError as error:
+            raise ThirdOrderDataError(f"{what} {error}") from error
+    return references
 
 
 def split_train_valid(
@@ -197,6 +234,9 @@ def finetune(
     phonons: Sequence[Union[PhononSource, PhononReference]] = (),
     valid_phonons: Sequence[Union[PhononSource, PhononReference]] = (),
     hessian_config: HessianLossConfig = HessianLossConfig(),
+    phono3py: Sequence[Union[str, os.PathLike, ThirdOrderReference]] = (),
+    third_order_config: ThirdOrderLossConfig = ThirdOrderLossConfig(),
+    check_anharmonicity: bool = True,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -212,6 +252,11 @@ def finetune(
     ``hessian_config``; with them ``train`` may be empty.  ``valid_phonons``: references whose
     phonon-frequency MAE (THz), Hessian errors and Hessian term join each epoch's validation;
     without them and without ``valid`` structures, the training references are validated on.
+    ``phono3py``: phono3py references (files or references read, see `third_order_references`)
+    trained through the third-order term of ``third_order_config``; with neither ``valid``,
+    ``valid_phonons`` nor ``phonons``, their fc2 phonons are validated on.  ``check_anharmonicity``:
+    with phonon or phono3py references, report the model's mean Grüneisen parameter on each of
+    their materials before and after (`anharmonicity_reports`) in ``run.json``.
     ``output`` must be new or empty, unless ``resume`` (continue from ``output/checkpoints/last``:
     the checkpoint must belong to this very run, see `equitrain_jax.train.fingerprint`) or
     ``overwrite`` (replace the run there).
@@ -228,8 +273,8 @@ def finetune(
     elif settings:
         raise TypeError(f"give the settings in config or as keywords, not both: {sorted(settings)}")
     check_replay(config.strategy, len(replay))
-    if not train and not phonons:
-        raise ValueError("nothing to train on: no training structures and no phonon references")
+    if not train and not phonons and not phono3py:
+        raise ValueError("nothing to train on: no training structures, phonon references or phono3py references")
     if train and not valid and not valid_phonons:
         raise ValueError(f"need validation structures (or validation phonon references), got {len(valid)}")
     if config.e0s == "refit" and not train:
@@ -242,11 +287,18 @@ def finetune(
     valid_refs = phonon_references(valid_phonons, "validation phonon reference")
     check_phonon_references(phonon_refs, bundle.config.atomic_numbers, hessian_config, "phonon reference")
     check_phonon_references(valid_refs, bundle.config.atomic_numbers, HessianLossConfig(), "validation phonon reference")
+    third_refs = third_order_references(phono3py)
+    check_phonon_references(third_refs, bundle.config.atomic_numbers, HessianLossConfig(), "phono3py reference")
     validated_on_training_phonons = not valid and not valid_refs
     if validated_on_training_phonons:
-        valid_refs = phonon_refs
+        valid_refs = phonon_refs or [phonon_reference_from_phono3py(*reference) for reference in third_refs]
     fingerprint = finetune_fingerprint(bundle, config, train, valid, replay, keys, phonon_refs, valid_refs,
                                        hessian_config)
+    if third_refs:
+        fingerprint["third_order_data"] = tree_digest([[np.asarray(item.supercell.numbers), item.supercell.positions,
+                                                        item.supercell.cell.array, item.fc3, item.fc2, item.forces]
+                                                       for item, _ in third_refs])
+        fingerprint["third_order"] = dataclasses.asdict(third_order_config)
     if resume:  # refuse a checkpoint of another run before any work (fit checks again when it loads it)
         where = output / CHECKPOINTS / "last"
         record = read_checkpoint_record(where)
@@ -266,6 +318,13 @@ def finetune(
             [item for item, _ in phonon_refs],
             [phonon_graph(item, cutoff, elements, head_index) for item, _ in phonon_refs],
             config.phonon_batch_size, hessian_config.directions, hessian_config.mode, train_config.seed,
+            config.n_devices, dtype)
+    third_order_batches = None
+    if third_refs:
+        third_order_batches = ThirdOrderBatches(
+            [item for item, _ in third_refs],
+            [phonon_graph(item, cutoff, elements, head_index) for item, _ in third_refs],
+            config.phonon_batch_size, third_order_config.directions, third_order_config.mode, train_config.seed,
             config.n_devices, dtype)
     validations = [PhononValidation(item, reference, device_arrays(pad_to_bucket(phonon_graph(item, cutoff, elements,
                                                                                                head_index)), dtype))
@@ -301,10 +360,14 @@ def finetune(
             "valid_phonons_are_the_training_references": validated_on_training_phonons,
         })
         record["data_sha256"].update({name: fingerprint[f"{name}_data"] for name in ("phonon", "valid_phonon")})
+    if third_refs:
+        record.update({"third_order": dataclasses.asdict(third_order_config),
+                       "phono3py": [item.provenance() for item, _ in third_refs]})
+        record["data_sha256"]["third_order"] = fingerprint["third_order_data"]
     if not resume:
         write_run_record(output, as_json({**record, "resumes": []}))
 
-    steps_per_epoch = max(len(train_batches), len(phonon_batches or ()))
+    steps_per_epoch = max(len(train_batches), len(phonon_batches or ()), len(third_order_batches or ()))
     bar = tqdm(total=train_config.epochs * steps_per_epoch, desc=f"fine-tuning ({config.strategy})", unit="step",
                disable=not progress)
 
@@ -318,14 +381,39 @@ def finetune(
         result = fit(module, strategy, train_batches, valid_batches, train_config, loss_config,
                      checkpoint_dir=output / CHECKPOINTS, resume=resume, mesh=mesh, log=log, on_step=on_step,
                      fingerprint=fingerprint, phonons=phonon_batches, valid_phonons=validations,
-                     hessian_config=hessian_config)
+                     hessian_config=hessian_config, third_order=third_order_batches,
+                     third_order_config=third_order_config)
     finally:
         bar.close()
-    if resume:  # the settings it ran with now, and each resume with what it changed
-        write_run_record(output, as_json({**record, "resumes": list(result.resumes)}))
     merged = strategy.merge(jax.device_get(result.trainable), strategy.frozen)
     write_results(output, model_config, merged, result.trainable, result.history)
+    if check_anharmonicity and (phonon_refs or third_refs):
+        record["anharmonicity"] = anharmonicity_reports(ModelBundle(model_config, variables),
+                                                        ModelBundle(model_config, jax.device_get(merged)),
+                                                        model_config.heads[head_index], phonon_refs, third_refs)
+    if resume or "anharmonicity" in record:  # the settings it ran with now, each resume, the guard's report
+        write_run_record(output, as_json({**record, "resumes": list(result.resumes)}))
     return result
+
+
+def anharmonicity_reports(before: ModelBundle, after: ModelBundle, head: str, phonons: Sequence[PhononReference],
+                          phono3py: Sequence[ThirdOrderReference]) -> list[dict]:
+    """The guard against a fine-tune that silently changes κ: the mean Grüneisen parameter γ̄(300 K)
+    of the model before and after, from its exact fc2 and fc3 (see
+    `equitrain_jax.phonons.anharmonicity`), once per material of the references (the phono3py
+    references' DFT γ̄ beside it), in float64."""
+    from equitrain_jax.phonons.anharmonicity import anharmonicity_report
+    from equitrain_jax.potential import Potential
+
+    models = [Potential(bundle, dtype="float64", head=head) for bundle in (before, after)]
+    seen, reports = set(), []
+    for template, reference in [(ph3, ph3) for _, ph3 in phono3py] + [(phonon, None) for _, phonon in phonons]:
+        material = (np.asarray(template.unitcell.numbers).tobytes(), np.round(template.unitcell.cell, 3).tobytes(),
+                    np.asarray(template.supercell_matrix).tobytes())
+        if material not in seen:
+            seen.add(material)
+            reports.append(anharmonicity_report(*models, template, reference))
+    return reports
 
 
 def progress_line(entry: dict) -> str:

@@ -3,8 +3,9 @@ reduce-on-plateau and early stopping on a validation metric (`TrainConfig.monito
 (best and last) that resume without losing a step, and data-parallel training over a device mesh.
 
 A run trains on batches of labelled structures, on phonon items (`PhononBatches`, whose Hessian
-directions are drawn afresh every step), or on both: then every step holds one batch of each, and
-the shorter list is cycled within the epoch.  Everything random is derived from
+directions are drawn afresh every step), on phono3py items (`ThirdOrderBatches`, direction pairs
+drawn afresh every step), or on several: then every step holds one batch of each, and the shorter
+lists are cycled within the epoch.  Everything random is derived from
 ``TrainConfig.seed`` (batch order of epoch ``e`` from ``(seed, e)``, Hessian directions of a step
 from ``(seed, e, step)``), so the same seed gives the same run, and a resumed run the same as an
 uninterrupted one.
@@ -26,12 +27,20 @@ from equitrain_jax.adapters.freeze import masked_optimizer
 from equitrain_jax.adapters.strategies import Strategy
 from equitrain_jax.train.checkpoint import TrainState, load_checkpoint, read_checkpoint_record, save_checkpoint
 from equitrain_jax.models.quantities import node_energy_function
-from equitrain_jax.train.config import MONITORED_KEYS, SCHEDULES, HessianLossConfig, LossConfig, TrainConfig
+from equitrain_jax.train.config import (
+    MONITORED_KEYS,
+    SCHEDULES,
+    HessianLossConfig,
+    LossConfig,
+    ThirdOrderLossConfig,
+    TrainConfig,
+)
 from equitrain_jax.train.fingerprint import resume_changes, run_fingerprint, tree_digest
 from equitrain_jax.train.hessian_loss import PhononValidation, model_hvp, validate_phonons
 from equitrain_jax.train.loss import combine_loss, metrics
 from equitrain_jax.train.phonon_data import PhononBatches
 from equitrain_jax.train.step import Penalty, StepBatch, ema_update, make_eval_step, make_train_step
+from equitrain_jax.train.third_order import ThirdOrderBatches
 
 __all__ = ["SCHEDULES", "FitResult", "TrainConfig", "adamw", "data_mesh", "evaluate", "fit", "learning_rate_schedule"]
 
@@ -119,9 +128,11 @@ def fit(
     phonons: Optional[PhononBatches] = None,
     valid_phonons: Sequence[PhononValidation] = (),
     hessian_config: HessianLossConfig = HessianLossConfig(),
+    third_order: Optional[ThirdOrderBatches] = None,
+    third_order_config: ThirdOrderLossConfig = ThirdOrderLossConfig(),
 ) -> FitResult:
-    """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches`` and
-    ``phonons`` (either may be empty).
+    """Train ``strategy.trainable`` for ``config.epochs`` passes over ``train_batches``, ``phonons``
+    and ``third_order`` (any may be empty).
 
     ``optimizer`` defaults to `adamw` with ``config``'s schedule, masked by ``strategy.labels``
     if any; ``penalty`` (added to the loss) to ``strategy.penalty``.  ``checkpoint_dir``: write
@@ -140,14 +151,16 @@ def fit(
     devices when there is a mesh).  ``valid_phonons``: references whose frequency MAE
     (``phonon_mae_thz``), Hessian errors and Hessian term join each epoch's validation (the term
     adds to ``valid_loss``).  Validation needs ``valid_batches`` or ``valid_phonons``.
+    ``third_order``: phono3py items with the third-order term of ``third_order_config`` (pairs drawn
+    afresh every step, like the Hessian directions).
 
     Raises:
         ValueError: no data to train or validate on, a monitored metric nothing measures, or a
             checkpoint of another run (naming each differing field).
         FileNotFoundError: ``resume`` without a checkpoint.
     """
-    if not train_batches and not phonons:
-        raise ValueError("fit needs training batches of structures or phonon items")
+    if not train_batches and not phonons and not third_order:
+        raise ValueError("fit needs training batches of structures, phonon items or phono3py items")
     if not valid_batches and not valid_phonons:
         raise ValueError("fit needs validation batches of structures or validation phonon references")
     if config.monitor == "phonon_mae" and not valid_phonons:
@@ -167,6 +180,9 @@ def fit(
                                                             for v in valid_phonons])
     if (phonons or valid_phonons) and "hessian" not in fingerprint:
         fingerprint = {**fingerprint, "hessian": dataclasses.asdict(hessian_config)}
+    if third_order and "third_order" not in fingerprint:
+        fingerprint = {**fingerprint, "third_order": dataclasses.asdict(third_order_config),
+                       "third_order_data": tree_digest([third_order.digest_arrays(), third_order.groups])}
     fingerprint = run_fingerprint(config, loss_config, fingerprint)
     checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
     resumes: list = []
@@ -177,13 +193,14 @@ def fit(
         resumes = [*stored.get("resumes", []), {"epoch": record["epoch"], "step": record["step"], "changed": changed}]
     run_facts = {"fingerprint": fingerprint, "resumes": resumes}
 
-    steps_per_epoch = max(len(train_batches), len(phonons or ()))
+    steps_per_epoch = max(len(train_batches), len(phonons or ()), len(third_order or ()))
     if optimizer is None:
         optimizer = adamw(learning_rate_schedule(config, steps_per_epoch), config.weight_decay, config.clip_norm)
     if strategy.labels is not None:
         optimizer = masked_optimizer(optimizer, strategy.labels)
     penalty = strategy.penalty if penalty is None else penalty
-    train_step = make_train_step(model, strategy.merge, optimizer, loss_config, penalty, hessian_config)
+    train_step = make_train_step(model, strategy.merge, optimizer, loss_config, penalty, hessian_config,
+                                 third_order_config)
     eval_step = make_eval_step(model, strategy.merge, loss_config)
     hvp = jax.jit(model_hvp(node_energy_function(model)))
     frozen = _place(mesh, strategy.frozen, False)
@@ -203,14 +220,17 @@ def fit(
 
     def step_batch(epoch: int, position: int, step: int) -> StepBatch:
         """The batch of step ``position`` of ``epoch`` (1-based), the run's ``step``-th."""
-        structures = phonon_batch = None
+        structures = phonon_batch = third_order_batch = None
         if train_batches:
             order = np.random.default_rng([config.seed, epoch]).permutation(len(train_batches))
             structures = train_batches[order[position % len(train_batches)]]
         if phonons:
             order = np.random.default_rng([config.seed, epoch, 1]).permutation(len(phonons))
             phonon_batch = _place(mesh, phonons.batch(order[position % len(phonons)], epoch, step), True)
-        return StepBatch(structures, phonon_batch)
+        if third_order:
+            order = np.random.default_rng([config.seed, epoch, 3]).permutation(len(third_order))
+            third_order_batch = _place(mesh, third_order.batch(order[position % len(third_order)], epoch, step), True)
+        return StepBatch(structures, phonon_batch, third_order_batch)
 
     trainable = _place(mesh, strategy.trainable, False)
     state = TrainState(trainable, optimizer.init(trainable), trainable if config.ema_decay else None)

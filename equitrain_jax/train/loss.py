@@ -1,7 +1,7 @@
 """Weighted energy-per-atom, force and stress losses over padded batches, and error metrics.
 
-Padding nodes and graphs are excluded through ``nodes["mask"]`` and ``globals["mask"]``; stress
-enters only for graphs with ``globals["has_stress"]``.  The weights and the pointwise loss are a
+Padding nodes and graphs are excluded through ``nodes["mask"]`` and ``globals["mask"]``; energy
+and stress enter only for graphs with ``globals["has_energy"]`` and ``globals["has_stress"]``.  The weights and the pointwise loss are a
 `LossConfig` (energy 10, forces 100, stress 1000 and Huber δ = 0.01 by default, the MACE-MP
 fine-tuning recipe).
 """
@@ -37,11 +37,12 @@ def _residuals(outputs: Outputs, batch: jraph.GraphsTuple) -> dict[str, tuple[jn
     components [N, 3] (eV/Å), stress components [G, 3, 3] (eV/Å³, graphs with a stress label)."""
     graph_mask, node_mask = batch.globals["mask"], batch.nodes["mask"]
     stress_mask = graph_mask & batch.globals["has_stress"]
+    energy_mask = graph_mask & batch.globals["has_energy"]
     energy = (outputs.energy - batch.globals["energy"]) / atoms_per_graph(batch)
     forces = outputs.forces - batch.nodes["forces"]
     stress = outputs.stress - batch.globals["stress"]
     return {
-        "energy": (energy, graph_mask),
+        "energy": (energy, energy_mask),
         "forces": (forces, jnp.broadcast_to(node_mask[:, None], forces.shape)),
         "stress": (stress, jnp.broadcast_to(stress_mask[:, None, None], stress.shape)),
     }

@@ -22,6 +22,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from equitrain_jax import cli
+from equitrain_jax.phonons.conductivity import phono3py_with_displacements
 
 from .conftest import equitrain_jax
 
@@ -129,6 +130,22 @@ CASES = [
          "--phonons", "elements ['Al'] are not among the model's ['Cu']"),
     case("finetune-too-many-devices-after_jax", "finetune --model base --train train.xyz --devices 4 --batch-size 4 -o new",
          "4 devices"),
+    case("finetune-missing-phono3py", "finetune --model base --phono3py missing.yaml -o new",
+         "--phono3py missing.yaml does not exist"),
+    case("finetune-phono3py-garbage", "finetune --model base --phono3py garbage.yaml -o new", "--phono3py garbage.yaml",
+         "not a readable phono3py YAML"),
+    case("finetune-phono3py-without-forces", "finetune --model base --phono3py disp_only/phono3py_disp.yaml -o new",
+         "--phono3py disp_only/phono3py_disp.yaml", "holds no forces and no FORCES_FC3 lies beside it"),
+    case("finetune-phono3py-given-phonopy", "finetune --model base --phono3py cu_phonons.yaml -o new",
+         "--phono3py cu_phonons.yaml", "without displacement pairs", "--phonons"),
+    case("finetune-zero-third-order-directions", "finetune --model base --phono3py garbage.yaml --third-order-directions 0 "
+         "-o new", "--third-order-directions must be an integer >= 1"),
+    case("finetune-negative-third-order-weight", "finetune --model base --phono3py garbage.yaml --third-order-weight -1 "
+         "-o new", "--third-order-weight must be >= 0"),
+    case("finetune-unknown-third-order-mode", "finetune --model base --phono3py garbage.yaml --third-order-mode pairs "
+         "-o new", "--third-order-mode", argparse=True),
+    case("finetune-phono3py-forces-without-phono3py", "finetune --model base --train train.xyz --phono3py-forces -o new",
+         "--phono3py-forces uses the --phono3py references"),
     # phonons
     case("phonons-supercell-zero", "phonons cu.extxyz --model base --supercell 0 0 0 -o new", "--supercell", "0 0 0"),
     case("phonons-negative-min-length", "phonons cu.extxyz --model base --min-length -1 -o new", "--min-length"),
@@ -150,6 +167,24 @@ CASES = [
          "BORN file short.BORN", "Cu (atom 1)"),
     case("phonons-born-not-neutral", "phonons nacl.extxyz --model base --born charged.BORN -o new",
          "BORN file charged.BORN", "charge neutrality"),
+    # phonons --many
+    case("phonons-many-and-structure", "phonons cu.extxyz --many train.xyz --model base -o new", "exactly one of STRUCTURE"),
+    case("phonons-many-missing-file", "phonons --many missing.xyz --model base -o new", "--many missing.xyz does not exist"),
+    case("phonons-many-garbage", "phonons --many garbage.xyz --model base -o new", "--many garbage.xyz", "not a structure"),
+    case("phonons-many-output-not-empty", "phonons --many train.xyz --model base -o full", "full is not empty",
+         "--overwrite"),
+    case("phonons-many-with-reference", "phonons --many train.xyz --model base --reference cu_phonons.yaml -o new",
+         "--reference: only with one STRUCTURE"),
+    case("phonons-many-zero-mesh", "phonons --many train.xyz --model base --mesh 8 0 8 -o new", "--mesh", "8 0 8"),
+    case("phonons-many-zero-batch", "phonons --many train.xyz --model base --batch-atoms 0 -o new",
+         "--batch-atoms must be at least 1"),
+    case("phonons-many-coordinator-alone", "phonons --many train.xyz --model base --coordinator localhost:1234 -o new",
+         "--coordinator, --num-processes and --process-id go together"),
+    case("phonons-many-process-out-of-range", "phonons --many train.xyz --model base --coordinator localhost:1234 "
+         "--num-processes 2 --process-id 2 -o new", "--process-id must be 0 … 1", "got 2"),
+    case("phonons-many-bad-coordinator", "phonons --many train.xyz --model base --coordinator localhost "
+         "--num-processes 2 --process-id 0 -o new", "--coordinator takes HOST:PORT", "'localhost'"),
+    case("phonons-mesh-without-many", "phonons cu.extxyz --model base --mesh 8 8 8 -o new", "--mesh: only with --many"),
     # qha
     case("qha-born-garbage", "qha nacl.extxyz --model base --born garbage.xyz -o new", "BORN file garbage.xyz",
          "Na (atom 1), Cl (atom 2)"),
@@ -175,6 +210,8 @@ def write_inputs(root: Path, workspace: Path) -> None:
     for name in ("train.xyz", "valid.xyz", "long_train.xyz", "cu.extxyz", "cu_phonons.yaml"):
         (root / name).symlink_to(workspace / name)
     (root / "garbage.yaml").write_text("phonopy: [this is\n  not: a phonopy file\n")
+    (root / "disp_only").mkdir()
+    phono3py_with_displacements(bulk("Cu", "fcc", a=3.6), 2).save(root / "disp_only" / "phono3py_disp.yaml")
     (root / "garbage.xyz").write_text("this is not a structure\n12 apples\n")
     (root / "binary.extxyz").write_bytes(np.random.default_rng(0).bytes(512))
     (root / "empty.xyz").write_text("")
