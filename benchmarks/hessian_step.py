@@ -2,6 +2,7 @@
 
     python benchmarks/hessian_step.py                          # SevenNet-0 and MACE-MP-0 small (random weights)
     python benchmarks/hessian_step.py --models mace-small --directions 1 4 --repeats 3
+    python benchmarks/hessian_step.py --models sevennet-0 --compile-only   # XLA temporaries only
 
 The step is the one fine-tuning compiles (`equitrain_jax.train.step.make_train_step`: LoRA rank 4,
 AdamW, float32).  Without the Hessian term it trains on a batch of 4 diamond-C structures of 16
@@ -9,12 +10,15 @@ atoms with DFT energies and forces (``benchmarks/data/C/train.extxyz``); with it
 plus one phonon item, a 64-atom diamond-C supercell (2×2×2 conventional), with K random
 directions (K = 1, 4, 16 by default): K Hessian-vector products (forward over reverse) inside the
 reverse pass of the loss.  Its targets are zero: the cost does not depend on their values.
+Both ways of computing the K products are measured (``--paths``): ``vmap`` (all at once, the
+default of `HessianLossConfig`) and ``sequential`` (one after another, each rematerialised in the
+reverse pass: ``HessianLossConfig(sequential=True)``).
 
 Per model and K: compilation (lowering and compiling, s), the median wall time of --repeats steps
 after one warm-up step (s), its ratio to the step without the Hessian term, and XLA's temporary buffer size of the
 compiled step (MB, ``memory_analysis``; parameters and inputs not included).  A step whose
 temporaries exceed --max-temp-mb (default 4000: the benchmark machine is shared) is compiled and
-sized but not run.  SevenNet-0 comes
+sized but not run; with --compile-only no step is run.  SevenNet-0 comes
 from the installed ``sevenn`` wheel; the MACE is the MACE-MP-0 "small" architecture (128 channels,
 L = 0) with random weights (no foundation weights offline): its cost, not its accuracy, matters.
 Writes ``benchmarks/results/hessian_step/results.json``.
@@ -70,7 +74,8 @@ def phonon_item_64():
     return phonon_item_from_phonopy(phonon, "diamond C, 64 atoms, zero force constants")
 
 
-def measure(name: str, directions: list[int], repeats: int, max_temp_mb: float, scratch: Path) -> list[dict]:
+def measure(name: str, directions: list[int], paths: list[str], repeats: int, max_temp_mb: float,
+            scratch: Path) -> list[dict]:
     import ase.io
     import jax
 
@@ -100,8 +105,8 @@ def measure(name: str, directions: list[int], repeats: int, max_temp_mb: float, 
         optimizer = masked_optimizer(optimizer, strategy.labels)
     module = bundle.module(dtype)
     rows = []
-    for k in [0, *directions]:
-        hessian = HessianLossConfig(directions=max(k, 1))
+    for k, path in [(0, "vmap"), *((k, path) for k in directions for path in paths)]:
+        hessian = HessianLossConfig(directions=max(k, 1), sequential=path == "sequential")
         step = make_train_step(module, strategy.merge, optimizer, LossConfig(), hessian_config=hessian)
         phonons = PhononBatches([item], [graph], 1, max(k, 1), "random", 0, 1, dtype).batch(0, 1, 0) if k else None
         batch = StepBatch(structures, phonons)
@@ -119,12 +124,13 @@ def measure(name: str, directions: list[int], repeats: int, max_temp_mb: float, 
         if temp_mb <= max_temp_mb:
             run()  # warm-up
             seconds = median_time(run, repeats)
-        rows.append({"model": name, "directions": k, "compile_s": compile_s, "step_s": seconds, "temp_mb": temp_mb})
+        rows.append({"model": name, "directions": k, "path": path if k else "none", "compile_s": compile_s,
+                     "step_s": seconds, "temp_mb": temp_mb})
         timed = f"step {seconds:8.3f} s" if seconds is not None else f"not run (over --max-temp-mb {max_temp_mb:.0f})"
-        print(f"{name:12s} K={k:2d}  compile {compile_s:7.1f} s  {timed}  temp {temp_mb:.1f} MB", flush=True)
+        print(f"{name:12s} K={k:2d} {path:10s}  compile {compile_s:7.1f} s  {timed}  temp {temp_mb:.1f} MB", flush=True)
     base = rows[0]["step_s"]
     for row in rows:
-        row["ratio"] = None if row["step_s"] is None else row["step_s"] / base
+        row["ratio"] = None if row["step_s"] is None or base is None else row["step_s"] / base
     return rows
 
 
@@ -132,7 +138,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--directions", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--paths", nargs="+", choices=("vmap", "sequential"), default=["vmap", "sequential"],
+                        help="how the K products are computed (HessianLossConfig.sequential)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile-only", action="store_true", help="size every step, run none")
     parser.add_argument("--max-temp-mb", type=float, default=4000.0,
                         help="compile, but do not run, a step whose XLA temporaries exceed this (MB)")
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
@@ -141,17 +150,19 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
-            rows += measure(name, args.directions, args.repeats, args.max_temp_mb, Path(scratch))
-    print("\n| model | K | compile (s) | step (s, median) | ratio to no Hessian term | XLA temp (MB) |")
-    print("|---|---|---|---|---|---|")
+            rows += measure(name, args.directions, args.paths, args.repeats,
+                            0.0 if args.compile_only else args.max_temp_mb, Path(scratch))
+    print("\n| model | K | products | compile (s) | step (s, median) | ratio to no Hessian term | XLA temp (MB) |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        step, ratio = ("not run", "–") if row["step_s"] is None else (f"{row['step_s']:.3f}", f"{row['ratio']:.2f}")
-        print(f"| {row['model']} | {row['directions'] or 'none'} | {row['compile_s']:.1f} | {step} | {ratio} | "
-              f"{row['temp_mb']:.0f} |")
+        step = "not run" if row["step_s"] is None else f"{row['step_s']:.3f}"
+        ratio = "–" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        print(f"| {row['model']} | {row['directions'] or 'none'} | {row['path']} | {row['compile_s']:.1f} | {step} | "
+              f"{ratio} | {row['temp_mb']:.0f} |")
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps({
         "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-        "repeats": args.repeats, "max_temp_mb": args.max_temp_mb, "rows": rows,
+        "repeats": args.repeats, "max_temp_mb": args.max_temp_mb, "compile_only": args.compile_only, "rows": rows,
     }, indent=1))
 
 

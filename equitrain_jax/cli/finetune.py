@@ -43,7 +43,7 @@ OPTIONS = {  # settings field -> option
     "n_devices": "--devices", "phonon_batch_size": "--phonon-batch-size", "monitor": "--monitor",
 }
 HESSIAN_OPTIONS = {"weight": "--hessian-weight", "kind": "--hessian-loss", "huber_delta": "--hessian-huber-delta",
-                   "directions": "--hessian-directions", "mode": "--hessian-mode"}
+                   "directions": "--hessian-directions", "mode": "--hessian-mode", "sequential": "--hessian-sequential"}
 THIRD_ORDER_OPTIONS = {"weight": "--third-order-weight", "kind": "--third-order-loss",
                        "huber_delta": "--third-order-huber-delta", "directions": "--third-order-directions",
                        "mode": "--third-order-mode"}
@@ -68,6 +68,9 @@ def add_parser(sub) -> None:
                    help="directions v per phonon reference and step (H·v against Φ·v)")
     p.add_argument("--hessian-mode", choices=list(DIRECTION_MODES), default=HESSIAN.mode,
                    help="; ".join(f"{name}: {what}" for name, what in DIRECTION_MODES.items()))
+    p.add_argument("--hessian-sequential", action="store_true", default=HESSIAN.sequential,
+                   help="compute the K products one after another, each recomputed in the backward pass: "
+                        "memory of one direction instead of K, more time")
     p.add_argument("--hessian-loss", choices=LOSS_KINDS, default=HESSIAN.kind)
     p.add_argument("--hessian-huber-delta", type=float, default=HESSIAN.huber_delta, help="eV/Å²")
     p.add_argument("--phono3py", nargs="+", action="extend", default=[], metavar="YAML",
@@ -155,6 +158,7 @@ def check(args: argparse.Namespace) -> None:
     args.hessian_config = checks.settings(
         HessianLossConfig, HESSIAN_OPTIONS, weight=args.hessian_weight, kind=args.hessian_loss,
         huber_delta=args.hessian_huber_delta, directions=args.hessian_directions, mode=args.hessian_mode,
+        sequential=args.hessian_sequential,
     )
     args.third_order_config = checks.settings(
         ThirdOrderLossConfig, THIRD_ORDER_OPTIONS, weight=args.third_order_weight, kind=args.third_order_loss,

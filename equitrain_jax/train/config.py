@@ -207,7 +207,12 @@ class HessianLossConfig:
     """The Hessian term of phonon data, checked when built: ``weight`` (per eV²/Å⁴ of the mean
     pointwise loss of the H·v − Φ·v components), the pointwise loss ``kind`` (one of `LOSS_KINDS`)
     with its Huber ``huber_delta`` (eV/Å²), ``directions`` K per phonon item and step, and how they
-    are chosen (``mode``, one of `DIRECTION_MODES`).
+    are chosen (``mode``, one of `DIRECTION_MODES`).  ``sequential``: compute the K products one
+    after another, each rematerialised in the reverse pass, instead of all at once (vmapped): the
+    same loss and gradient, XLA temporaries of about one direction instead of K, at the price of
+    recomputing each product (see `equitrain_jax.train.hessian_loss.model_hvp`).  Off by default:
+    at the default K = 4 the vmapped step fits in memory on the supercells of typical phonopy
+    references and is faster; turn it on for large K or large supercells.
 
     Huber with δ = 0.1 eV/Å² (a few per cent of typical force constants, 1–10 eV/Å²) by default:
     in the EMT-aluminium prototype (docs/phonon-finetuning.md) it cut the frequency error 144× in
@@ -219,6 +224,7 @@ class HessianLossConfig:
     huber_delta: float = 0.1
     directions: int = DEFAULT_DIRECTIONS
     mode: str = DEFAULT_DIRECTION_MODE
+    sequential: bool = False
 
     def __post_init__(self) -> None:
         _validated({
@@ -227,6 +233,8 @@ class HessianLossConfig:
             "huber_delta": _positive(self.huber_delta),
             "directions": _at_least(self.directions, 1),
             "mode": _one_of(self.mode, DIRECTION_MODES),
+            "sequential": None if isinstance(self.sequential, bool)
+            else f"must be True or False, got {self.sequential!r}",
         })
 
 

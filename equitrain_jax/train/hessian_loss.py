@@ -32,15 +32,26 @@ summed energy of every structure in a padded graph with respect to all node posi
 each tangent, at the graph's positions."""
 
 
-def model_hvp(node_energy_fn: NodeEnergyFn) -> HessianVectorProduct:
+def model_hvp(node_energy_fn: NodeEnergyFn, sequential: bool = False) -> HessianVectorProduct:
     """The `HessianVectorProduct` of a model (its `NodeEnergyFn`): the one energy function's
-    `equitrain_jax.models.quantities.hessian_vector_product` at the graph's positions, vmapped over
-    the K tangents (one primal and reverse pass, K forward-mode tangents)."""
+    `equitrain_jax.models.quantities.hessian_vector_product` at the graph's positions.
+
+    By default vmapped over the K tangents (one primal and reverse pass, K forward-mode tangents at
+    once); differentiated again (the training loss), the reverse pass keeps every tangent's
+    intermediates, so memory grows with K.  ``sequential``: one tangent after another
+    (`jax.lax.map`), each product rematerialised (`jax.checkpoint`) in the reverse pass, which then
+    holds one tangent's intermediates at the price of recomputing its product; same values.
+    """
+
+    def one(variables: Any, graph: jraph.GraphsTuple, tangent: jnp.ndarray) -> jnp.ndarray:
+        positions = graph.nodes["positions"]
+        return hessian_vector_product(node_energy_fn, variables, graph, positions, tangent.astype(positions.dtype))
 
     def hvp(variables: Any, graph: jraph.GraphsTuple, tangents: jnp.ndarray) -> jnp.ndarray:
-        positions = graph.nodes["positions"]
-        product = functools.partial(hessian_vector_product, node_energy_fn, variables, graph, positions)
-        return jax.vmap(lambda tangent: product(tangent.astype(positions.dtype)))(tangents)
+        if sequential:
+            rematerialised = jax.checkpoint(one)
+            return jax.lax.map(lambda tangent: rematerialised(variables, graph, tangent), tangents)
+        return jax.vmap(functools.partial(one, variables, graph))(tangents)
 
     return hvp
 

@@ -102,7 +102,7 @@ def make_train_step(
     energy, forces, stress, hessian, third_order) and the penalty.
     """
     node_energy_fn = node_energy_function(model)
-    hvp = model_hvp(node_energy_fn)
+    hvp = model_hvp(node_energy_fn, hessian_config.sequential)
     third_order = model_third_order(node_energy_fn)
 
     def objective(trainable, frozen, batch: StepBatch):
