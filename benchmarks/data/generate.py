@@ -590,12 +590,14 @@ class Material:
     def frame_indices(self, n_frames: int) -> list[int]:
         return sorted({round(f * (n_frames - 1)) for f in FRAME_FRACTIONS})
 
-    @staticmethod
-    def corrected(atoms: Atoms, pulay: float) -> Atoms:
-        """``atoms`` with its stress label less the Pulay stress ``pulay``/V (eV/Å³); GPAW's
-        analytic stress kept in ``info['stress_uncorrected']`` (Voigt, eV/Å³)."""
+    def corrected(self, atoms: Atoms, pulay: float) -> Atoms:
+        """``atoms`` with its stress label less the Pulay stress (eV/Å³): ``pulay`` (eV) is fitted
+        per primitive cell (`pulay_stress`), and the Pulay stress of a cell holding n primitive
+        cells is n·pulay/V — the same at the same density, like the basis-set error it comes
+        from; GPAW's analytic stress kept in ``info['stress_uncorrected']`` (Voigt, eV/Å³)."""
+        cells = len(atoms) / len(self.spec["build"](self.spec["a_guess"]))
         results = atoms.calc.results
-        stress = results["stress"] - np.array([1, 1, 1, 0, 0, 0]) * pulay / atoms.get_volume()
+        stress = results["stress"] - np.array([1, 1, 1, 0, 0, 0]) * pulay * cells / atoms.get_volume()
         atoms.info["stress_uncorrected"] = np.array(results["stress"])
         atoms.calc = SinglePointCalculator(atoms, energy=results["energy"],
                                            forces=results["forces"], stress=stress)
