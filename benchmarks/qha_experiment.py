@@ -82,7 +82,8 @@ def finetuned(model_dir: Path, material: str, strategy: str, data: Path) -> Path
 
 
 def model_qha(model_dir: Path, reference, factors: np.ndarray):
-    """A model's QHA on the reference's cell (relaxed by the model), supercell and volume factors."""
+    """A model's QHA on the reference's cell (relaxed by the model), supercell and volume factors;
+    with the reference's NAC parameters (Z*, ε∞; MgO) at every volume when it has them."""
     from equitrain_jax.phonons.bridge import phonopy_to_ase
     from equitrain_jax.phonons.qha import analyse
     from equitrain_jax.phonons.volumes import relax_positions, volume_series
@@ -102,6 +103,9 @@ def model_qha(model_dir: Path, reference, factors: np.ndarray):
         warnings.simplefilter("ignore")  # 2×2×2 primitive supercells are narrower than 2·r_max
         series = volume_series(potential, centre, centre_phonon.supercell_matrix, n_volumes=len(factors),
                                strain_range=strain, primitive_matrix=centre_phonon.primitive_matrix)
+    if centre_phonon.nac_params is not None:  # the reference's Z* and ε∞, the same at every volume
+        for phonon in series.phonons:
+            phonon.nac_params = centre_phonon.nac_params
     qha = analyse(series.phonons, series.energies, t_max=T_MAX)
     qha.summary["wall_s"] = time.perf_counter() - start
     qha.summary["relaxed_volume_angstrom3_per_cell"] = centre.get_volume()
