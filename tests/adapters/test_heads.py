@@ -12,7 +12,10 @@ from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.potential import Potential
 
 
-@pytest.mark.parametrize("architecture, heads, copy_from", [("mp0a-medium", ("Default",), 0), ("mp0b3", ("a", "b"), 1)])
+@pytest.mark.parametrize("architecture, heads, copy_from", [
+    ("mp0a-medium", ("Default",), 0),
+    pytest.param("mp0b3", ("a", "b"), 1, marks=pytest.mark.slow),  # 30 s; added heads of multi-head models: also convert/test_export (parity with mace-torch)
+])
 def test_new_head_copies_an_existing_one(architecture, heads, copy_from):
     bundle = converted_bundle(architecture, (1, 6, 8, 14), seed=2, heads=heads)
     cases = list(structures().values())
