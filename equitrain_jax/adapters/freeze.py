@@ -35,6 +35,9 @@ def masked_optimizer(base_tx: optax.GradientTransformation, labels: Any) -> opta
     """``base_tx`` on the trainable leaves, `optax.set_to_zero` on the frozen ones.
 
     `optax.multi_transform` keeps ``base_tx``'s state only for trainable leaves (frozen leaves
-    hold `optax.MaskedNode`), so freezing costs no optimiser memory.
+    hold `optax.MaskedNode`), so freezing costs no optimiser memory.  ``labels`` None (a
+    `Strategy` whose trainable tree is trained whole, e.g. LoRA's): ``base_tx`` itself.
     """
+    if labels is None:
+        return base_tx
     return optax.multi_transform({TRAINABLE: base_tx, FROZEN: optax.set_to_zero()}, labels)

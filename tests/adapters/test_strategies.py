@@ -27,3 +27,18 @@ def test_from_scratch_has_the_converted_models_weights_shapes(bundle, alloy):
     assert all(w.dtype == np.float64 for w in fresh)
     assert not np.array_equal(fresh[0], reference[0])
     assert set(strategy.frozen) == {"constants"}
+
+
+def test_masked_optimizer_without_labels_is_the_base_optimizer():
+    """A strategy trained whole (labels None, e.g. LoRA's) gets its optimiser's own update: one
+    SGD step is −lr · gradient, computed by hand."""
+    import optax
+
+    from equitrain_jax.adapters import masked_optimizer
+
+    params = {"a": np.array([1.0, -2.0]), "b": {"c": np.array(3.0)}}
+    grads = {"a": np.array([0.5, 0.25]), "b": {"c": np.array(-1.0)}}
+    tx = masked_optimizer(optax.sgd(0.1), None)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    for got, grad in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(grads)):
+        np.testing.assert_allclose(got, -0.1 * grad, rtol=0, atol=1e-15)
