@@ -168,7 +168,7 @@ def _raw_pairs(reference: Phonopy) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(dataset["displacements"], dtype=float), np.asarray(dataset["forces"], dtype=float)
 
 
-def _merge_plus_minus(vectors: np.ndarray) -> np.ndarray:
+def merge_plus_minus(vectors: np.ndarray) -> np.ndarray:
     """Unit directions [D, N, 3] of ``vectors``, each ± pair kept once (first occurrence)."""
     flat = vectors.reshape(len(vectors), -1)
     flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
@@ -196,7 +196,7 @@ def _displacement_directions(reference: Phonopy) -> np.ndarray:
         vectors = np.zeros((len(firsts), n, 3))
         for m, first in enumerate(firsts):
             vectors[m, first["number"]] = first["displacement"]
-    return _merge_plus_minus(vectors)
+    return merge_plus_minus(vectors)
 
 
 def full_force_constants(reference: Phonopy) -> np.ndarray:
@@ -487,6 +487,7 @@ __all__ = [
     "full_force_constants",
     "PhononBatches",
     "hessian_batch",
+    "merge_plus_minus",
     "phonon_graph",
     "phonon_item_from_phonopy",
     "read_phonon_item",

@@ -232,7 +232,7 @@ def phonon_reference_from_phono3py(item: ThirdOrderItem, ph3: Any) -> tuple[Any,
     """The reference's fc2 as a phonon (Hessian-term) reference: a
     `equitrain_jax.train.phonon_data.PhononItem` (fc2, the first-displacement supercells with
     their forces, phono3py's first displacements as directions) and a `Phonopy` with that fc2."""
-    from equitrain_jax.train.phonon_data import PhononItem, _merge_plus_minus
+    from equitrain_jax.train.phonon_data import PhononItem, merge_plus_minus
 
     n_first = len(ph3.dataset["first_atoms"])
     phonon = Phonopy(ph3.unitcell, ph3.supercell_matrix, primitive_matrix=ph3.primitive_matrix,
@@ -240,7 +240,7 @@ def phonon_reference_from_phono3py(item: ThirdOrderItem, ph3: Any) -> tuple[Any,
     phonon.force_constants = np.ascontiguousarray(ph3.fc2)
     phonon_item = PhononItem(
         supercell=item.supercell, force_constants=item.fc2, displacements=item.displacements[:n_first],
-        forces=item.forces[:n_first], directions=_merge_plus_minus(item.displacements[:n_first]),
+        forces=item.forces[:n_first], directions=merge_plus_minus(item.displacements[:n_first]),
         source=f"{item.source} (fc2)",
     )
     return phonon_item, phonon
