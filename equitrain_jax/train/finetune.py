@@ -335,7 +335,7 @@ def finetune(
         example = train_batches[0] if mesh is None else jax.tree_util.tree_map(lambda x: x[0], train_batches[0])
     else:
         example = validations[0].graph if validations else device_arrays(
-            pad_to_bucket(phonon_graph(phonon_refs[0][0], cutoff, elements, head_index)), dtype)
+            pad_to_bucket(phonon_graph((phonon_refs or third_refs)[0][0], cutoff, elements, head_index)), dtype)
     strategy = build_strategy(
         StrategyInputs(variables, model_config, example, jax.random.PRNGKey(train_config.seed), dtype), config
     )

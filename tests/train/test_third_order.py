@@ -221,3 +221,27 @@ def test_third_order_term_under_freezing_keeps_frozen_leaves_bit_identical(tiny_
     after = strategy.merge(trainable, strategy.frozen)["params"]
     moved = [p for p, a, b in zip(leaf_paths(before), leaves_bytes(before), leaves_bytes(after)) if a != b]
     assert moved and all(p.startswith("interactions_0.radial_mlp") for p in moved), moved
+
+
+@pytest.mark.slow
+def test_finetune_on_phono3py_data_alone_with_validation_structures(tiny_bundle, emt_reference, tmp_path):
+    """`finetune` with phono3py references only (no structures, no phonopy references) and validation
+    structures: the strategy is built on the reference's own graph (this used to fail with an
+    IndexError), every epoch trains, and the saved model differs from the base one."""
+    import json
+
+    from equitrain_jax.models.io import load_model
+    from equitrain_jax.train import TrainConfig
+    from equitrain_jax.train.finetune import finetune
+
+    item = third_order_item_from_phono3py(emt_reference, "EMT Al")
+    valid = displaced_supercells(item)[:2]
+    finetune(tiny_bundle, [], valid, tmp_path / "run", strategy="lora", rank=2, phonon_batch_size=1,
+             train_config=TrainConfig(epochs=2, learning_rate=1e-2, seed=0), phono3py=[(item, emt_reference)],
+             third_order_config=ThirdOrderLossConfig(directions=1), check_anharmonicity=False, progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history if "train_loss" in entry] == [1, 2]
+    assert all(np.isfinite(entry["train_loss"]) and entry["train_loss"] > 0 for entry in history[1:])
+    tuned = load_model(tmp_path / "run" / "model")
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(tuned.variables),
+                                                          jax.tree_util.tree_leaves(tiny_bundle.variables)))
