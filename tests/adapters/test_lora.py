@@ -110,3 +110,80 @@ def test_vectors_and_scalars_stay_frozen():
         "interactions_0.radial_mlp.layer_0.kernel.a", "interactions_0.radial_mlp.layer_0.kernel.b"]
     with pytest.raises(ValueError, match=r"LoRA targets \['\*\.norm_0\.\*', '\*\.alpha'\] match only vectors"):
         lora.init(params, targets=("*.norm_0.*", "*.alpha"))
+
+
+ELEMENT_AXES = {"interactions_0.skip_tp.0e": 1, "products_0.symmetric_contraction_0e.weights_1": 0,
+                "products_0.symmetric_contraction_0e.weights_2": 0, "node_embedding": 0}
+"""Where the element axis sits in the element-dependent weights of `common.tiny_mace`."""
+
+
+def test_factors_for_the_data_elements_train_as_the_full_factors_and_keep_absent_elements(tiny):
+    """A 3-element (Al, Ni, Cu) tiny MACE, LoRA on every weight (embedding included), three AdamW
+    steps (weight decay 0.1) on Cu cells, float64, once with factors for all elements and once for
+    Cu only (same key).  Cu-only: the absent Al and Ni maps of every element-dependent weight are
+    bit for bit the pretrained ones; every Cu map and every other weight equals the full-Z run's to
+    rounding.  (Full-Z, the shared B of the embedding moves the absent rows too.)"""
+    import optax
+    from cli.conftest import emt_copper
+
+    from equitrain_jax.adapters import lora_finetune
+    from equitrain_jax.data import element_indices
+    from equitrain_jax.train import labelled_batches, make_train_step
+
+    bundle = tiny
+    cells = emt_copper(2, seed=3)
+    elements = element_indices(np.concatenate([a.numbers for a in cells]), bundle.config.atomic_numbers)
+    assert elements == (2,)
+    (batch,) = labelled_batches(cells, bundle.config.r_max, bundle.config.atomic_numbers, batch_size=2)
+    module = bundle.module(np.float64)
+    base = bundle.variables["params"]
+    merged = {}
+    for name, subset in (("all", None), ("Cu", elements)):
+        strategy = lora_finetune(bundle.variables, rank=2, targets="*", key=jax.random.PRNGKey(4), elements=subset)
+        tx = optax.adamw(1e-2, weight_decay=0.1)
+        step = make_train_step(module, strategy.merge, tx)
+        trainable, opt_state = strategy.trainable, tx.init(strategy.trainable)
+        for _ in range(3):
+            trainable, opt_state, _ = step(trainable, strategy.frozen, opt_state, batch)
+        merged[name] = {p: np.asarray(w) for p, w in zip(leaf_paths(base), jax.tree_util.tree_leaves(
+            strategy.merge(trainable, strategy.frozen)["params"]))}
+        if subset:
+            skip = strategy.trainable["interactions_0"]["skip_tp"]["0e"]
+            assert skip.a.shape == (1, 4, 2) and skip.b.shape == (1, 2, 4)
+            assert strategy.trainable["node_embedding"].a.shape == (1, 2)
+    full_a = lora.init(base, rank=2, targets="*", key=jax.random.PRNGKey(4))["interactions_0"]["skip_tp"]["0e"].a
+    cu_a = lora.init(base, rank=2, targets="*", key=jax.random.PRNGKey(4), elements=(2,))["interactions_0"]["skip_tp"]["0e"].a
+    assert np.asarray(cu_a).tobytes() == np.asarray(full_a[2:]).tobytes()  # the same draw for Cu
+
+    for path, weight in zip(leaf_paths(base), jax.tree_util.tree_leaves(base)):
+        weight = np.asarray(weight)
+        axis = ELEMENT_AXES.get(path)
+        present = merged["Cu"][path] if axis is None else np.take(merged["Cu"][path], [2], axis=axis)
+        reference = merged["all"][path] if axis is None else np.take(merged["all"][path], [2], axis=axis)
+        np.testing.assert_allclose(present, reference, rtol=1e-11, atol=1e-14, err_msg=path)
+        assert np.abs(present - (weight if axis is None else np.take(weight, [2], axis=axis))).max() > 1e-4, path
+        if axis is not None:
+            absent = np.take(merged["Cu"][path], [0, 1], axis=axis)
+            assert absent.tobytes() == np.take(weight, [0, 1], axis=axis).tobytes(), path
+    assert np.abs(merged["all"]["node_embedding"][:2] - np.asarray(base["node_embedding"])[:2]).max() > 1e-4
+
+
+def test_trained_numbers_follow_the_data_elements(tiny):
+    """Default targets of the 3-element tiny MACE with Cu data only: Σ Z'·r·(m + n) over the
+    element-dependent weights (Z' = 1) plus r·(m + n) over the 2-D ones, r = min(rank, m, n) —
+    counted by hand from the weights' shapes; an element position beyond Z is refused."""
+    params = tiny.variables["params"]
+    rank, expected = 3, 0
+    for path, weight in zip(leaf_paths(params), jax.tree_util.tree_leaves(params)):
+        if path == "node_embedding":  # not a default target
+            continue
+        shape = list(np.shape(weight))
+        z_sub = 1 if path in ELEMENT_AXES else None
+        if z_sub:
+            del shape[ELEMENT_AXES[path]]
+        m, n = shape
+        expected += (z_sub or 1) * min(rank, m, n) * (m + n)
+    adapters = lora.init(params, rank=rank, elements=(2,))
+    assert sum(np.size(x) for x in jax.tree_util.tree_leaves(adapters)) == expected
+    with pytest.raises(ValueError, match=r"element position 3 is outside the 3 elements of interactions_0.skip_tp.0e"):
+        lora.init(params, rank=rank, elements=(0, 3))
