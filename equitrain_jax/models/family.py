@@ -42,6 +42,14 @@ class ModelConfig:
     def num_interactions(self) -> int:
         raise NotImplementedError
 
+    @property
+    def derivative_jumps(self) -> tuple[tuple[float, int], ...]:
+        """Pair distances (Å) where the energy is not smooth, each with the lowest order of its
+        derivative with respect to that distance that can jump there: a neighbour shell at such a
+        radius makes the force constants of that order (2: fc2, 3: fc3) jump with the lattice
+        constant.  Empty where the family declares none."""
+        return ()
+
     @classmethod
     def module_class(cls) -> type[nn.Module]:
         """The family's Flax module class."""

@@ -50,6 +50,8 @@ _EXPORTS = {
     "scan_mode_2d": "equitrain_jax.phonons.scans",
     "summary": "equitrain_jax.phonons.results",
     "SupercellTooSmallWarning": "equitrain_jax.phonons.bridge",
+    "NonSmoothRadiusWarning": "equitrain_jax.phonons.bridge",
+    "check_derivative_jumps": "equitrain_jax.phonons.bridge",
     "thermal_properties": "equitrain_jax.phonons.results",
     "total_dos": "equitrain_jax.phonons.results",
     "vibrations_data": "equitrain_jax.phonons.hessian",

@@ -23,6 +23,16 @@ class SupercellTooSmallWarning(UserWarning):
     """The supercell is narrower than twice the model's cutoff along some direction."""
 
 
+class NonSmoothRadiusWarning(UserWarning):
+    """A neighbour shell lies at a radius where the model's energy is not smooth (its cutoff switch)."""
+
+
+DERIVATIVE_JUMP_TOLERANCE = 0.03
+"""How close (Å) a pair distance may come to a radius of `ModelConfig.derivative_jumps` before
+`check_derivative_jumps` warns: phono3py's default displacement distance, so that no finite
+displacement of that size crosses a radius unannounced."""
+
+
 def ase_to_phonopy(atoms: ase.Atoms) -> PhonopyAtoms:
     """`PhonopyAtoms` of an ASE structure (cell in Å, masses in amu taken from ASE)."""
     return PhonopyAtoms(
@@ -82,6 +92,45 @@ def check_supercell_size(
             stacklevel=stacklevel,
         )
     return widths
+
+
+def check_derivative_jumps(
+    atoms: ase.Atoms,
+    jumps: Sequence[tuple[float, int]],
+    order: int,
+    tolerance: float = DERIVATIVE_JUMP_TOLERANCE,
+    stacklevel: int = 2,
+) -> list[tuple[float, float]]:
+    """Warn (`NonSmoothRadiusWarning`) if a pair distance of ``atoms`` lies within ``tolerance`` (Å) of a
+    radius where the model's ``order``-th derivative can jump (``jumps``: `ModelConfig.derivative_jumps`,
+    those of order ≤ ``order`` count); return the (distance, radius) pairs found, in Å.
+
+    Such a force constant is the model's exact derivative at this structure, but it changes by a
+    finite amount when the lattice constant moves the shell across the radius (SevenNet-0's κ of Si
+    by 12 % over 2 mÅ, docs/conductivity.md), and finite differences across it measure the jump
+    divided by the step."""
+    from ase.neighborlist import neighbor_list
+
+    lowest = {}
+    for radius, jump_order in jumps:
+        if jump_order <= order:
+            lowest[float(radius)] = min(jump_order, lowest.get(float(radius), jump_order))
+    if not lowest:
+        return []
+    distances = np.unique(np.round(neighbor_list("d", atoms, max(lowest) + tolerance), 6))
+    close = [(float(d), r) for r in sorted(lowest) for d in distances if abs(d - r) <= tolerance]
+    if close:
+        listed = ", ".join(f"{d:.4f} Å (radius {r:g} Å, order {lowest[r]})" for d, r in close)
+        warnings.warn(
+            f"neighbour shells at {listed} lie within {tolerance:g} Å of a radius where a derivative of the "
+            "model's energy of that order jumps (its cutoff switch): force constants of that order and above "
+            "change by a finite amount when the lattice constant moves a shell across it, so results here (κ, "
+            "Grüneisen parameters) are sensitive to the lattice constant and finite differences across it are "
+            "wrong; compare a slightly different lattice constant",
+            NonSmoothRadiusWarning,
+            stacklevel=stacklevel,
+        )
+    return close
 
 
 def supercell_matrix(matrix: SupercellMatrix) -> np.ndarray:

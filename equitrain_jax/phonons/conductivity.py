@@ -31,7 +31,7 @@ from phonopy.harmonic.force_constants import distribute_force_constants
 from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning, compute_all_sg_permutations
 
 from equitrain_jax.phonons import check_supercell_size, force_constants
-from equitrain_jax.phonons.bridge import ase_to_phonopy, phonopy_to_ase
+from equitrain_jax.phonons.bridge import ase_to_phonopy, check_derivative_jumps, phonopy_to_ase
 from equitrain_jax.phonons.third_order import displaced_forces, displacement_rows
 from equitrain_jax.potential import Potential
 
@@ -246,11 +246,15 @@ def produce_exact_fc(
 
 
 def check_supercell_sizes(ph3: Phono3py, potential: Potential, stacklevel: int = 2) -> None:
-    """Warn (`SupercellTooSmallWarning`) if the fc3 or fc2 supercell is narrower than 2·r_max."""
+    """Warn (`SupercellTooSmallWarning`) if the fc3 or fc2 supercell is narrower than 2·r_max, and
+    (`NonSmoothRadiusWarning`, `check_derivative_jumps`) if a neighbour shell lies near a radius where
+    the model's third derivative can jump."""
     cells = {id(ph3.supercell): ph3.supercell, id(ph3.phonon_supercell): ph3.phonon_supercell}
     for cell in cells.values():
         check_supercell_size(phonopy_to_ase(cell), potential.cutoff, potential.config.num_interactions,
                              stacklevel=stacklevel + 1)
+    check_derivative_jumps(phonopy_to_ase(ph3.supercell), potential.config.derivative_jumps, 3,
+                           stacklevel=stacklevel + 1)
 
 
 def fc3_work(ph3: Phono3py, method: Fc3Method = "rows") -> int:

@@ -241,3 +241,45 @@ def test_finite_differences_with_phono3pys_default_displacements_are_first_order
         assert errors[1] < 0.05 * scale, (plusminus, errors, scale)
         ratios[plusminus] = errors[0] / errors[1]
     assert 1.7 < ratios["auto"] < 2.5 and 3.2 < ratios[True] < 4.8, ratios
+
+
+def test_xplor_second_derivative_jumps_where_sevennet_declares_it():
+    """Central second differences of the XPLOR switch just inside and just outside each radius of
+    SevenNetConfig.derivative_jumps differ by the analytic jump; the first derivative does not jump."""
+    from equitrain_jax.models.radial import xplor_cutoff
+    from equitrain_jax.data.device import enable_float64
+    from equitrain_jax.models.sevennet.config import SevenNetConfig
+
+    config = SevenNetConfig(atomic_numbers=(14,), node_irreps=("4x0e", "4x0e"), conv_denominators=(1.0,),
+                            scale=(1.0,), shift=(0.0,))
+    jumps = config.derivative_jumps
+    assert jumps == ((4.5, 2), (5.0, 2))
+    h, e = 1e-4, 3e-4  # step, and how far from the radius the differences are taken
+    s = lambda r: float(xplor_cutoff(np.float64(r), 4.5, 5.0))  # noqa: E731
+    enable_float64()
+    second = lambda r: (s(r + h) - 2 * s(r) + s(r - h)) / h**2  # noqa: E731
+    first = lambda r: (s(r + h) - s(r - h)) / (2 * h)  # noqa: E731
+    on2, max2 = 4.5**2, 5.0**2
+    for radius, expected in ((4.5, -24 * on2 / (max2 - on2) ** 2), (5.0, -24 * max2 / (max2 - on2) ** 2)):
+        # outside minus inside: at r_on the switch starts bending; at r_max it stops (s = 0 beyond)
+        jump = second(radius + e) - second(radius - e)
+        assert jump == pytest.approx(expected, rel=0.02)
+        assert abs(first(radius + e) - first(radius - e)) < 0.02
+
+
+def test_derivative_jump_warning_names_silicons_third_shell():
+    """Diamond Si at a = 5.431 Å: the third shell, a·√11/4 = 4.5031 Å, is 3 mÅ beyond SevenNet-0's
+    r_on = 4.5 Å (warned, with that distance); at a = 5.36 Å (4.444 Å) and for diamond C (a = 3.567 Å)
+    no shell is within 0.03 Å of 4.5 or 5.0 Å (no warning)."""
+    from equitrain_jax.phonons.bridge import NonSmoothRadiusWarning, check_derivative_jumps
+
+    jumps = ((4.5, 2), (5.0, 2))
+    with pytest.warns(NonSmoothRadiusWarning, match=r"4\.5031 Å \(radius 4\.5 Å, order 2\)"):
+        close = check_derivative_jumps(bulk("Si", "diamond", a=5.431, cubic=True) * 2, jumps, 3)
+    assert [d for d, _ in close] == pytest.approx([5.431 * np.sqrt(11) / 4], abs=1e-6)
+    for atoms in (bulk("Si", "diamond", a=5.36, cubic=True) * 2, bulk("C", "diamond", a=3.567, cubic=True) * 3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NonSmoothRadiusWarning)
+            assert check_derivative_jumps(atoms, jumps, 3) == []
+    # order 1 (forces) is smooth everywhere under these jumps
+    assert check_derivative_jumps(bulk("Si", "diamond", a=5.431, cubic=True) * 2, jumps, 1) == []

@@ -46,6 +46,14 @@ class SevenNetConfig(ModelConfig):
     activation_constant: float = 1.6791767923989418
     heads: tuple[str, ...] = ("Default",)
 
+    @property
+    def derivative_jumps(self) -> tuple[tuple[float, int], ...]:
+        """The XPLOR switch s(r) is 1 below ``cutoff_on`` and a cubic in r² above it, with s′ continuous
+        but s″ jumping at ``cutoff_on`` (0 inside, −24·r_on²/(r_max² − r_on²)² outside) and at
+        ``r_max``; the radial basis multiplying it (Bessel functions of trained frequencies) need
+        not vanish there, so the energy's second derivative can jump at both radii."""
+        return ((float(self.cutoff_on), 2), (float(self.r_max), 2))
+
     def __post_init__(self):
         problems = []
         n_elements = len(self.atomic_numbers)
