@@ -22,10 +22,10 @@ Since absent elements never train, `init` can be given the elements of the fine-
 (``elements``: positions along Z, i.e. in the model config's ``atomic_numbers``): element-dependent
 weights then get factors for those elements only (``A [Z', m, r]``, ``B [Z', r, n]``; embeddings
 ``A [Z', r]``), and their ΔW is scattered into zeros at the other elements, which keep their
-pretrained map bit for bit.  Cost Z'·r·(m + n): for MACE-MP-0 medium (89 elements) fine-tuned on
-one element, about 1/15 of the numbers the full-Z factors train.  The factors drawn are the rows
-``elements`` of those drawn for all elements with the same key, so the trained present elements
-are those of full-Z training (the absent ones get no gradient there either).
+pretrained map bit for bit.  The factors drawn are the rows ``elements`` of those drawn for all
+elements with the same key, so the present elements train as with factors for all (to rounding).
+Cost Z'·r·(m + n): MACE-MP-0 medium (89 elements) fine-tuned on Si with the default targets at
+rank 4 trains 33,982 numbers instead of 520,798.
 
 Vectors and scalars among the targets (the biases and LayerNorm parameters of the radial MLPs and
 the α, β of MACE-MH-1's non-linear interaction blocks) have no low-rank form: they stay frozen.
