@@ -130,14 +130,14 @@ def init(
 
     def factors(path: str, weight: jnp.ndarray, k: jax.Array) -> LoRAWeight:
         axis = element_axis(path, weight.shape)
-        per_element = weight.ndim == 3
-        batch = (weight.shape[axis],) if per_element else ()
-        m, n = (s for i, s in enumerate(weight.shape) if i != axis) if per_element else weight.shape
+        z = None if axis is None else weight.shape[axis]
+        per_element = weight.ndim == 3  # one factor pair per element; else one pair (embeddings: rows of A)
+        m, n = [s for i, s in enumerate(weight.shape) if i != axis] if per_element else weight.shape
+        batch = (z,) if per_element else ()
         r = min(rank, m, n)
         dtype = jnp.asarray(weight).dtype
         a = jax.random.normal(k, batch + (m, r), dtype)
         b = jnp.zeros(batch + (r, n), dtype)
-        z = None if axis is None else weight.shape[axis]
         kept = None if z is None or z == 1 or elements is None or elements == tuple(range(z)) else elements
         if kept is not None:
             if kept[-1] >= z:
