@@ -13,9 +13,10 @@ the same structures, with the same loss and optimiser:
              ``get_params_options`` / ``get_optimizer``, ``--clip_grad 10``, ``amsgrad`` switched off
              as ours has none; its parser's default is on)
   strategies full (every weight) and LoRA rank 4: ours `train.strategies` ("lora": factors on the
-             interaction, product and readout weights); mace-torch ``--lora True --lora_rank 4``, its
-             ``inject_LoRAs`` (LoRA on every o3.Linear, nn.Linear and radial-MLP layer).  The two LoRAs
-             adapt different sets of weights; each is its own code's LoRA.
+             interaction, product and readout weights, those with an element axis for the elements of
+             the training data only, as `train.finetune` builds them); mace-torch ``--lora True
+             --lora_rank 4``, its ``inject_LoRAs`` (LoRA on every o3.Linear, nn.Linear and radial-MLP
+             layer).  The two LoRAs adapt different sets of weights; each is its own code's LoRA.
 
 What one timed step is:
 
@@ -115,7 +116,7 @@ def jax_worker(strategy_name: str, dtype: str, channels: int, batch_size: int, s
     import jax
 
     from equitrain_jax.convert import convert_model
-    from equitrain_jax.data import DTYPES, enable_float64
+    from equitrain_jax.data import DTYPES, element_indices, enable_float64
     from equitrain_jax.models.io import ModelBundle
     from equitrain_jax.train import FinetuneConfig, LossConfig, adamw, labelled_batches, make_train_step
     from equitrain_jax.adapters.freeze import masked_optimizer
@@ -134,7 +135,9 @@ def jax_worker(strategy_name: str, dtype: str, channels: int, batch_size: int, s
         bundle.variables,
     )
     finetune = FinetuneConfig(strategy=strategy_name, rank=LORA_RANK, batch_size=batch_size, dtype=dtype)
-    strategy = build_strategy(StrategyInputs(variables, config, batches[0], jax.random.PRNGKey(0), float_type), finetune)
+    elements = element_indices(np.concatenate([atoms.numbers for atoms in found]), config.atomic_numbers)
+    strategy = build_strategy(StrategyInputs(variables, config, batches[0], jax.random.PRNGKey(0), float_type, elements),
+                              finetune)
     optimizer = adamw(LEARNING_RATE, 0.0, CLIP_NORM)
     if strategy.labels is not None:
         optimizer = masked_optimizer(optimizer, strategy.labels)

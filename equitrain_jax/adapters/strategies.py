@@ -13,7 +13,7 @@ One function per strategy, named after it (``<name>_finetune``, the names of
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -81,9 +81,16 @@ def lora_finetune(
     alpha: Optional[float] = None,
     targets: Patterns = lora.DEFAULT_TARGETS,
     key: Optional[jax.Array] = None,
+    elements: Optional[Sequence[int]] = None,
 ) -> Strategy:
-    """LoRA factors trained (see `equitrain_jax.adapters.lora`); the pretrained weights frozen."""
-    return Strategy(lora.init(variables["params"], rank, alpha, targets, key), dict(variables), _lora_variables)
+    """LoRA factors trained (see `equitrain_jax.adapters.lora`); the pretrained weights frozen.
+
+    ``elements``: positions along the element axis (in the model config's ``atomic_numbers``) of
+    the elements the fine-tuning data contain; element-dependent weights get factors for these
+    only (see `equitrain_jax.adapters.lora.init`).  None: every element.
+    """
+    return Strategy(lora.init(variables["params"], rank, alpha, targets, key, elements), dict(variables),
+                    _lora_variables)
 
 
 def delta_finetune(

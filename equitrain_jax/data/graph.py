@@ -61,6 +61,13 @@ def _species(numbers: np.ndarray, atomic_numbers: Sequence[int]) -> np.ndarray:
     return np.array([lookup[z] for z in numbers.tolist()], dtype=np.int32)
 
 
+def element_indices(numbers: Sequence[int], atomic_numbers: Sequence[int]) -> tuple[int, ...]:
+    """Positions in ``atomic_numbers`` (a model's element axis Z) of the elements among the atomic
+    numbers ``numbers``, sorted and without repeats; raises `ValueError` for an element the model
+    does not know."""
+    return tuple(sorted(set(_species(np.asarray(numbers, dtype=int).ravel(), atomic_numbers).tolist())))
+
+
 def _check_positions(positions: np.ndarray) -> None:
     """Raise if any position [N, 3] (Å) is NaN or infinite."""
     bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))

@@ -6,12 +6,15 @@ already there.
 - ``model/``: the merged weights of the best validation epoch (EMA if enabled); loads like any
   converted model (``equitrain_jax.Calculator(model="OUTDIR/model")``);
 - ``adapters.npz``: the trained tree alone (LoRA factors, deltas or weights, by dotted path);
+  LoRA's element-dependent factors hold the elements of ``run.json``'s ``trained_elements`` only,
+  in the order of the model's ``atomic_numbers``;
 - ``checkpoints/{best,last}/``: the trained tree and optimiser state (not the frozen base) with
   the run's fingerprint, to resume an interrupted run (see `equitrain_jax.train.checkpoint`);
 - ``history.json`` / ``history.csv``: per-epoch training loss, learning rate and validation
   metrics (energy MAE/RMSE meV/atom, force MAE/RMSE meV/Å, stress MAE/RMSE meV/Å³, stress MAE GPa);
-- ``run.json``: the base model, content hashes of the data, every setting, and each resume with
-  the settings it changed.
+- ``run.json``: the base model, content hashes of the data, the elements trained on
+  (``trained_elements``, atomic numbers), every setting, and each resume with the settings it
+  changed.
 
 A directory that holds anything is never written into unless the run is resumed (``resume``) or
 replaced (``overwrite``: only the files above are removed, nothing else).  The checks import

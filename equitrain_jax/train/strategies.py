@@ -7,7 +7,7 @@ of `equitrain_jax.adapters.strategies`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jraph
@@ -28,13 +28,17 @@ from equitrain_jax.train.config import DEFAULT_FREEZE_TRAINABLE, PRETRAINED_HEAD
 class StrategyInputs(NamedTuple):
     """What a strategy is built from: the model's ``variables`` (in the training dtype), its
     ``model_config``, a padded ``example_graph`` (shapes for a fresh initialisation), a random
-    ``key`` and the training ``dtype``."""
+    ``key``, the training ``dtype``, and ``elements``: the positions in ``model_config``'s
+    ``atomic_numbers`` of the elements of everything the run trains on (see
+    `equitrain_jax.data.element_indices`; LoRA adapts element-dependent weights for these only),
+    None for all."""
 
     variables: Any
     model_config: ModelConfig
     example_graph: jraph.GraphsTuple
     key: jax.Array
     dtype: Any
+    elements: Optional[tuple[int, ...]] = None
 
 
 class Recipe(NamedTuple):
@@ -50,7 +54,8 @@ def _targets(config: FinetuneConfig) -> dict[str, tuple[str, ...]]:
 
 
 def _lora(inputs: StrategyInputs, config: FinetuneConfig) -> Strategy:
-    return lora_finetune(inputs.variables, config.rank, config.alpha, **_targets(config), key=inputs.key)
+    return lora_finetune(inputs.variables, config.rank, config.alpha, **_targets(config), key=inputs.key,
+                         elements=inputs.elements)
 
 
 def _delta(inputs: StrategyInputs, config: FinetuneConfig) -> Strategy:

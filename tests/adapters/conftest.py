@@ -1,10 +1,11 @@
-"""The Al/Ni/Cu model (seed 5), a cell and one compiled potential for the adapter tests."""
+"""The Al/Ni/Cu model (seed 5), a cell and one compiled potential for the adapter tests; a tiny
+Al/Ni/Cu MACE (`common.tiny_mace`, seed 2) for those that train."""
 
 from __future__ import annotations
 
 import pytest
 
-from common import alloy_bundle, alloy_cell
+from common import alloy_bundle, alloy_cell, tiny_mace
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,8 @@ def potential(bundle):
     from equitrain_jax.potential import Potential
 
     return Potential(bundle, dtype="float64")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return tiny_mace((13, 28, 29), seed=2)

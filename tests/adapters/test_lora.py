@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from common import evaluate_with_params, random_rotation
@@ -110,3 +111,121 @@ def test_vectors_and_scalars_stay_frozen():
         "interactions_0.radial_mlp.layer_0.kernel.a", "interactions_0.radial_mlp.layer_0.kernel.b"]
     with pytest.raises(ValueError, match=r"LoRA targets \['\*\.norm_0\.\*', '\*\.alpha'\] match only vectors"):
         lora.init(params, targets=("*.norm_0.*", "*.alpha"))
+
+
+def element_axis_of(path: str):
+    """Where the element axis sits in a weight of the adapter tests' MACE models: 1 in the skip
+    connections [C_in, Z, C_out], 0 in symmetric-contraction weights [Z, K, C] and in the node
+    embedding [Z, C]; None elsewhere."""
+    if ".skip_tp." in path:
+        return 1
+    return 0 if ".symmetric_contraction_" in path or path == "node_embedding" else None
+
+
+def assert_absent_untouched(merged: dict, base: dict, absent: list) -> None:
+    """The ``absent`` elements' maps of every element-dependent weight of ``merged`` are bit for
+    bit those of ``base`` (both flat: dotted path → array)."""
+    for path, weight in base.items():
+        axis = element_axis_of(path)
+        if axis is not None:
+            assert np.take(merged[path], absent, axis=axis).tobytes() == np.take(weight, absent, axis=axis).tobytes(), path
+
+
+def flat(params) -> dict:
+    return {p: np.asarray(w) for p, w in zip(leaf_paths(params), jax.tree_util.tree_leaves(params))}
+
+
+def test_factors_for_the_data_elements_merge_as_the_full_factors_with_zero_absent_rows(bundle):
+    """LoRA on every weight of the Al/Ni/Cu model (embedding included) with factors for Ni and Cu
+    only, B randomised: the Al maps are the base ones bit for bit, and the merged model is that of
+    factors for all elements whose A draws are the same and whose Al rows of B are zero
+    (element-dependent weights: B[Al] = 0; embedding: the rows of A, since its B is shared)."""
+    params = bundle.variables["params"]
+    key = jax.random.PRNGKey(7)
+    subset = randomise(lora.init(params, rank=2, targets="*", key=key, elements=(2, 1, 2)), seed=8)
+    full = lora.init(params, rank=2, targets="*", key=key)
+
+    def with_zero_al_rows(small: LoRAWeight, large: LoRAWeight) -> LoRAWeight:
+        if small.elements is None:  # no element axis
+            return small
+        assert small.elements == (1, 2) and np.asarray(small.a).tobytes() == np.asarray(large.a[1:]).tobytes()
+        if large.a.ndim == 3:  # one factor pair per element
+            return large.replace(b=jnp.zeros_like(large.b).at[1:].set(small.b))
+        return large.replace(a=large.a.at[0].set(0.0), b=small.b)  # embedding: rows of A, shared B
+
+    is_lora = lambda x: isinstance(x, LoRAWeight)  # noqa: E731
+    leaves, treedef = jax.tree_util.tree_flatten(full, is_leaf=is_lora)
+    small_leaves = jax.tree_util.tree_leaves(subset, is_leaf=is_lora)
+    padded = [with_zero_al_rows(small, large) for small, large in zip(small_leaves, leaves)]
+    reference = flat(lora.merge(params, jax.tree_util.tree_unflatten(treedef, padded)))
+    merged, base = flat(lora.merge(params, subset)), flat(params)
+    assert_absent_untouched(merged, base, absent=[0])
+    for path in base:
+        np.testing.assert_allclose(merged[path], reference[path], rtol=1e-14, atol=1e-15, err_msg=path)
+        assert not np.array_equal(merged[path], base[path]), path  # premise: every weight moved
+
+
+@pytest.mark.slow
+def test_factors_for_the_data_elements_train_as_the_full_factors_and_keep_absent_elements(tiny):
+    """A 3-element (Al, Ni, Cu) tiny MACE, LoRA on every weight (embedding included), three AdamW
+    steps (weight decay 0.1) on Cu cells, float64, once with factors for all elements and once for
+    Cu only (same key).  Cu-only: the absent Al and Ni maps of every element-dependent weight are
+    bit for bit the pretrained ones; every Cu map and every other weight equals the full-Z run's to
+    rounding.  (Full-Z, the shared B of the embedding moves the absent rows too.)"""
+    import optax
+    from cli.conftest import emt_copper
+
+    from equitrain_jax.adapters import lora_finetune
+    from equitrain_jax.data import element_indices
+    from equitrain_jax.train import labelled_batches, make_train_step
+
+    bundle = tiny
+    cells = emt_copper(2, seed=3)
+    elements = element_indices(np.concatenate([a.numbers for a in cells]), bundle.config.atomic_numbers)
+    assert elements == (2,)
+    (batch,) = labelled_batches(cells, bundle.config.r_max, bundle.config.atomic_numbers, batch_size=2)
+    module = bundle.module(np.float64)
+    base = flat(bundle.variables["params"])
+    merged = {}
+    for name, subset in (("all", None), ("Cu", elements)):
+        strategy = lora_finetune(bundle.variables, rank=2, targets="*", key=jax.random.PRNGKey(4), elements=subset)
+        tx = optax.adamw(1e-2, weight_decay=0.1)
+        step = make_train_step(module, strategy.merge, tx)
+        trainable, opt_state = strategy.trainable, tx.init(strategy.trainable)
+        for _ in range(3):
+            trainable, opt_state, _ = step(trainable, strategy.frozen, opt_state, batch)
+        merged[name] = flat(strategy.merge(trainable, strategy.frozen)["params"])
+        if subset:
+            skip = strategy.trainable["interactions_0"]["skip_tp"]["0e"]
+            assert skip.a.shape == (1, 4, 2) and skip.b.shape == (1, 2, 4)
+            assert strategy.trainable["node_embedding"].a.shape == (1, 2)
+
+    assert_absent_untouched(merged["Cu"], base, absent=[0, 1])
+    for path, weight in base.items():
+        axis = element_axis_of(path)
+        cu = merged["Cu"][path] if axis is None else np.take(merged["Cu"][path], [2], axis=axis)
+        reference = merged["all"][path] if axis is None else np.take(merged["all"][path], [2], axis=axis)
+        np.testing.assert_allclose(cu, reference, rtol=1e-11, atol=1e-14, err_msg=path)
+        assert np.abs(cu - (weight if axis is None else np.take(weight, [2], axis=axis))).max() > 1e-4, path
+    assert np.abs(merged["all"]["node_embedding"][:2] - base["node_embedding"][:2]).max() > 1e-4
+
+
+def test_trained_numbers_follow_the_data_elements(bundle):
+    """Default targets of the Al/Ni/Cu model with Cu data only: Σ Z'·r·(m + n) over the
+    element-dependent weights (Z' = 1) plus r·(m + n) over the 2-D ones, r = min(rank, m, n),
+    counted by hand from the weights' shapes (with all elements it would be 3·r·(m + n) for the
+    former); an element position beyond Z is refused."""
+    params = bundle.variables["params"]
+    rank, expected = 2, 0
+    for path, weight in flat(params).items():
+        if path == "node_embedding":  # not a default target
+            continue
+        shape, axis = list(weight.shape), element_axis_of(path)
+        if axis is not None:
+            del shape[axis]
+        m, n = shape
+        expected += min(rank, m, n) * (m + n)
+    adapters = lora.init(params, rank=rank, elements=(2,))
+    assert sum(np.size(x) for x in jax.tree_util.tree_leaves(adapters)) == expected
+    with pytest.raises(ValueError, match=r"element position 3 is outside the 3 elements of interactions_0.skip_tp.0e"):
+        lora.init(params, rank=rank, elements=(0, 3))

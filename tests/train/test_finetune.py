@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import optax
+import pytest
 
 from equitrain_jax.adapters import freeze_finetune, leaf_paths, lora_finetune, masked_optimizer
 from equitrain_jax.models.mace import MACE
@@ -115,3 +116,29 @@ def test_multihead_finetune_adds_a_default_head_and_keeps_the_pretrained_one(bun
     drift = np.abs(np.concatenate([o["forces"] for o in Potential(tuned, head="pt_head").evaluate(replay)])
                    - np.concatenate([a.arrays["forces"] for a in replay])).mean() * 1e3
     assert drift < start / 5, (drift, start)
+
+
+@pytest.mark.slow
+def test_lora_finetune_adapts_the_elements_of_the_data_and_resumes(tiny_bundle, tmp_path):
+    """`finetune` with LoRA on Cu cells of the Al/Ni/Cu tiny MACE: ``adapters.npz`` holds the Cu
+    rows only of the element-dependent factors, ``run.json`` names the trained elements, the
+    written model keeps the Al and Ni maps of the base bit for bit, and a second epoch resumed from
+    the checkpoint of these factors runs."""
+    import json
+
+    from cli.conftest import emt_copper
+    from equitrain_jax.train.finetune import finetune
+
+    settings = dict(strategy="lora", rank=2, batch_size=2, dtype="float64", progress=False)
+    finetune(tiny_bundle, emt_copper(2, seed=1), emt_copper(1, seed=2), tmp_path,
+             train_config=TrainConfig(epochs=1, learning_rate=1e-2), **settings)
+    adapters = dict(np.load(tmp_path / "adapters.npz"))
+    assert adapters["interactions_0.skip_tp.0e.a"].shape == (1, 4, 2)
+    assert adapters["products_0.symmetric_contraction_0e.weights_2.b"].shape == (1, 2, 4)
+    assert json.loads((tmp_path / "run.json").read_text())["trained_elements"] == [29]
+    base, tuned = tiny_bundle.variables["params"], load_model(tmp_path / "model").variables["params"]
+    skip, tuned_skip = np.asarray(base["interactions_0"]["skip_tp"]["0e"]), tuned["interactions_0"]["skip_tp"]["0e"]
+    assert tuned_skip[:, :2].tobytes() == skip[:, :2].tobytes() and not np.array_equal(tuned_skip[:, 2], skip[:, 2])
+    result = finetune(tiny_bundle, emt_copper(2, seed=1), emt_copper(1, seed=2), tmp_path, resume=True,
+                      train_config=TrainConfig(epochs=2, learning_rate=1e-2), **settings)
+    assert [entry["epoch"] for entry in result.history] == [0, 1, 2]
