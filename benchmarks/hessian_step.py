@@ -12,7 +12,10 @@ directions (K = 1, 4, 16 by default): K Hessian-vector products (forward over re
 reverse pass of the loss.  Its targets are zero: the cost does not depend on their values.
 Both ways of computing the K products are measured (``--paths``): ``vmap`` (all at once, the
 default of `HessianLossConfig`) and ``sequential`` (one after another, each rematerialised in the
-reverse pass: ``HessianLossConfig(sequential=True)``).
+reverse pass: ``HessianLossConfig(sequential=True)``).  With ``--third-order K …`` the step with the
+third-order term instead (issue 20: the same batch plus the 64-atom supercell as a phono3py item,
+K random direction pairs, each Φ3[u, v] one jvp of a Hessian-vector product inside the reverse
+pass; zero fc3 targets) is measured too, against the same step without any extra term.
 
 Per model and K: compilation (lowering and compiling, s), the median wall time of --repeats steps
 after one warm-up step (s), its ratio to the step without the Hessian term, and XLA's temporary buffer size of the
@@ -69,22 +72,34 @@ def phonon_item_64():
 
     unit = bulk("C", "diamond", a=3.567, cubic=True)
     phonon = Phonopy(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell.array,
-                                  scaled_positions=unit.get_scaled_positions()), supercell_matrix=np.diag([2, 2, 2]))
+                                  scaled_positions=unit.get_scaled_positions()), supercell_matrix=np.diag([2, 2, 2]),
+                      primitive_matrix="auto")
     phonon.force_constants = np.zeros((64, 64, 3, 3))
     return phonon_item_from_phonopy(phonon, "diamond C, 64 atoms, zero force constants")
 
 
+def third_order_item_64(phonon_item):
+    """The same 64-atom supercell as a phono3py item with zero fc3 and fc2 (the cost does not depend on them)."""
+    from equitrain_jax.train.third_order_data import ThirdOrderItem
+
+    n = len(phonon_item.supercell)
+    zeros = np.zeros((1, n, 3))
+    return ThirdOrderItem(phonon_item.supercell, np.zeros((n, n, n, 3, 3, 3)), np.zeros((n, 3, n, 3)), zeros, zeros,
+                          np.zeros((1, 2, n, 3)), "diamond C, 64 atoms, zero force constants")
+
+
 def measure(name: str, directions: list[int], paths: list[str], repeats: int, max_temp_mb: float,
-            scratch: Path) -> list[dict]:
+            scratch: Path, third_order: list[int] = ()) -> list[dict]:
     import ase.io
     import jax
 
     from equitrain_jax.models.io import load_model
-    from equitrain_jax.train.config import FinetuneConfig, HessianLossConfig, LossConfig
+    from equitrain_jax.train.config import FinetuneConfig, HessianLossConfig, LossConfig, ThirdOrderLossConfig
     from equitrain_jax.train.data import LabelKeys, labelled_batches
     from equitrain_jax.train.loop import adamw
     from equitrain_jax.train.phonon_data import PhononBatches, phonon_graph
     from equitrain_jax.train.step import StepBatch, make_train_step
+    from equitrain_jax.train.third_order import ThirdOrderBatches
     from equitrain_jax.train.strategies import StrategyInputs, build_strategy
     from equitrain_jax.adapters.freeze import masked_optimizer
 
@@ -105,11 +120,18 @@ def measure(name: str, directions: list[int], paths: list[str], repeats: int, ma
         optimizer = masked_optimizer(optimizer, strategy.labels)
     module = bundle.module(dtype)
     rows = []
-    for k, path in [(0, "vmap"), *((k, path) for k in directions for path in paths)]:
+    third = third_order_item_64(item)
+    cases = [(0, "vmap"), *((k, path) for k in directions for path in paths), *((k, "third-order") for k in third_order)]
+    for k, path in cases:
         hessian = HessianLossConfig(directions=max(k, 1), sequential=path == "sequential")
-        step = make_train_step(module, strategy.merge, optimizer, LossConfig(), hessian_config=hessian)
-        phonons = PhononBatches([item], [graph], 1, max(k, 1), "random", 0, 1, dtype).batch(0, 1, 0) if k else None
-        batch = StepBatch(structures, phonons)
+        step = make_train_step(module, strategy.merge, optimizer, LossConfig(), hessian_config=hessian,
+                               third_order_config=ThirdOrderLossConfig(directions=max(k, 1)))
+        if path == "third-order":
+            pairs = ThirdOrderBatches([third], [graph], 1, k, "random", 0, 1, dtype).batch(0, 1, 0)
+            batch = StepBatch(structures, None, pairs)
+        else:
+            phonons = PhononBatches([item], [graph], 1, max(k, 1), "random", 0, 1, dtype).batch(0, 1, 0) if k else None
+            batch = StepBatch(structures, phonons)
         trainable = jax.device_put(strategy.trainable)
         state = optimizer.init(trainable)
         start = time.perf_counter()
@@ -140,6 +162,8 @@ def main() -> None:
     parser.add_argument("--directions", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--paths", nargs="+", choices=("vmap", "sequential"), default=["vmap", "sequential"],
                         help="how the K products are computed (HessianLossConfig.sequential)")
+    parser.add_argument("--third-order", nargs="*", type=int, default=[],
+                        help="also the step with the third-order term, K direction pairs (issue 20)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile-only", action="store_true", help="size every step, run none")
     parser.add_argument("--max-temp-mb", type=float, default=4000.0,
@@ -151,7 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
             rows += measure(name, args.directions, args.paths, args.repeats,
-                            0.0 if args.compile_only else args.max_temp_mb, Path(scratch))
+                            0.0 if args.compile_only else args.max_temp_mb, Path(scratch), args.third_order)
     print("\n| model | K | products | compile (s) | step (s, median) | ratio to no Hessian term | XLA temp (MB) |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
