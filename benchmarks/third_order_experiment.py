@@ -5,21 +5,24 @@ supercells), κ(300 K) from each model's exact fc3 and fc2 against DFT's 119.5 W
 Conditions (the same data set, LoRA rank 4, AdamW, float32):
 
   base                 SevenNet-0 as converted
-  forces               the displaced supercells as force-only structures (100 of them; 11 held out)
+  forces               the displaced supercells as force-only structures (99 of them; 12 held out)
   hessian              the Hessian term on the reference's fc2 (random directions)
   third-order          the third-order term on the reference's fc3 (random direction pairs)
   hessian+third-order  both terms
 
-Every model is judged on the same things: κ_xx(300 K) (RTA, 11×11×11 mesh, phono3py) from its exact
+Every model is judged on the same things: κ_xx(T) (RTA, 11×11×11 mesh, phono3py, T = 100…800 K) from its exact
 fc3 and fc2 (equitrain_jax.phonons.conductivity.produce_exact_fc, phono3py's displacement set, no
 pair cutoff), the mean Grüneisen parameter γ̄(300 K) from the same fc2 and fc3, the phonon-frequency
 MAE of its fc2 against the DFT fc2 (8×8×8 Γ-centred mesh; in-sample for the Hessian conditions) and
 the force MAE on the 11 held-out displaced supercells (in-sample for none).
 
 Results are merged into benchmarks/results/third_order/results.json after each model, so a run
-that stops resumes where it stopped (rerun the same command).
+that stops resumes where it stopped (rerun the same command); each model's exact fc2 and fc3 are
+kept beside it in WORKDIR (phono3py's fc2.hdf5, fc3.hdf5).  ``--report`` writes table.md,
+kappa_T.png and kappa_300K.png from the results so far.
 
     python benchmarks/third_order_experiment.py --model SEVENNET0_DIR --seeds 0 1 2 --work WORKDIR
+    python benchmarks/third_order_experiment.py --report
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ HERE = Path(__file__).parent
 EXAMPLE = HERE / "data" / "Si-PBE-phono3py" / "phono3py_disp.yaml"
 RESULTS = HERE / "results" / "third_order" / "results.json"
 MESH = (11, 11, 11)
+TEMPERATURES = [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0]
 DFT_KAPPA = 119.5  # W/(m·K), phono3py's README for this example (RTA, 11×11×11, 300 K)
 CONDITIONS = {"forces": dict(forces=True), "hessian": dict(fc2=True), "third-order": dict(fc3=True),
               "hessian+third-order": dict(fc2=True, fc3=True)}
@@ -56,21 +60,34 @@ def frequency_mae(model_ph3, reference_ph3, mesh=(8, 8, 8)) -> float:
     return float(np.mean(np.abs(frequencies[0] - frequencies[1])))
 
 
-def judge(model_dir: Path, reference, valid) -> dict:
-    """κ_xx(300 K), γ̄(300 K), fc2 frequency MAE and held-out force MAE of a model directory."""
+def kappa_xx(ph3) -> list[float]:
+    """κ_xx(T) (W/(m·K)) at TEMPERATURES of a `Phono3py` with fc2 and fc3 (RTA, MESH)."""
+    from equitrain_jax.phonons.conductivity import kappa_summary, run_thermal_conductivity
+
+    run_thermal_conductivity(ph3, MESH, temperatures=TEMPERATURES)
+    return [float(row[0]) for row in kappa_summary(ph3)["kappa_W_per_mK"]]
+
+
+def judge(model_dir: Path, reference, valid, keep: Path) -> dict:
+    """κ_xx(T), γ̄(300 K), fc2 frequency MAE and held-out force MAE of a model directory; its exact fc2
+    and fc3 are written into ``keep``."""
+    from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
+
     from equitrain_jax import Potential
     from equitrain_jax.phonons.anharmonicity import mean_gruneisen, model_phono3py
-    from equitrain_jax.phonons.conductivity import kappa_summary, run_thermal_conductivity
 
     potential = Potential(model_dir, dtype="float64")
     start = time.perf_counter()
     ph3 = model_phono3py(potential, reference)
     fc_seconds = time.perf_counter() - start
-    run_thermal_conductivity(ph3, MESH, temperatures=[300.0])
-    kappa = float(kappa_summary(ph3)["kappa_W_per_mK"][0][0])
+    keep.mkdir(parents=True, exist_ok=True)
+    write_fc3_to_hdf5(ph3.fc3, filename=str(keep / "fc3.hdf5"), p2s_map=ph3.primitive.p2s_map)
+    write_fc2_to_hdf5(ph3.fc2, filename=str(keep / "fc2.hdf5"), p2s_map=ph3.primitive.p2s_map)
+    kappa = kappa_xx(ph3)
     predicted = potential.evaluate(valid)
     force_mae = np.mean([np.mean(np.abs(p["forces"] - a.arrays["forces"])) for p, a in zip(predicted, valid)])
-    return {"kappa_xx_W_per_mK": kappa, "mean_gruneisen_300K": mean_gruneisen(ph3),
+    return {"kappa_xx_W_per_mK": kappa[TEMPERATURES.index(300.0)], "kappa_xx_T_W_per_mK": kappa,
+            "mean_gruneisen_300K": mean_gruneisen(ph3),
             "fc2_frequency_mae_thz": frequency_mae(ph3, reference), "valid_force_mae_meV_per_A": 1e3 * float(force_mae),
             "exact_fc_seconds": fc_seconds}
 
@@ -96,15 +113,105 @@ def train(model: Path, condition: str, seed: int, output: Path, references, trai
     return time.perf_counter() - start
 
 
+def summarise(results: dict) -> list[dict]:
+    """Per condition (base first): mean and sample standard deviation over seeds of each measure."""
+    measures = ("kappa_xx_W_per_mK", "mean_gruneisen_300K", "fc2_frequency_mae_thz", "valid_force_mae_meV_per_A",
+                "train_seconds")
+    rows = []
+    for condition in ["base", *CONDITIONS]:
+        runs = [value for key, value in results.items() if key == condition or key.startswith(condition + "/seed")]
+        if not runs:
+            continue
+        row = {"condition": condition, "seeds": len(runs) if condition != "base" else 0}
+        for measure in measures:
+            values = [run[measure] for run in runs if measure in run]
+            if values:
+                row[measure] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None)
+        row["kappa_T"] = np.array([run["kappa_xx_T_W_per_mK"] for run in runs if "kappa_xx_T_W_per_mK" in run])
+        rows.append(row)
+    return rows
+
+
+def report(results: dict) -> None:
+    """table.md, kappa_T.png and kappa_300K.png beside results.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, dft = summarise(results), results.get("dft", {})
+
+    def cell(row, measure, digits):
+        if measure not in row:
+            return "–"
+        mean, std = row[measure]
+        return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+    dft_kappa = dft.get("kappa_xx_W_per_mK", DFT_KAPPA)
+    lines = ["| condition | seeds | κ_xx(300 K) W/(m·K) | vs DFT | γ̄(300 K) | fc2 phonon MAE (THz) | held-out force MAE "
+             "(meV/Å) | training (s) |", "|---|---|---|---|---|---|---|---|",
+             f"| DFT (VASP PBE) | – | {dft_kappa:.1f} | – | {dft.get('mean_gruneisen_300K', float('nan')):.3f} | – | – | – |"]
+    for row in rows:
+        error = 100 * (row["kappa_xx_W_per_mK"][0] / dft_kappa - 1)
+        lines.append(f"| {row['condition']} | {row['seeds'] or '–'} | {cell(row, 'kappa_xx_W_per_mK', 1)} | "
+                     f"{error:+.0f} % | {cell(row, 'mean_gruneisen_300K', 3)} | {cell(row, 'fc2_frequency_mae_thz', 3)} | "
+                     f"{cell(row, 'valid_force_mae_meV_per_A', 2)} | {cell(row, 'train_seconds', 0)} |")
+    lines.append("")
+    lines.append("Mean ± sample standard deviation over seeds; " + json.dumps(results.get("settings", {})))
+    (RESULTS.parent / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    if "kappa_xx_T_W_per_mK" in dft:
+        axis.plot(TEMPERATURES, dft["kappa_xx_T_W_per_mK"], "k-", lw=2.5, label="DFT (VASP PBE)")
+    for row in rows:
+        if len(row["kappa_T"]) == 0:
+            continue
+        mean = row["kappa_T"].mean(axis=0)
+        line, = axis.plot(TEMPERATURES, mean, "--" if row["condition"] == "base" else "-",
+                          label=row["condition"] if row["condition"] != "base" else "SevenNet-0")
+        if len(row["kappa_T"]) > 1:
+            axis.fill_between(TEMPERATURES, row["kappa_T"].min(axis=0), row["kappa_T"].max(axis=0),
+                              color=line.get_color(), alpha=0.2)
+    axis.set(xlabel="T (K)", ylabel="κ_xx (W/(m·K))", yscale="log",
+             title="Si, 64-atom cell: κ(T) after LoRA fine-tuning (band: seed range)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(RESULTS.parent / "kappa_T.png", dpi=120)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    axis.axhline(dft_kappa, color="k", lw=2, label="DFT")
+    for x, row in enumerate(rows):
+        values = [run["kappa_xx_W_per_mK"] for key, run in results.items()
+                  if key == row["condition"] or key.startswith(row["condition"] + "/seed")]
+        axis.bar(x, np.mean(values), color=f"C{x}", alpha=0.6)
+        axis.plot([x] * len(values), values, "ko", ms=4)
+    axis.set_xticks(range(len(rows)), [("SevenNet-0" if r["condition"] == "base" else r["condition"]) for r in rows],
+                    rotation=20, fontsize=8)
+    axis.set(ylabel="κ_xx(300 K) (W/(m·K))", title="Si-PBE 64 atoms: κ at 300 K (dots: seeds)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(RESULTS.parent / "kappa_300K.png", dpi=120)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, type=Path, help="converted SevenNet-0 directory")
-    parser.add_argument("--work", required=True, type=Path, help="where the fine-tuned models go")
+    parser.add_argument("--model", type=Path, help="converted SevenNet-0 directory")
+    parser.add_argument("--work", type=Path, help="where the fine-tuned models go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--steps", type=int, default=24, help="optimiser steps per fine-tune")
+    parser.add_argument("--report", action="store_true", help="only write the table and plots of the results so far")
     args = parser.parse_args()
+    if args.report:
+        report(json.loads(RESULTS.read_text()))
+        return
+    if args.model is None or args.work is None:
+        parser.error("--model and --work are needed to run (or --report)")
 
+    from equitrain_jax.phonons.anharmonicity import mean_gruneisen
     from equitrain_jax.train.finetune import third_order_references
     from equitrain_jax.train.third_order_data import displaced_supercells
 
@@ -115,15 +222,24 @@ def main() -> None:
     train_set = [atoms for k, atoms in enumerate(structures) if k % 10]
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.setdefault("settings", {"steps": args.steps, "lora_rank": 4, "learning_rate": 2e-3, "mesh": list(MESH),
-                                    "dft_kappa_xx_W_per_mK": DFT_KAPPA, "n_train": len(train_set),
-                                    "n_valid": len(valid)})
+                                    "dft_kappa_xx_W_per_mK_readme": DFT_KAPPA, "n_train": len(train_set),
+                                    "n_valid": len(valid), "machine": "2-core AMD EPYC (shared)"})
 
     def save() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
+    def stamp() -> str:
+        return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+    if "dft" not in results:
+        gamma = mean_gruneisen(reference)
+        results["dft"] = {"kappa_xx_T_W_per_mK": kappa_xx(reference), "mean_gruneisen_300K": gamma, "date": stamp()}
+        results["dft"]["kappa_xx_W_per_mK"] = results["dft"]["kappa_xx_T_W_per_mK"][TEMPERATURES.index(300.0)]
+        save()
+        print("dft", results["dft"], flush=True)
     if "base" not in results:
-        results["base"] = {**judge(args.model, reference, valid), "date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC"}
+        results["base"] = {**judge(args.model, reference, valid, args.work / "base"), "date": stamp()}
         save()
         print("base", results["base"], flush=True)
     for seed in args.seeds:
@@ -133,9 +249,10 @@ def main() -> None:
                 continue
             output = args.work / condition / f"seed{seed}"
             seconds = train(args.model, condition, seed, output, references, train_set, valid, args.steps)
-            results[key] = {**judge(output / "model", reference, valid), "train_seconds": seconds,
-                            "date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC"}
+            results[key] = {**judge(output / "model", reference, valid, output), "train_seconds": seconds,
+                            "date": stamp()}
             save()
+            report(results)
             print(key, results[key], flush=True)
 
 
