@@ -122,7 +122,8 @@ def summarise(results: dict) -> list[dict]:
         runs = [value for key, value in results.items() if key == condition or key.startswith(condition + "/seed")]
         if not runs:
             continue
-        row = {"condition": condition, "seeds": len(runs) if condition != "base" else 0}
+        row = {"condition": condition, "seeds": len(runs) if condition != "base" else 0,
+               "kappa_300K": [run["kappa_xx_W_per_mK"] for run in runs]}
         for measure in measures:
             values = [run[measure] for run in runs if measure in run]
             if values:
@@ -183,8 +184,7 @@ def report(results: dict) -> None:
     figure, axis = plt.subplots(figsize=(6, 3.8))
     axis.axhline(dft_kappa, color="k", lw=2, label="DFT")
     for x, row in enumerate(rows):
-        values = [run["kappa_xx_W_per_mK"] for key, run in results.items()
-                  if key == row["condition"] or key.startswith(row["condition"] + "/seed")]
+        values = row["kappa_300K"]
         axis.bar(x, np.mean(values), color=f"C{x}", alpha=0.6)
         axis.plot([x] * len(values), values, "ko", ms=4)
     axis.set_xticks(range(len(rows)), [("SevenNet-0" if r["condition"] == "base" else r["condition"]) for r in rows],

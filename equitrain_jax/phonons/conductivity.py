@@ -249,12 +249,10 @@ def check_supercell_sizes(ph3: Phono3py, potential: Potential, stacklevel: int =
     """Warn (`SupercellTooSmallWarning`) if the fc3 or fc2 supercell is narrower than 2·r_max, and
     (`NonSmoothRadiusWarning`, `check_derivative_jumps`) if a neighbour shell lies near a radius where
     the model's third derivative can jump."""
-    cells = {id(ph3.supercell): ph3.supercell, id(ph3.phonon_supercell): ph3.phonon_supercell}
+    cells = {id(cell): phonopy_to_ase(cell) for cell in (ph3.supercell, ph3.phonon_supercell)}
     for cell in cells.values():
-        check_supercell_size(phonopy_to_ase(cell), potential.cutoff, potential.config.num_interactions,
-                             stacklevel=stacklevel + 1)
-    check_derivative_jumps(phonopy_to_ase(ph3.supercell), potential.config.derivative_jumps, 3,
-                           stacklevel=stacklevel + 1)
+        check_supercell_size(cell, potential.cutoff, potential.config.num_interactions, stacklevel=stacklevel + 1)
+    check_derivative_jumps(cells[id(ph3.supercell)], potential.config.derivative_jumps, 3, stacklevel=stacklevel + 1)
 
 
 def fc3_work(ph3: Phono3py, method: Fc3Method = "rows") -> int:

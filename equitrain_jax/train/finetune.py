@@ -338,9 +338,10 @@ def finetune(
             pad_to_bucket(phonon_graph((phonon_refs or third_refs)[0][0], cutoff, elements, head_index)), dtype)
     trained_numbers = [atoms.numbers for atoms in [*train, *replay]] + [
         item.supercell.numbers for item, _ in [*phonon_refs, *third_refs]]
-    elements = element_indices(np.concatenate(trained_numbers), model_config.atomic_numbers)
+    trained_elements = element_indices(np.concatenate(trained_numbers), model_config.atomic_numbers)
     strategy = build_strategy(
-        StrategyInputs(variables, model_config, example, jax.random.PRNGKey(train_config.seed), dtype, elements),
+        StrategyInputs(variables, model_config, example, jax.random.PRNGKey(train_config.seed), dtype,
+                       trained_elements),
         config
     )
     module = ModelBundle(model_config, variables).module(dtype)
@@ -352,7 +353,7 @@ def finetune(
         "base_model": str(model_dir) if not isinstance(model_dir, ModelBundle) else "(in memory)",
         **dataclasses.asdict(config), "heads": list(model_config.heads), "trained_head": model_config.heads[head_index],
         "n_train": len(train), "n_valid": len(valid), "n_replay": len(replay),
-        "trained_elements": [int(model_config.atomic_numbers[i]) for i in elements],
+        "trained_elements": [int(model_config.atomic_numbers[i]) for i in trained_elements],
         "keys": keys._asdict(), "loss": dataclasses.asdict(loss_config), "train": dataclasses.asdict(train_config),
         "data_sha256": {name: fingerprint[f"{name}_data"] for name in ("train", "valid", "replay")},
         "base_model_sha256": fingerprint["base_model"],
