@@ -21,6 +21,7 @@ from phono3py.phonon3.gruneisen import Gruneisen
 from equitrain_jax.phonons.compare import mesh_qpoints
 from equitrain_jax.phonons.conductivity import phono3py_with_displacements, produce_exact_fc
 from equitrain_jax.phonons.bridge import phonopy_to_ase
+from equitrain_jax.phonons.nac import apply_nac, transfer_nac_params
 from equitrain_jax.potential import Potential
 
 DEFAULT_MESH = (8, 8, 8)
@@ -51,10 +52,14 @@ def mean_gruneisen(ph3: Any, mesh: Sequence[int] = DEFAULT_MESH, temperature: fl
 def model_phono3py(potential: Potential, template: Any) -> Any:
     """A `phono3py.Phono3py` of ``template``'s unit cell, supercell and primitive matrices (a
     `Phono3py` or `phonopy.Phonopy`) with the model's exact fc3 and fc2
-    (`equitrain_jax.phonons.conductivity.produce_exact_fc`, phono3py's displacements, no pair cutoff)."""
+    (`equitrain_jax.phonons.conductivity.produce_exact_fc`, phono3py's displacements, no pair cutoff).
+    The template's NAC parameters, if any, are set on it too: a model predicts no Born charges, so
+    a polar crystal's model and DFT phonons get the same long-range term from DFT."""
     ph3 = phono3py_with_displacements(phonopy_to_ase(template.unitcell), template.supercell_matrix,
                                       primitive_matrix=template.primitive_matrix, symprec=template.symmetry.tolerance)
     produce_exact_fc(ph3, potential, symmetrize_fc=True)
+    if getattr(template, "nac_params", None) is not None:  # DFT's Born charges, moved onto our primitive cell
+        apply_nac(ph3, transfer_nac_params(template.nac_params, template.primitive, ph3))
     return ph3
 
 

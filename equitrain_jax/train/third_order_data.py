@@ -140,6 +140,13 @@ def _phono3py_of(path: Path, forces_fc3: Optional[Path]) -> Any:
                    primitive_matrix=document.primitive_matrix, symprec=document.symmetry.tolerance if
                    document.symmetry is not None else 1e-5, log_level=0)
     ph3.dataset = dataset
+    if document.nac_params is not None:  # DFT's Born charges: phono3py applies them to fc2's phonons
+        from equitrain_jax.phonons.nac import apply_nac
+
+        try:
+            apply_nac(ph3, document.nac_params)
+        except ValueError as error:
+            raise ThirdOrderDataError(f"{path}: {error}") from error
     ph3.produce_fc3(is_compact_fc=False)
     ph3.symmetrize_fc3()
     ph3.symmetrize_fc2()

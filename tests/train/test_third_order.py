@@ -245,3 +245,42 @@ def test_finetune_on_phono3py_data_alone_with_validation_structures(tiny_bundle,
     tuned = load_model(tmp_path / "run" / "model")
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(tuned.variables),
                                                           jax.tree_util.tree_leaves(tiny_bundle.variables)))
+
+
+@pytest.mark.slow
+def test_polar_phono3py_reference_and_model_carry_dft_born_charges(tiny_bundle):
+    """phono3py's ZnTe example (benchmarks/data; Born charges and ε∞ in its YAML) reads with the
+    NAC parameters ``phono3py.load`` finds there, and its κ(300 K) is phono3py.load's (with NAC, which
+    moves it; 10×10×10 mesh); a model's exact fc3/fc2 on a polar template (B2 NiAl with Born charges
+    ±1.5 e, our tiny alloy MACE) carry the template's parameters, atom for atom."""
+    from pathlib import Path
+
+    import phono3py
+
+    from equitrain_jax.phonons.anharmonicity import model_phono3py
+    from equitrain_jax.phonons.conductivity import kappa_summary, phono3py_with_displacements, run_thermal_conductivity
+
+    path = Path(__file__).parents[2] / "benchmarks" / "data" / "ZnTe-PBEsol-phono3py" / "phono3py_params_ZnTe.yaml.xz"
+    _, ours = read_third_order_reference(path)
+    theirs = phono3py.load(path, symmetrize_fc=True, is_compact_fc=False, log_level=0)
+    assert theirs.nac_params is not None
+    for key in ("born", "dielectric", "factor"):
+        np.testing.assert_allclose(ours.nac_params[key], theirs.nac_params[key], rtol=0, atol=1e-12)
+    kappas = []
+    for ph3 in (ours, theirs):
+        run_thermal_conductivity(ph3, (10, 10, 10), temperatures=[300.0])
+        kappas.append(kappa_summary(ph3)["kappa_W_per_mK"][0][0])
+    ours.nac_params = None
+    run_thermal_conductivity(ours, (10, 10, 10), temperatures=[300.0])
+    without = kappa_summary(ours)["kappa_W_per_mK"][0][0]
+    print(f"κ(300 K): ours {kappas[0]:.3f}, phono3py.load {kappas[1]:.3f}, without NAC {without:.3f} W/(m·K)")
+    assert abs(kappas[0] / kappas[1] - 1) < 1e-3 < abs(without / kappas[1] - 1)
+
+    atoms = bulk("NiAl", "cesiumchloride", a=2.9)
+    template = phono3py_with_displacements(atoms, np.diag([2, 2, 2]))
+    born = np.array([np.eye(3) * 1.5 * sign for sign in (1, -1)])
+    template.nac_params = {"born": born, "dielectric": np.eye(3) * 8.0, "factor": 14.4}
+    model = model_phono3py(Potential(tiny_bundle, dtype="float64"), template)
+    symbols = list(model.primitive.symbols)
+    np.testing.assert_allclose(model.nac_params["born"], born[[list(template.primitive.symbols).index(s) for s in symbols]])
+    np.testing.assert_allclose(model.nac_params["dielectric"], np.eye(3) * 8.0)
