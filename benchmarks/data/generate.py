@@ -28,6 +28,10 @@ Per material, in this order (each step needs the one before):
    quasi-harmonic reference, and phonons at ±3 % volume.
 6. ``large`` (``LARGE_SUPERCELL_MATERIALS``): phonons in the 3×3×3 primitive supercell →
    ``<material>/phonon_333/phonopy_params.yaml``, longer-range force constants than 2×2×2.
+7. ``fc3`` (``FC3_MATERIALS``): phono3py's displacement pairs (``FC3_DISPLACEMENT`` Å,
+   symmetry-reduced) in the phonon supercell at the PBE lattice, on the phonon step's k-point grid
+   → ``<material>/fc3_222/phono3py_params.yaml`` with the DFT forces (``phono3py.load`` of it, or
+   ``equitrain-jax finetune --phono3py``, builds fc3 and fc2).
 
 Every calculation's result goes to its own small file as soon as it finishes (``eos/``,
 ``phonon/``, ``labels/``, ``trajectories/``) and is skipped when present, so an interrupted run
@@ -113,6 +117,11 @@ QHA_MATERIALS = ("Si", "Al", "C", "MgO")
 # A larger supercell of the primitive cell, for longer-range force constants than 2×2×2.
 LARGE_SUPERCELL = (3, 3, 3)
 LARGE_SUPERCELL_MATERIALS = ("Al", "Si", "C")
+# Third-order force constants (phono3py): displacement pairs in the material's phonon supercell
+# (2×2×2 primitive), phono3py's default distance.  The training-side cell of the third-order
+# experiment's transfer to phono3py's 64-atom examples.
+FC3_DISPLACEMENT = 0.03
+FC3_MATERIALS = ("Si",)
 
 
 def _perovskite(a: float) -> Atoms:
@@ -471,6 +480,30 @@ class Material:
             self.save_phonopy(phonon, directory / "phonopy_params.yaml")
             log(f"{self.name} 3×3×3 phonon reference written")
 
+    # ---- third-order force constants (phono3py displacement pairs) ----------------------------
+    def run_fc3(self, dry_run: bool) -> None:
+        """DFT forces of phono3py's displaced-pair supercells (``FC3_MATERIALS``) →
+        ``fc3_222/phono3py_params.yaml``."""
+        if self.name not in FC3_MATERIALS:
+            return
+        if not (self.dir / "lattice.json").exists():
+            log(f"{self.name} fc3: once the E(V) fit is done")
+            return
+        directory = self.dir / "fc3_222"
+        if (directory / "phono3py_params.yaml").exists():
+            return
+        from phono3py import Phono3py
+        from phonopy.structure.atoms import PhonopyAtoms
+
+        unit = self.primitive()
+        ph3 = Phono3py(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
+                                    scaled_positions=unit.get_scaled_positions()),
+                       supercell_matrix=np.diag(self.spec["supercell"]), log_level=0)
+        ph3.generate_displacements(distance=FC3_DISPLACEMENT)
+        if self.displaced_forces(ph3, directory, kpoint_grid(self.supercell()), "fc3", dry_run):
+            ph3.save(str(directory / "phono3py_params.yaml"))
+            log(f"{self.name} fc3 reference written ({len(ph3.supercells_with_displacements)} supercells)")
+
     # ---- energy along a Γ instability ---------------------------------------------------------
     def soft_mode(self):
         """(phonopy supercell, frequency THz, pattern [N, 3] Å per unit Q) of the soft Γ mode, or
@@ -689,7 +722,7 @@ class Material:
         return "| " + " | ".join(cells) + " |"
 
 
-STEPS = ("eos", "phonon", "scan", "train", "volumes", "large")
+STEPS = ("eos", "phonon", "scan", "train", "volumes", "large", "fc3")
 
 REPORT_HEADER = (
     "| material | bonding | supercell atoms | PBE a (Å) | B (GPa) | lowest ω Γ / mesh (THz) "
@@ -719,7 +752,8 @@ def check_settings(dry_run: bool) -> None:
                                    "supercell": list(spec["supercell"]), "bonding": spec["bonding"]}
                             for name, spec in MATERIALS.items()},
               "volumes": {"volume_factors": QHA_VOLUME_FACTORS, "materials": list(QHA_MATERIALS)},
-              "large": {"supercell": list(LARGE_SUPERCELL), "materials": list(LARGE_SUPERCELL_MATERIALS)}}
+              "large": {"supercell": list(LARGE_SUPERCELL), "materials": list(LARGE_SUPERCELL_MATERIALS)},
+              "fc3": {"displacement_angstrom": FC3_DISPLACEMENT, "materials": list(FC3_MATERIALS)}}
     if path.exists():
         stored = json.loads(path.read_text())
         if stored["settings"] != json.loads(json.dumps(SETTINGS)):
@@ -764,6 +798,8 @@ def main(argv=None) -> None:
             material.run_volumes(args.dry_run)
         if "large" in args.steps:
             material.run_large(args.dry_run)
+        if "fc3" in args.steps:
+            material.run_fc3(args.dry_run)
         if args.dry_run:
             log(f"{material.name} done so far: {material.done()}")
     log(f"finished in {time.time() - start:.0f} s")

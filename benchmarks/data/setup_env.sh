@@ -10,6 +10,6 @@ python3 -m venv "$env_dir"
 "$env_dir/bin/pip" install torch==2.13.0
 # GPAW builds from source; its site config selects the C++ compiler (no libxc, BLAS, FFTW or MPI)
 GPAW_CONFIG="$here/gpaw_siteconfig.py" "$env_dir/bin/pip" install gpaw==26.7.0 gpaw-data==1.2.1 \
-    ase==3.29.0 phonopy==4.10.0 numpy==2.4.6 scipy==1.17.1
+    ase==3.29.0 phonopy==4.10.0 phono3py==4.10.0 numpy==2.4.6 scipy==1.17.1
 "$env_dir/bin/pip" install sevenn==0.13.0
 "$env_dir/bin/gpaw" info
