@@ -26,7 +26,7 @@ from ase.vibrations import VibrationsData
 
 from equitrain_jax.data import batch_graphs
 from equitrain_jax.data.graph import PaddedShape
-from equitrain_jax.models.quantities import NodeEnergyFn, energy_gradient
+from equitrain_jax.models.quantities import NodeEnergyFn, energy_gradient, hessian_vector_product
 from equitrain_jax.potential import Potential
 
 
@@ -62,6 +62,20 @@ def tangent_products(linear: jax.tree_util.Partial, tangents: jnp.ndarray) -> jn
 def compiled_tangent_products(potential: Potential) -> Callable:
     """`tangent_products`, jit-compiled once per potential (and per structure size and chunk)."""
     return potential.compiled("tangent_products", lambda: jax.jit(tangent_products))
+
+
+def compiled_hessian_vector_products(potential: Potential) -> Callable:
+    """`equitrain_jax.models.quantities.hessian_vector_product` of this potential's model for a batch
+    of tangents, jit-compiled once per potential: ``(variables, graph, positions, tangents [k,
+    n_node, 3] Å) → H·v [k, n_node, 3] eV/Å²``.  One program computes the primal and all k tangents
+    (``jax.vmap`` keeps the primal unbatched), with no residuals stored between calls: cheaper
+    than `compiled_linearization` then `compiled_tangent_products` when one call takes them all
+    (SevenNet-0, 125-atom supercell, one tangent: 2.7 against 3.3 CPU-s)."""
+    return potential.compiled(
+        "hessian_vector_products",
+        lambda: jax.jit(jax.vmap(functools.partial(hessian_vector_product, potential.node_energy_fn),
+                                 in_axes=(None, None, None, 0))),
+    )
 
 
 def default_chunk_size(n_atoms: int) -> int:
@@ -141,21 +155,26 @@ def batched_hessian_vector_products(
     ``shape`` pads the graph to at least these sizes (`equitrain_jax.data.pad_graph`; default its
     own bucket), so that batches of different structures can share one compiled program.
 
-    The products are `compiled_linearization` (its primal computed once for all chunks) and
-    `compiled_tangent_products` on the batched padded graph; padding nodes get zero tangents.
+    Tangents that fit in one call go through `compiled_hessian_vector_products` (primal and
+    tangents in one program, less work than linearising first); more go through
+    `compiled_linearization` (its primal computed once for all chunks) and
+    `compiled_tangent_products`.  Padding nodes get zero tangents.
     """
     graph = potential.device_graph(batch_graphs([potential.graph(atoms) for atoms in structures]), shape=shape)
     n_total = sum(len(atoms) for atoms in structures)
     positions = graph.nodes["positions"]
     n_padding = positions.shape[0] - n_total
-    linear = compiled_linearization(potential)(potential.variables, graph, positions)
-    products = compiled_tangent_products(potential)
+    if len(tangents) <= chunk_size:
+        products = functools.partial(compiled_hessian_vector_products(potential), potential.variables, graph, positions)
+    else:
+        linear = compiled_linearization(potential)(potential.variables, graph, positions)
+        products = functools.partial(compiled_tangent_products(potential), linear)
     blocks = []
     for start in range(0, len(tangents), chunk_size):
         part = tangents[start : start + chunk_size]
         padded = np.concatenate([part, np.zeros((chunk_size - len(part), n_total, 3))])
         padded = np.concatenate([padded, np.zeros((chunk_size, n_padding, 3))], axis=1)
-        out = products(linear, jnp.asarray(padded, dtype=positions.dtype))
+        out = products(jnp.asarray(padded, dtype=positions.dtype))
         blocks.append(np.asarray(out, dtype=np.float64)[: len(part), :n_total])
     return np.concatenate(blocks)
 

@@ -12,10 +12,11 @@ The work of a list, in order:
 3. The supercells are packed into batches of at most ``batch_atoms`` atoms (`pack_batches`),
    each batch ONE graph: its Hessian is block diagonal, so tangent k, holding displacement k of
    every material of the batch, gives all their exact harmonic forces F = −H·u at once
-   (`equitrain_jax.phonons.hessian.batched_hessian_vector_products`).  Every batch is padded to
-   a power of two of atoms (`padded_atoms`), one neighbour width and one graph count for the
-   whole list, at most ``chunk_size`` tangents per call (`tangent_chunk`): the list compiles the
-   primal once per padded size and the tangents once per padded size and chunk.
+   (`equitrain_jax.phonons.hessian.batched_hessian_vector_products`).  A batch holds materials of
+   one neighbour width (`neighbour_slots`: a sparse crystal does not pay for the densest one's
+   neighbours) and is padded to a power of two of atoms (`padded_atoms`), one graph count for
+   the whole list, at most ``chunk_size`` tangents per call (`tangent_chunk`): the list compiles
+   once per (padded size, width, chunk).
 4. Phonopy's post-processing of a batch (force constants from phonopy's solver, symmetrised;
    frequencies on a Γ-centred mesh; thermal properties; files) runs in a thread pool while the
    main thread computes the next batch's products.
@@ -123,16 +124,26 @@ def relaxation_shape(graphs: Sequence[Any], margin: float = 1.5) -> PaddedShape:
     )
 
 
-def pack_batches(sizes: Sequence[int], displacements: Sequence[int], batch_atoms: int) -> list[list[int]]:
+def neighbour_slots(in_degree: int) -> int:
+    """Neighbour slots per atom of a supercell whose largest in-degree is ``in_degree``: the next
+    power of two, at least 16.  A batch's graph costs about its atoms times its slots, so batches
+    keep to one width (`pack_batches`), and a list meets few (4 from 16 to 128)."""
+    return max(16, 1 << max(int(in_degree) - 1, 0).bit_length())
+
+
+def pack_batches(sizes: Sequence[int], displacements: Sequence[int], batch_atoms: int,
+                 widths: Optional[Sequence[int]] = None) -> list[list[int]]:
     """Positions of ``sizes`` (supercell atoms) grouped into batches of at most ``batch_atoms``
-    atoms (a larger supercell alone).  Materials are taken in order of decreasing displacement
-    count, then size, so that a batch's materials need about as many tangents: a batch runs as
-    many as its largest count, and the others get zero tangents there."""
-    order = sorted(range(len(sizes)), key=lambda i: (-displacements[i], -sizes[i], i))
+    atoms (a larger supercell alone), each of one of ``widths`` (neighbour slots, `neighbour_slots`;
+    default all one).  Materials are taken in order of decreasing width, displacement count, then
+    size, so that a batch's materials need about as many tangents: a batch runs as many as its
+    largest count, and the others get zero tangents there."""
+    widths = [0] * len(sizes) if widths is None else list(widths)
+    order = sorted(range(len(sizes)), key=lambda i: (-widths[i], -displacements[i], -sizes[i], i))
     batches: list[list[int]] = []
     atoms = 0
     for i in order:
-        if not batches or atoms + sizes[i] > batch_atoms:
+        if not batches or atoms + sizes[i] > batch_atoms or widths[i] != widths[batches[-1][0]]:
             batches.append([])
             atoms = 0
         batches[-1].append(i)
@@ -297,20 +308,22 @@ def phonons_of_many(
     supercells = [phonopy_to_ase(m.phonon.supercell) for m in ready]
     counts = [len(m.phonon.dataset["first_atoms"]) for m in ready]
     sizes = [len(cell) for cell in supercells]
-    batches = pack_batches(sizes, counts, settings.batch_atoms)
-    width = bucket_size(max(in_degree(potential.graph(cell)) for cell in supercells), minimum=4)
+    slots = [neighbour_slots(in_degree(potential.graph(cell))) for cell in supercells]
+    batches = pack_batches(sizes, counts, settings.batch_atoms, slots)
+    widths = [slots[batch[0]] for batch in batches]
     n_graph = bucket_size(max(len(batch) for batch in batches) + 1, minimum=2)
     padded = [padded_atoms(sum(sizes[i] for i in batch), settings.batch_atoms) for batch in batches]
     chunk = int(settings.chunk_size or max(1, TANGENT_ATOMS // max(padded)))
     chunks = [tangent_chunk(max(counts[i] for i in batch), chunk) for batch in batches]
     say(f"{len(ready)} materials in {len(batches)} batches of ≤ {settings.batch_atoms} supercell atoms, padded to "
-        f"{sorted(set(padded))} atoms ({len(set(padded))} compiled size(s)), {width} neighbour slots, "
-        f"{sorted(set(chunks))} tangents per call ({len(set(zip(padded, chunks)))} compiled (size, chunk) pairs)")
+        f"{sorted(set(padded))} atoms ({len(set(padded))} compiled size(s)), {sorted(set(widths))} neighbour slots, "
+        f"{sorted(set(chunks))} tangents per call ({len(set(zip(padded, widths, chunks)))} compiled (size, width, "
+        f"chunk) shapes)")
 
     bar.set_description("force constants")
     futures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
-        for batch, n_padded in zip(batches, padded):
+        for batch, n_padded, width in zip(batches, padded, widths):
             start = time.perf_counter()
             cells = [supercells[i] for i in batch]
             offsets = np.cumsum([0] + [sizes[i] for i in batch])

@@ -21,7 +21,9 @@ from ase.build import bulk, molecule
 from equitrain_jax.calculator import Calculator
 from equitrain_jax.phonons import phonopy_from_calculator, phonopy_from_potential
 from equitrain_jax.phonons.bridge import supercell_for_min_length
-from equitrain_jax.phonons.many import ManySettings, pack_batches, padded_atoms, phonons_of_many, tangent_chunk
+from equitrain_jax.phonons.many import (
+    ManySettings, neighbour_slots, pack_batches, padded_atoms, phonons_of_many, tangent_chunk,
+)
 
 from phonon_models import phonon_potential, quiet
 
@@ -48,6 +50,17 @@ def test_batches_hold_every_material_once_within_the_budget():
     # a batch of 1-displacement crystals computes one tangent per call, not the list's chunk
     assert [tangent_chunk(k, 3) for k in range(1, 6)] == [1, 2, 3, 3, 3]
     assert [tangent_chunk(k, 12) for k in (1, 3, 5, 13)] == [1, 4, 8, 12]
+
+
+def test_batches_keep_one_neighbour_width():
+    """A batch's graph is padded to the neighbour slots of its densest supercell: materials of
+    different widths (powers of two, at least 16) never share one, the widest come first."""
+    assert [neighbour_slots(d) for d in (0, 9, 16, 17, 40, 60, 86)] == [16, 16, 16, 32, 64, 64, 128]
+    sizes, counts = [54, 54, 16, 128, 27], [1, 1, 2, 1, 3]
+    widths = [neighbour_slots(d) for d in (40, 20, 60, 17, 9)]
+    batches = pack_batches(sizes, counts, 256, widths)
+    assert batches == [[2, 0], [3, 1], [4]]
+    assert all(len({widths[i] for i in batch}) == 1 for batch in batches)
 
 
 @pytest.fixture(scope="module")
