@@ -15,8 +15,9 @@ The work of a list, in order:
    (`equitrain_jax.phonons.hessian.batched_hessian_vector_products`).  A batch holds materials of
    one neighbour width (`neighbour_slots`: a sparse crystal does not pay for the densest one's
    neighbours) and is padded to a power of two of atoms (`padded_atoms`), one graph count for
-   the whole list, at most ``chunk_size`` tangents per call (`tangent_chunk`): the list compiles
-   once per (padded size, width, chunk).
+   the whole list, at most ``chunk_size`` tangents per call (`tangent_chunk`; by default as many
+   as keep a call's memory bounded, `TANGENT_EDGES`): the list compiles once per (padded size,
+   width, chunk).
 4. Phonopy's post-processing of a batch (force constants from phonopy's solver, symmetrised;
    frequencies on a Γ-centred mesh; thermal properties; files) runs in a thread pool while the
    main thread computes the next batch's products.
@@ -42,7 +43,7 @@ from phonopy import Phonopy
 from equitrain_jax.data import PaddedShape, bucket_size, in_degree
 from equitrain_jax.phonons.bridge import new_phonopy, phonopy_to_ase, supercell_for_min_length
 from equitrain_jax.phonons.hessian import batched_hessian_vector_products
-from equitrain_jax.phonons.many_config import BATCH_ATOMS, MESH, TANGENT_ATOMS
+from equitrain_jax.phonons.many_config import BATCH_ATOMS, MESH, TANGENT_EDGES
 from equitrain_jax.phonons.results import CUTOFF_FREQUENCY_THZ, IMAGINARY_TOLERANCE_THZ
 from equitrain_jax.potential import Potential
 
@@ -70,7 +71,7 @@ class ManySettings:
         temperature: of the summary's F, S, Cv (K).
         imaginary_threshold: frequencies below minus this (THz) count as imaginary.
         batch_atoms: most supercell atoms per batched graph (`pack_batches`).
-        chunk_size: tangents per compiled call (default: see `TANGENT_ATOMS`).
+        chunk_size: tangents per compiled call (default per batch: see `TANGENT_EDGES`).
         distance: phonopy's displacement length (Å); the forces are exactly linear in it.
         symprec: symmetry tolerance (Å).
         workers: threads of phonopy's post-processing, overlapping the compiled work.
@@ -313,8 +314,8 @@ def phonons_of_many(
     widths = [slots[batch[0]] for batch in batches]
     n_graph = bucket_size(max(len(batch) for batch in batches) + 1, minimum=2)
     padded = [padded_atoms(sum(sizes[i] for i in batch), settings.batch_atoms) for batch in batches]
-    chunk = int(settings.chunk_size or max(1, TANGENT_ATOMS // max(padded)))
-    chunks = [tangent_chunk(max(counts[i] for i in batch), chunk) for batch in batches]
+    limits = [int(settings.chunk_size or max(1, TANGENT_EDGES // (n * w))) for n, w in zip(padded, widths)]
+    chunks = [tangent_chunk(max(counts[i] for i in batch), limit) for batch, limit in zip(batches, limits)]
     say(f"{len(ready)} materials in {len(batches)} batches of ≤ {settings.batch_atoms} supercell atoms, padded to "
         f"{sorted(set(padded))} atoms ({len(set(padded))} compiled size(s)), {sorted(set(widths))} neighbour slots, "
         f"{sorted(set(chunks))} tangents per call ({len(set(zip(padded, widths, chunks)))} compiled (size, width, "
@@ -323,7 +324,7 @@ def phonons_of_many(
     bar.set_description("force constants")
     futures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
-        for batch, n_padded, width in zip(batches, padded, widths):
+        for batch, n_padded, width, chunk in zip(batches, padded, widths, chunks):
             start = time.perf_counter()
             cells = [supercells[i] for i in batch]
             offsets = np.cumsum([0] + [sizes[i] for i in batch])
@@ -333,7 +334,7 @@ def phonons_of_many(
                     tangents[k, offset + first["number"]] = first["displacement"]
             try:
                 products = batched_hessian_vector_products(
-                    potential, cells, tangents, tangent_chunk(len(tangents), chunk),
+                    potential, cells, tangents, chunk,
                     shape=PaddedShape(n_padded, width, n_graph),
                 )
             except Exception as error:  # the batch's materials fail together, the others go on
