@@ -155,20 +155,16 @@ def batched_hessian_vector_products(
     ``shape`` pads the graph to at least these sizes (`equitrain_jax.data.pad_graph`; default its
     own bucket), so that batches of different structures can share one compiled program.
 
-    Tangents that fit in one call go through `compiled_hessian_vector_products` (primal and
-    tangents in one program, less work than linearising first); more go through
-    `compiled_linearization` (its primal computed once for all chunks) and
-    `compiled_tangent_products`.  Padding nodes get zero tangents.
+    Each call is `compiled_hessian_vector_products`: primal and tangents in one program, less
+    work than linearising first and no residuals kept between calls, so the memory is one call's
+    (a batch of several large supercells is where memory runs out); a further chunk recomputes
+    the primal.  Padding nodes get zero tangents.
     """
     graph = potential.device_graph(batch_graphs([potential.graph(atoms) for atoms in structures]), shape=shape)
     n_total = sum(len(atoms) for atoms in structures)
     positions = graph.nodes["positions"]
     n_padding = positions.shape[0] - n_total
-    if len(tangents) <= chunk_size:
-        products = functools.partial(compiled_hessian_vector_products(potential), potential.variables, graph, positions)
-    else:
-        linear = compiled_linearization(potential)(potential.variables, graph, positions)
-        products = functools.partial(compiled_tangent_products(potential), linear)
+    products = functools.partial(compiled_hessian_vector_products(potential), potential.variables, graph, positions)
     blocks = []
     for start in range(0, len(tangents), chunk_size):
         part = tangents[start : start + chunk_size]
