@@ -504,7 +504,8 @@ def report(args, structures, plan) -> None:
                 for clock in ("wall", "CPU"):
                     ratios[f"{run}_{clock}"] = rate["batched", run][clock] / rate[side, theirs][clock]
         record["ratios"][side] = ratios
-        subset = f" (its {results[side]['crystals']} crystals)" if results[side].get("crystals", n) != n else ""
+        subset = (f" (on its first {results[side]['crystals']} crystals only: rates of different lists)"
+                  if results[side].get("crystals", n) != n else "")
         lines.append(f"batched vs {side}{subset}, materials per hour: cold {ratios['cold_CPU']:.2f}x CPU, "
                      f"{ratios['cold_wall']:.2f}x wall (compilation included)"
                      + (f"; warm {ratios['warm_CPU']:.2f}x CPU, {ratios['warm_wall']:.2f}x wall" if "warm_CPU" in ratios else ""))
@@ -543,6 +544,9 @@ def stage_lines(results: dict) -> list[str]:
                              f"HVP batches {stages['hessian']:.1f}, post-processing {stages['finish']:.1f} in threads "
                              f"(overlapping), the rest {rest:.1f} (neighbour lists of the plan, waiting for the last "
                              f"post-processing), of {run['wall_s']:.1f}")
+                if name == "warm":
+                    extra = result["passes"][0]["stages"]["hessian"] - stages["hessian"]
+                    lines.append(f"# batched compilation (cold minus warm HVP batches): {extra:.1f} s")
             elif side == "torch-sim":
                 lines.append(f"# torch-sim {name} stages (wall s): symmetry and displacements {stages['displacements']:.1f}, "
                              f"forces of {stages['force_calls']} displaced supercells {stages['forces']:.1f}, "
