@@ -138,7 +138,8 @@ def summarise(results: dict) -> list[dict]:
     measures = ("kappa_xx_W_per_mK", "mean_gruneisen_300K", "fc2_frequency_mae_thz", "valid_force_mae_meV_per_A",
                 "train_seconds")
     rows = []
-    for condition in ["base", *CONDITIONS]:
+    longer = sorted({key.rsplit("/seed", 1)[0] for key in results if "@" in key}, key=lambda name: name.split("@"))
+    for condition in ["base", *CONDITIONS, *longer]:
         runs = [value for key, value in results.items() if key == condition or key.startswith(condition + "/seed")]
         if not runs:
             continue
@@ -222,7 +223,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="where the fine-tuned models go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
-    parser.add_argument("--steps", type=int, default=24, help="optimiser steps per fine-tune")
+    parser.add_argument("--steps", type=int, default=24,
+                        help="optimiser steps per fine-tune (other than the results' first runs': a condition "
+                             "'<condition>@<steps>' of its own)")
     parser.add_argument("--material", default="Si", choices=list(MATERIALS), help="phono3py example (default Si)")
     parser.add_argument("--report", action="store_true", help="only write the table and plots of the results so far")
     args = parser.parse_args()
@@ -266,10 +269,11 @@ def main() -> None:
         print("base", results["base"], flush=True)
     for seed in args.seeds:
         for condition in args.conditions:
-            key = f"{condition}/seed{seed}"
+            key = f"{condition}/seed{seed}" if args.steps == results["settings"]["steps"] else \
+                f"{condition}@{args.steps}/seed{seed}"  # a run longer (or shorter) than the experiment's
             if key in results:
                 continue
-            output = args.work / condition / f"seed{seed}"
+            output = args.work / key.split("/seed")[0] / f"seed{seed}"
             seconds = train(args.model, condition, seed, output, references, train_set, valid, args.steps)
             results[key] = {**judge(output / "model", reference, valid, output), "train_seconds": seconds,
                             "date": stamp()}
