@@ -112,6 +112,34 @@ def judge(model_dir: Path, reference, valid, keep: Path) -> dict:
             "exact_fc_seconds": fc_seconds}
 
 
+def swap(results: dict, reference, work: Path, done: dict) -> dict:
+    """Which half of a model's force constants its κ(300 K) errs by: κ from the model's fc3 with DFT's
+    fc2, and from the model's fc2 with DFT's fc3 (the fc2.hdf5 and fc3.hdf5 each run keeps in
+    ``work``), per run not in ``done`` yet; returns ``done`` with them added."""
+    from phono3py import Phono3py
+    from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
+
+    from equitrain_jax.phonons.conductivity import run_thermal_conductivity
+
+    for key in results:
+        folder = work / key
+        if key in ("settings", "dft") or key in done or not (folder / "fc3.hdf5").is_file():
+            continue
+        model = {"fc2": read_fc2_from_hdf5(str(folder / "fc2.hdf5")), "fc3": read_fc3_from_hdf5(str(folder / "fc3.hdf5"))}
+        dft = {"fc2": np.asarray(reference.fc2), "fc3": np.asarray(reference.fc3)}
+        done[key] = {}
+        for name, (fc2, fc3) in {"model_fc3_dft_fc2": (dft["fc2"], model["fc3"]),
+                                 "model_fc2_dft_fc3": (model["fc2"], dft["fc3"])}.items():
+            ph3 = Phono3py(reference.unitcell, supercell_matrix=reference.supercell_matrix,
+                           primitive_matrix=reference.primitive_matrix, log_level=0)
+            ph3.nac_params = reference.nac_params
+            ph3.fc2, ph3.fc3 = fc2, fc3
+            run_thermal_conductivity(ph3, MESH, temperatures=[300.0])
+            done[key][name] = float(ph3.thermal_conductivity.kappa[0, 0, 0])  # RTA, xx, 300 K
+        print(key, done[key], flush=True)
+    return done
+
+
 def train(model: Path, condition: str, seed: int, output: Path, references, train_set, valid, steps: int) -> float:
     """Fine-tune one condition for ``steps`` optimiser steps; returns the seconds it took."""
     from equitrain_jax.train import LossConfig, TrainConfig
@@ -138,7 +166,8 @@ def summarise(results: dict) -> list[dict]:
     measures = ("kappa_xx_W_per_mK", "mean_gruneisen_300K", "fc2_frequency_mae_thz", "valid_force_mae_meV_per_A",
                 "train_seconds")
     rows = []
-    for condition in ["base", *CONDITIONS]:
+    longer = sorted({key.rsplit("/seed", 1)[0] for key in results if "@" in key}, key=lambda name: name.split("@"))
+    for condition in ["base", *CONDITIONS, *longer]:
         runs = [value for key, value in results.items() if key == condition or key.startswith(condition + "/seed")]
         if not runs:
             continue
@@ -179,6 +208,23 @@ def report(results: dict) -> None:
                      f"{cell(row, 'valid_force_mae_meV_per_A', 2)} | {cell(row, 'train_seconds', 0)} |")
     lines.append("")
     lines.append("Mean ± sample standard deviation over seeds; " + json.dumps(results.get("settings", {})))
+    swapped = json.loads((RESULTS.parent / "swap.json").read_text()) if (RESULTS.parent / "swap.json").is_file() else {}
+    if swapped:  # written by --swap
+        lines += ["", "κ_xx(300 K), W/(m·K), with one half of the force constants from DFT (`--swap`):", "",
+                  "| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 |", "|---|---|---|---|",
+                  f"| DFT | {dft_kappa:.1f} | – | – |"]
+        for row in rows:
+            keys = [key for key in swapped if key == row["condition"] or key.startswith(row["condition"] + "/seed")]
+            if not keys:
+                continue
+
+            def spread(values):
+                values = np.asarray(values)
+                return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
+
+            lines.append(f"| {row['condition']} ({len(keys)}) | {spread([results[key]['kappa_xx_W_per_mK'] for key in keys])}"
+                         f" | {spread([swapped[key]['model_fc3_dft_fc2'] for key in keys])}"
+                         f" | {spread([swapped[key]['model_fc2_dft_fc3'] for key in keys])} |")
     (RESULTS.parent / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -222,7 +268,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="where the fine-tuned models go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
-    parser.add_argument("--steps", type=int, default=24, help="optimiser steps per fine-tune")
+    parser.add_argument("--steps", type=int, default=24,
+                        help="optimiser steps per fine-tune (other than the results' first runs': a condition "
+                             "'<condition>@<steps>' of its own)")
+    parser.add_argument("--swap", action="store_true",
+                        help="only compute κ(300 K) of every finished run's fc3 with DFT's fc2 and of its fc2 with "
+                             "DFT's fc3 (swap.json beside results.json; needs --work)")
     parser.add_argument("--material", default="Si", choices=list(MATERIALS), help="phono3py example (default Si)")
     parser.add_argument("--report", action="store_true", help="only write the table and plots of the results so far")
     args = parser.parse_args()
@@ -230,8 +281,8 @@ def main() -> None:
     if args.report:
         report(json.loads(RESULTS.read_text()))
         return
-    if args.model is None or args.work is None:
-        parser.error("--model and --work are needed to run (or --report)")
+    if args.work is None or (args.model is None and not args.swap):
+        parser.error("--model and --work are needed to run (--work for --swap; neither for --report)")
 
     from equitrain_jax.phonons.anharmonicity import mean_gruneisen
     from equitrain_jax.train.finetune import third_order_references
@@ -239,6 +290,12 @@ def main() -> None:
 
     references = third_order_references([EXAMPLE])
     reference = references[0][1]
+    if args.swap:
+        path = RESULTS.parent / "swap.json"
+        done = swap(json.loads(RESULTS.read_text()), reference, args.work,
+                    json.loads(path.read_text()) if path.is_file() else {})
+        path.write_text(json.dumps(done, indent=1) + "\n")
+        return
     structures = displaced_supercells(references[0][0])
     valid = structures[::10]
     train_set = [atoms for k, atoms in enumerate(structures) if k % 10]
@@ -266,10 +323,11 @@ def main() -> None:
         print("base", results["base"], flush=True)
     for seed in args.seeds:
         for condition in args.conditions:
-            key = f"{condition}/seed{seed}"
+            key = f"{condition}/seed{seed}" if args.steps == results["settings"]["steps"] else \
+                f"{condition}@{args.steps}/seed{seed}"  # a run longer (or shorter) than the experiment's
             if key in results:
                 continue
-            output = args.work / condition / f"seed{seed}"
+            output = args.work / key.split("/seed")[0] / f"seed{seed}"
             seconds = train(args.model, condition, seed, output, references, train_set, valid, args.steps)
             results[key] = {**judge(output / "model", reference, valid, output), "train_seconds": seconds,
                             "date": stamp()}
