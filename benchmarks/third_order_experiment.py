@@ -115,28 +115,38 @@ def judge(model_dir: Path, reference, valid, keep: Path) -> dict:
 def swap(results: dict, reference, work: Path, done: dict) -> dict:
     """Which half of a model's force constants its κ(300 K) errs by: κ from the model's fc3 with DFT's
     fc2, and from the model's fc2 with DFT's fc3 (the fc2.hdf5 and fc3.hdf5 each run keeps in
-    ``work``), per run not in ``done`` yet; returns ``done`` with them added."""
+    ``work``), and the relative Frobenius error ‖Φ − Φ_DFT‖/‖Φ_DFT‖ of its full fc3 and fc2, per run
+    not in ``done`` yet; returns ``done`` with them added."""
     from phono3py import Phono3py
     from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
+    from phono3py.phonon3.fc3 import compact_fc3_to_full_fc3
+    from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 
     from equitrain_jax.phonons.conductivity import run_thermal_conductivity
 
+    dft = {"fc2": np.asarray(reference.fc2), "fc3": np.asarray(reference.fc3)}
+    full = {"fc2": lambda fc: fc if fc.shape[0] == fc.shape[1] else compact_fc_to_full_fc(reference.primitive, fc),
+            "fc3": lambda fc: fc if fc.shape[0] == fc.shape[1] else compact_fc3_to_full_fc3(reference.primitive, fc)}
     for key in results:
         folder = work / key
-        if key in ("settings", "dft") or key in done or not (folder / "fc3.hdf5").is_file():
+        if key in ("settings", "dft") or "fc3_relative_error" in done.get(key, {}) or not (folder / "fc3.hdf5").is_file():
             continue
         model = {"fc2": read_fc2_from_hdf5(str(folder / "fc2.hdf5")), "fc3": read_fc3_from_hdf5(str(folder / "fc3.hdf5"))}
-        dft = {"fc2": np.asarray(reference.fc2), "fc3": np.asarray(reference.fc3)}
-        done[key] = {}
+        entry = done.setdefault(key, {})
         for name, (fc2, fc3) in {"model_fc3_dft_fc2": (dft["fc2"], model["fc3"]),
                                  "model_fc2_dft_fc3": (model["fc2"], dft["fc3"])}.items():
+            if name in entry:
+                continue
             ph3 = Phono3py(reference.unitcell, supercell_matrix=reference.supercell_matrix,
                            primitive_matrix=reference.primitive_matrix, log_level=0)
             ph3.nac_params = reference.nac_params
             ph3.fc2, ph3.fc3 = fc2, fc3
             run_thermal_conductivity(ph3, MESH, temperatures=[300.0])
-            done[key][name] = float(ph3.thermal_conductivity.kappa[0, 0, 0])  # RTA, xx, 300 K
-        print(key, done[key], flush=True)
+            entry[name] = float(ph3.thermal_conductivity.kappa[0, 0, 0])  # RTA, xx, 300 K
+        for order in ("fc2", "fc3"):
+            mine = full[order](np.asarray(model[order]))
+            entry[f"{order}_relative_error"] = float(np.linalg.norm(mine - dft[order]) / np.linalg.norm(dft[order]))
+        print(key, entry, flush=True)
     return done
 
 
@@ -210,9 +220,10 @@ def report(results: dict) -> None:
     lines.append("Mean ± sample standard deviation over seeds; " + json.dumps(results.get("settings", {})))
     swapped = json.loads((RESULTS.parent / "swap.json").read_text()) if (RESULTS.parent / "swap.json").is_file() else {}
     if swapped:  # written by --swap
-        lines += ["", "κ_xx(300 K), W/(m·K), with one half of the force constants from DFT (`--swap`):", "",
-                  "| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 |", "|---|---|---|---|",
-                  f"| DFT | {dft_kappa:.1f} | – | – |"]
+        lines += ["", "κ_xx(300 K), W/(m·K), with one half of the force constants from DFT, and the relative "
+                  "Frobenius error of the model's full fc2 and fc3 against DFT's (`--swap`):", "",
+                  "| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 | fc2 error | fc3 error |",
+                  "|---|---|---|---|---|---|", f"| DFT | {dft_kappa:.1f} | – | – | – | – |"]
         for row in rows:
             keys = [key for key in swapped if key == row["condition"] or key.startswith(row["condition"] + "/seed")]
             if not keys:
@@ -224,7 +235,10 @@ def report(results: dict) -> None:
 
             lines.append(f"| {row['condition']} ({len(keys)}) | {spread([results[key]['kappa_xx_W_per_mK'] for key in keys])}"
                          f" | {spread([swapped[key]['model_fc3_dft_fc2'] for key in keys])}"
-                         f" | {spread([swapped[key]['model_fc2_dft_fc3'] for key in keys])} |")
+                         f" | {spread([swapped[key]['model_fc2_dft_fc3'] for key in keys])}"
+                         + "".join(f" | {spread([100 * swapped[key][f'{order}_relative_error'] for key in keys])} %"
+                                   if all(f"{order}_relative_error" in swapped[key] for key in keys) else " | –"
+                                   for order in ("fc2", "fc3")) + " |")
     (RESULTS.parent / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
