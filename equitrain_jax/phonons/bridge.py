@@ -13,6 +13,7 @@ import ase
 import numpy as np
 from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
+from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 
 from equitrain_jax.data.neighbours import periodic_heights
 
@@ -141,10 +142,15 @@ def supercell_matrix(matrix: SupercellMatrix) -> np.ndarray:
 
 def new_phonopy(unitcell: ase.Atoms, matrix: SupercellMatrix, primitive_matrix: Any = "auto", symprec: float = 1e-5) -> Phonopy:
     """A `phonopy.Phonopy` of ``unitcell`` (Å, amu) with phonopy's supercell ``matrix`` (an int, 3 ints
-    or a 3×3 matrix), ``primitive_matrix`` and symmetry tolerance ``symprec`` (Å); no force constants yet."""
-    return Phonopy(
-        ase_to_phonopy(unitcell),
-        supercell_matrix=supercell_matrix(matrix),
-        primitive_matrix=primitive_matrix,
-        symprec=symprec,
-    )
+    or a 3×3 matrix), ``primitive_matrix`` and symmetry tolerance ``symprec`` (Å); no force constants yet.
+
+    ``"auto"`` (phonopy's standardised primitive cell) is our choice, not phonopy's changed default,
+    so phonopy's `PrimitiveMatrixAutoDefaultWarning` about that default is not passed on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
+        return Phonopy(
+            ase_to_phonopy(unitcell),
+            supercell_matrix=supercell_matrix(matrix),
+            primitive_matrix=primitive_matrix,
+            symprec=symprec,
+        )

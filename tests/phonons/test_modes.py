@@ -211,3 +211,21 @@ def test_following_the_shear_mode_with_the_cell_relaxed_reaches_fcc(lennard_jone
     BFGS(FrechetCellFilter(fcc), logfile=None).run(fmax=1e-5, steps=200)
     per_atom = (record["energy_eV"] + record["relaxed_energy_change_eV"]) / len(relaxed)
     assert abs(per_atom - fcc.get_potential_energy()) < 1e-5
+
+
+def test_new_phonopy_finds_the_primitive_cell_of_a_conventional_cell_without_phonopys_default_warning():
+    """``primitive_matrix="auto"`` on conventional diamond Si (8 atoms): phonopy's fcc primitive matrix
+    (2 atoms), and no `PrimitiveMatrixAutoDefaultWarning` (phonopy warns about its own default even
+    when "auto" is asked for)."""
+    import warnings
+
+    from ase.build import bulk
+    from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
+
+    from equitrain_jax.phonons.bridge import new_phonopy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrimitiveMatrixAutoDefaultWarning)
+        phonon = new_phonopy(bulk("Si", "diamond", a=5.43, cubic=True), 1)
+    assert len(phonon.primitive) == 2
+    np.testing.assert_allclose(np.abs(phonon.primitive_matrix), 0.5 * (1 - np.eye(3)))
