@@ -34,9 +34,9 @@ mode Grüneisen parameters from the three volumes against DFT's (phonopy's pertu
 reported too: in-sample for ``b``, ``c`` and ``d``, out of sample for ``a`` and ``loo``.
 
 Finished runs (``runs/<material>/<protocol>_seed<S>/result.json``, not committed) are reused (and
-judged again once a 3×3×3 reference they were not judged on exists) and interrupted ones resumed, so the command can be repeated until everything is done; it writes
-``results.json``, ``table.md`` and ``errors.png`` into ``benchmarks/results/phonon_transfer``
-after every run.
+judged again once a 3×3×3 reference they were not judged on exists) and interrupted ones resumed,
+so the command can be repeated until everything is done; it writes ``results.json``, ``table.md``
+and ``errors.png`` into ``benchmarks/results/phonon_transfer`` after every run.
 """
 
 from __future__ import annotations

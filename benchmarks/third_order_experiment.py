@@ -178,10 +178,11 @@ def summarise(results: dict) -> list[dict]:
     rows = []
     longer = sorted({key.rsplit("/seed", 1)[0] for key in results if "@" in key}, key=lambda name: name.split("@"))
     for condition in ["base", *CONDITIONS, *longer]:
-        runs = [value for key, value in results.items() if key == condition or key.startswith(condition + "/seed")]
-        if not runs:
+        keys = [key for key in results if key == condition or key.startswith(condition + "/seed")]
+        if not keys:
             continue
-        row = {"condition": condition, "seeds": len(runs) if condition != "base" else 0,
+        runs = [results[key] for key in keys]
+        row = {"condition": condition, "keys": keys, "seeds": len(runs) if condition != "base" else 0,
                "kappa_300K": [run["kappa_xx_W_per_mK"] for run in runs]}
         for measure in measures:
             values = [run[measure] for run in runs if measure in run]
@@ -224,15 +225,14 @@ def report(results: dict) -> None:
                   "Frobenius error of the model's full fc2 and fc3 against DFT's (`--swap`):", "",
                   "| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 | fc2 error | fc3 error |",
                   "|---|---|---|---|---|---|", f"| DFT | {dft_kappa:.1f} | – | – | – | – |"]
+        def spread(values):
+            values = np.asarray(values)
+            return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
+
         for row in rows:
-            keys = [key for key in swapped if key == row["condition"] or key.startswith(row["condition"] + "/seed")]
+            keys = [key for key in row["keys"] if key in swapped]
             if not keys:
                 continue
-
-            def spread(values):
-                values = np.asarray(values)
-                return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
-
             lines.append(f"| {row['condition']} ({len(keys)}) | {spread([results[key]['kappa_xx_W_per_mK'] for key in keys])}"
                          f" | {spread([swapped[key]['model_fc3_dft_fc2'] for key in keys])}"
                          f" | {spread([swapped[key]['model_fc2_dft_fc3'] for key in keys])}"

@@ -199,6 +199,14 @@ def release(path: Path) -> None:
     path.with_name(path.name + ".lock").unlink(missing_ok=True)
 
 
+def phonopy_atoms(atoms: Atoms):
+    """``atoms`` as phonopy's `PhonopyAtoms` (symbols, cell, scaled positions)."""
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    return PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell[:],
+                        scaled_positions=atoms.get_scaled_positions())
+
+
 def kpoint_grid(atoms: Atoms) -> list[int]:
     """Γ-centred grid for ``atoms`` at the fixed k-point density (see SETTINGS)."""
     grid = kptdensity2monkhorstpack(atoms, SETTINGS["kpoint_density_per_inv_angstrom"], even=False)
@@ -332,11 +340,8 @@ class Material:
     # ---- phonons ----------------------------------------------------------------------------
     def phonopy(self, unit: Atoms):
         from phonopy import Phonopy
-        from phonopy.structure.atoms import PhonopyAtoms
 
-        phonon = Phonopy(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
-                                      scaled_positions=unit.get_scaled_positions()),
-                         supercell_matrix=np.diag(self.spec["supercell"]))
+        phonon = Phonopy(phonopy_atoms(unit), supercell_matrix=np.diag(self.spec["supercell"]))
         phonon.generate_displacements(distance=PHONON_DISPLACEMENT)
         return phonon
 
@@ -468,12 +473,9 @@ class Material:
         if (directory / "phonopy_params.yaml").exists():
             return
         from phonopy import Phonopy
-        from phonopy.structure.atoms import PhonopyAtoms
 
         unit = self.primitive()
-        phonon = Phonopy(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
-                                      scaled_positions=unit.get_scaled_positions()),
-                         supercell_matrix=np.diag(LARGE_SUPERCELL))
+        phonon = Phonopy(phonopy_atoms(unit), supercell_matrix=np.diag(LARGE_SUPERCELL))
         phonon.generate_displacements(distance=PHONON_DISPLACEMENT)
         grid = kpoint_grid(unit.repeat(LARGE_SUPERCELL))
         if self.displaced_forces(phonon, directory, grid, "3×3×3 phonon", dry_run):
@@ -493,12 +495,8 @@ class Material:
         if (directory / "phono3py_params.yaml").exists():
             return
         from phono3py import Phono3py
-        from phonopy.structure.atoms import PhonopyAtoms
 
-        unit = self.primitive()
-        ph3 = Phono3py(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
-                                    scaled_positions=unit.get_scaled_positions()),
-                       supercell_matrix=np.diag(self.spec["supercell"]), log_level=0)
+        ph3 = Phono3py(phonopy_atoms(self.primitive()), supercell_matrix=np.diag(self.spec["supercell"]), log_level=0)
         ph3.generate_displacements(distance=FC3_DISPLACEMENT)
         if self.displaced_forces(ph3, directory, kpoint_grid(self.supercell()), "fc3", dry_run):
             ph3.save(str(directory / "phono3py_params.yaml"))
