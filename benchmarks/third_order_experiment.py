@@ -3,7 +3,10 @@
 supercells), κ(300 K) from each model's exact fc3 and fc2 against DFT's 119.5 W/(m·K); with
 ``--material ZnTe``, on its zincblende ZnTe-PBEsol example (benchmarks/data/ZnTe-PBEsol-phono3py:
 VASP PBEsol, 64 atoms, 222 displaced supercells, DFT's Born charges applied to every model and to
-DFT alike), on a 14×14×14 mesh, results under benchmarks/results/third_order/ZnTe.
+DFT alike), on a 14×14×14 mesh, results under benchmarks/results/third_order/ZnTe; with
+``--material Si-transfer``, trained on the 16-atom GPAW PBE data of benchmarks/data/Si/fc3_222
+(generate.py --steps fc3: 2×2×2 primitive supercell, 57 displaced pairs) and judged on the 64-atom
+VASP cell, which no condition saw, and on the 16-atom cell too (results/third_order/Si-transfer).
 
 Conditions (the same data set, LoRA rank 4, AdamW, float32):
 
@@ -47,9 +50,14 @@ MATERIALS = {
     # README: 46.5 W/(m·K) on 14×14×14 (an older phono3py; phono3py 4.10's own phono3py.load gives 52.7 there)
     "ZnTe": dict(data=HERE / "data" / "ZnTe-PBEsol-phono3py" / "phono3py_params_ZnTe.yaml.xz", readme_kappa=46.5,
                  mesh=(14, 14, 14), results=HERE / "results" / "third_order" / "ZnTe", dft="VASP PBEsol, NAC"),
+    # transfer: trained on the GPAW 16-atom cell only (generate.py --steps fc3), judged on the VASP 64-atom cell
+    "Si-transfer": dict(data=HERE / "data" / "Si-PBE-phono3py" / "phono3py_disp.yaml", readme_kappa=119.5,
+                        mesh=(11, 11, 11), results=HERE / "results" / "third_order" / "Si-transfer", dft="VASP PBE",
+                        train=HERE / "data" / "Si" / "fc3_222" / "phono3py_params.yaml", train_dft="GPAW PBE, 16 atoms"),
 }
 MATERIAL = "Si"
 EXAMPLE = MATERIALS[MATERIAL]["data"]
+TRAIN = None  # a smaller cell's phono3py data trained on instead of EXAMPLE's (transfer), or None
 RESULTS = MATERIALS[MATERIAL]["results"] / "results.json"
 MESH = MATERIALS[MATERIAL]["mesh"]
 TEMPERATURES = [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0]
@@ -58,8 +66,9 @@ DFT_KAPPA = MATERIALS[MATERIAL]["readme_kappa"]  # W/(m·K), phono3py's README f
 
 def select(material: str) -> None:
     """Point the module's data set, mesh and results folder at ``material`` (a key of MATERIALS)."""
-    global MATERIAL, EXAMPLE, RESULTS, MESH, DFT_KAPPA
+    global MATERIAL, EXAMPLE, RESULTS, MESH, DFT_KAPPA, TRAIN
     MATERIAL, EXAMPLE, MESH = material, MATERIALS[material]["data"], MATERIALS[material]["mesh"]
+    TRAIN = MATERIALS[material].get("train")
     RESULTS, DFT_KAPPA = MATERIALS[material]["results"] / "results.json", MATERIALS[material]["readme_kappa"]
 CONDITIONS = {"forces": dict(forces=True), "hessian": dict(fc2=True), "third-order": dict(fc3=True),
               "hessian+third-order": dict(fc2=True, fc3=True)}
@@ -88,9 +97,10 @@ def kappa_xx(ph3) -> list[float]:
     return [float(row[0]) for row in kappa_summary(ph3)["kappa_W_per_mK"]]
 
 
-def judge(model_dir: Path, reference, valid, keep: Path) -> dict:
+def judge(model_dir: Path, reference, valid, keep: Path, trained_on=None) -> dict:
     """κ_xx(T), γ̄(300 K), fc2 frequency MAE and held-out force MAE of a model directory; its exact fc2
-    and fc3 are written into ``keep``."""
+    and fc3 are written into ``keep``.  With ``trained_on`` (the smaller cell's reference of a transfer
+    run) also κ_xx(300 K) and the fc2 frequency MAE on that cell."""
     from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
 
     from equitrain_jax import Potential
@@ -106,10 +116,28 @@ def judge(model_dir: Path, reference, valid, keep: Path) -> dict:
     kappa = kappa_xx(ph3)
     predicted = potential.evaluate(valid)
     force_mae = np.mean([np.mean(np.abs(p["forces"] - a.arrays["forces"])) for p, a in zip(predicted, valid)])
-    return {"kappa_xx_W_per_mK": kappa[TEMPERATURES.index(300.0)], "kappa_xx_T_W_per_mK": kappa,
-            "mean_gruneisen_300K": mean_gruneisen(ph3),
-            "fc2_frequency_mae_thz": frequency_mae(ph3, reference), "valid_force_mae_meV_per_A": 1e3 * float(force_mae),
-            "exact_fc_seconds": fc_seconds}
+    result = {"kappa_xx_W_per_mK": kappa[TEMPERATURES.index(300.0)], "kappa_xx_T_W_per_mK": kappa,
+              "mean_gruneisen_300K": mean_gruneisen(ph3),
+              "fc2_frequency_mae_thz": frequency_mae(ph3, reference), "valid_force_mae_meV_per_A": 1e3 * float(force_mae),
+              "exact_fc_seconds": fc_seconds}
+    if trained_on is not None:
+        small = model_phono3py(potential, trained_on)
+        result["train_cell_kappa_xx_W_per_mK"] = kappa_xx(small)[TEMPERATURES.index(300.0)]
+        result["train_cell_fc2_frequency_mae_thz"] = frequency_mae(small, trained_on)
+    return result
+
+
+def finite_difference_kappa(model_dir: Path, reference) -> float:
+    """κ_xx(300 K) of a model from phono3py's own finite displacements of ``reference``'s cell (its
+    displacement distance, phono3py's pairs), the scheme DFT's fc3 was made by."""
+    from equitrain_jax import Calculator
+    from equitrain_jax.phonons.conductivity import phono3py_from_calculator
+    from equitrain_jax.phonons.bridge import phonopy_to_ase
+
+    distance = float(np.linalg.norm(reference.dataset["first_atoms"][0]["displacement"]))
+    ph3 = phono3py_from_calculator(Calculator(model_dir), phonopy_to_ase(reference.unitcell), reference.supercell_matrix,
+                                   primitive_matrix=reference.primitive_matrix, distance=distance, symmetrize_fc=True)
+    return kappa_xx(ph3)[TEMPERATURES.index(300.0)]
 
 
 def swap(results: dict, reference, work: Path, done: dict) -> dict:
@@ -174,7 +202,7 @@ def train(model: Path, condition: str, seed: int, output: Path, references, trai
 def summarise(results: dict) -> list[dict]:
     """Per condition (base first): mean and sample standard deviation over seeds of each measure."""
     measures = ("kappa_xx_W_per_mK", "mean_gruneisen_300K", "fc2_frequency_mae_thz", "valid_force_mae_meV_per_A",
-                "train_seconds")
+                "train_seconds", "train_cell_kappa_xx_W_per_mK", "train_cell_fc2_frequency_mae_thz")
     rows = []
     longer = sorted({key.rsplit("/seed", 1)[0] for key in results if "@" in key}, key=lambda name: name.split("@"))
     for condition in ["base", *CONDITIONS, *longer]:
@@ -217,6 +245,19 @@ def report(results: dict) -> None:
         lines.append(f"| {row['condition']} | {row['seeds'] or '–'} | {cell(row, 'kappa_xx_W_per_mK', 1)} | "
                      f"{error:+.0f} % | {cell(row, 'mean_gruneisen_300K', 3)} | {cell(row, 'fc2_frequency_mae_thz', 3)} | "
                      f"{cell(row, 'valid_force_mae_meV_per_A', 2)} | {cell(row, 'train_seconds', 0)} |")
+    if "train_cell_kappa_xx_W_per_mK" in dft:  # a transfer run: the same models on the cell they were trained on
+        small = dft["train_cell_kappa_xx_W_per_mK"]
+        lines += ["", f"The same models on the cell trained on ({MATERIALS[MATERIAL]['train_dft']}, in-sample):", "",
+                  "| condition | κ_xx(300 K) W/(m·K) | vs DFT | fc2 phonon MAE (THz) |", "|---|---|---|---|",
+                  f"| DFT | {small:.1f} | – | – |"]
+        if "train_cell_finite_difference_kappa_xx_W_per_mK" in results.get("base", {}):
+            fd = results["base"]["train_cell_finite_difference_kappa_xx_W_per_mK"]
+            lines.append(f"| SevenNet-0 by DFT's finite differences | {fd:.1f} | {100 * (fd / small - 1):+.0f} % | – |")
+        for row in rows:
+            if "train_cell_kappa_xx_W_per_mK" in row:
+                error = 100 * (row["train_cell_kappa_xx_W_per_mK"][0] / small - 1)
+                lines.append(f"| {row['condition']} | {cell(row, 'train_cell_kappa_xx_W_per_mK', 1)} | {error:+.0f} % | "
+                             f"{cell(row, 'train_cell_fc2_frequency_mae_thz', 3)} |")
     lines.append("")
     lines.append("Mean ± sample standard deviation over seeds; " + json.dumps(results.get("settings", {})))
     swapped = json.loads((RESULTS.parent / "swap.json").read_text()) if (RESULTS.parent / "swap.json").is_file() else {}
@@ -302,8 +343,12 @@ def main() -> None:
     from equitrain_jax.train.finetune import third_order_references
     from equitrain_jax.train.third_order_data import displaced_supercells
 
-    references = third_order_references([EXAMPLE])
-    reference = references[0][1]
+    judged_on = third_order_references([EXAMPLE])
+    reference = judged_on[0][1]
+    if TRAIN is not None and not TRAIN.is_file():
+        raise SystemExit(f"{TRAIN} is missing: make it with benchmarks/data/generate.py --materials Si --steps fc3")
+    references = third_order_references([TRAIN]) if TRAIN is not None else judged_on
+    trained_on = references[0][1] if TRAIN is not None else None
     if args.swap:
         path = RESULTS.parent / "swap.json"
         done = swap(json.loads(RESULTS.read_text()), reference, args.work,
@@ -311,11 +356,14 @@ def main() -> None:
         path.write_text(json.dumps(done, indent=1) + "\n")
         return
     structures = displaced_supercells(references[0][0])
-    valid = structures[::10]
+    valid = structures[::10]  # held out of training (every tenth displaced supercell)
     train_set = [atoms for k, atoms in enumerate(structures) if k % 10]
+    judged = displaced_supercells(judged_on[0][0])[::10] if TRAIN is not None else valid
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.setdefault("settings", {"material": MATERIAL, "steps": args.steps, "lora_rank": 4, "learning_rate": 2e-3, "mesh": list(MESH),
                                     "dft_kappa_xx_W_per_mK_readme": DFT_KAPPA, "n_train": len(train_set),
+                                    **({"trained_on": str(TRAIN.relative_to(HERE.parent) if TRAIN.is_relative_to(HERE.parent) else TRAIN),
+                                        "trained_on_dft": MATERIALS[MATERIAL]["train_dft"]} if TRAIN is not None else {}),
                                     "n_valid": len(valid), "machine": "2-core AMD EPYC (shared)"})
 
     def save() -> None:
@@ -329,10 +377,15 @@ def main() -> None:
         gamma = mean_gruneisen(reference)
         results["dft"] = {"kappa_xx_T_W_per_mK": kappa_xx(reference), "mean_gruneisen_300K": gamma, "date": stamp()}
         results["dft"]["kappa_xx_W_per_mK"] = results["dft"]["kappa_xx_T_W_per_mK"][TEMPERATURES.index(300.0)]
+        if trained_on is not None:
+            results["dft"]["train_cell_kappa_xx_W_per_mK"] = kappa_xx(trained_on)[TEMPERATURES.index(300.0)]
         save()
         print("dft", results["dft"], flush=True)
     if "base" not in results:
-        results["base"] = {**judge(args.model, reference, valid, args.work / "base"), "date": stamp()}
+        results["base"] = {**judge(args.model, reference, judged, args.work / "base", trained_on), "date": stamp()}
+        if trained_on is not None:  # DFT's κ there is from finite differences: the model's by the same scheme
+            results["base"]["train_cell_finite_difference_kappa_xx_W_per_mK"] = finite_difference_kappa(
+                args.model, trained_on)
         save()
         print("base", results["base"], flush=True)
     for seed in args.seeds:
@@ -343,7 +396,7 @@ def main() -> None:
                 continue
             output = args.work / key.split("/seed")[0] / f"seed{seed}"
             seconds = train(args.model, condition, seed, output, references, train_set, valid, args.steps)
-            results[key] = {**judge(output / "model", reference, valid, output), "train_seconds": seconds,
+            results[key] = {**judge(output / "model", reference, judged, output, trained_on), "train_seconds": seconds,
                             "date": stamp()}
             save()
             report(results)

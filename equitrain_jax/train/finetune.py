@@ -10,6 +10,7 @@ and the epoch loop (`equitrain_jax.train.loop.fit`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -427,8 +428,9 @@ def progress_line(entry: dict) -> str:
     validation errors there are (forces meV/Å, energies meV/atom, phonon frequencies THz)."""
     shown = [f"epoch {entry['epoch']} loss {entry['train_loss']:.4g}"]
     if "forces_mae_mev_per_a" in entry:
-        shown.append(f"valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å, "
-                     f"E {entry['energy_mae_mev_per_atom']:.1f} meV/atom")
+        energy = entry.get("energy_mae_mev_per_atom", math.nan)  # NaN: no validation energies (force-only data)
+        shown.append(f"valid: F {entry['forces_mae_mev_per_a']:.1f} meV/Å"
+                     + ("" if math.isnan(energy) else f", E {energy:.1f} meV/atom"))
     if "phonon_mae_thz" in entry:
         shown.append(f"ω MAE {entry['phonon_mae_thz']:.3f} THz")
     return " | ".join(shown)

@@ -142,3 +142,12 @@ def test_lora_finetune_adapts_the_elements_of_the_data_and_resumes(tiny_bundle, 
     result = finetune(tiny_bundle, emt_copper(2, seed=1), emt_copper(1, seed=2), tmp_path, resume=True,
                       train_config=TrainConfig(epochs=2, learning_rate=1e-2), **settings)
     assert [entry["epoch"] for entry in result.history] == [0, 1, 2]
+
+
+def test_progress_line_leaves_out_energies_that_validation_lacks():
+    from equitrain_jax.train.finetune import progress_line
+
+    entry = {"epoch": 2, "train_loss": 0.25, "forces_mae_mev_per_a": 2.44, "energy_mae_mev_per_atom": float("nan")}
+    assert progress_line(entry) == "epoch 2 loss 0.25 | valid: F 2.4 meV/Å"
+    entry["energy_mae_mev_per_atom"] = 1.26
+    assert progress_line(entry) == "epoch 2 loss 0.25 | valid: F 2.4 meV/Å, E 1.3 meV/atom"
