@@ -375,6 +375,9 @@ class Material:
                                    f"supercell; delete {directory} and rerun")
             forces.append(stored["forces"])
         if len(forces) < len(supercells):
+            if not dry_run:  # the last of several processes may stop while another still holds one
+                log(f"{self.name} {what}: {len(forces)} of {len(supercells)} done, the rest held by another "
+                    "process; rerun once it is done to write the reference")
             return False
         phonon.forces = np.array(forces)
         return True
