@@ -140,13 +140,10 @@ def finite_difference_kappa(model_dir: Path, reference) -> float:
     return kappa_xx(ph3)[TEMPERATURES.index(300.0)]
 
 
-def swap(results: dict, reference, work: Path, done: dict) -> dict:
-    """Which half of a model's force constants its κ(300 K) errs by: κ from the model's fc3 with DFT's
-    fc2, and from the model's fc2 with DFT's fc3 (the fc2.hdf5 and fc3.hdf5 each run keeps in
-    ``work``), and the relative Frobenius error ‖Φ − Φ_DFT‖/‖Φ_DFT‖ of its full fc3 and fc2, per run
-    not in ``done`` yet; returns ``done`` with them added."""
+def swap_entry(reference, fc2, fc3) -> dict:
+    """κ_xx(300 K) with ``fc3`` on the reference's fc2 and with ``fc2`` under its fc3, and the relative
+    Frobenius errors ‖Φ − Φ_DFT‖/‖Φ_DFT‖ of the full ``fc2`` and ``fc3`` against the reference's."""
     from phono3py import Phono3py
-    from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
     from phono3py.phonon3.fc3 import compact_fc3_to_full_fc3
     from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 
@@ -155,25 +152,42 @@ def swap(results: dict, reference, work: Path, done: dict) -> dict:
     dft = {"fc2": np.asarray(reference.fc2), "fc3": np.asarray(reference.fc3)}
     full = {"fc2": lambda fc: fc if fc.shape[0] == fc.shape[1] else compact_fc_to_full_fc(reference.primitive, fc),
             "fc3": lambda fc: fc if fc.shape[0] == fc.shape[1] else compact_fc3_to_full_fc3(reference.primitive, fc)}
+    entry = {}
+    for name, (pair2, pair3) in {"model_fc3_dft_fc2": (dft["fc2"], fc3), "model_fc2_dft_fc3": (fc2, dft["fc3"])}.items():
+        ph3 = Phono3py(reference.unitcell, supercell_matrix=reference.supercell_matrix,
+                       primitive_matrix=reference.primitive_matrix, log_level=0)
+        ph3.nac_params = reference.nac_params
+        ph3.fc2, ph3.fc3 = pair2, pair3
+        run_thermal_conductivity(ph3, MESH, temperatures=[300.0])
+        entry[name] = float(ph3.thermal_conductivity.kappa[0, 0, 0])  # RTA, xx, 300 K
+    for order, mine in (("fc2", fc2), ("fc3", fc3)):
+        entry[f"{order}_relative_error"] = float(np.linalg.norm(full[order](np.asarray(mine)) - full[order](dft[order]))
+                                                 / np.linalg.norm(full[order](dft[order])))
+    return entry
+
+
+def swap(results: dict, reference, work: Path, done: dict, trained_on=None, base_model: Path | None = None) -> dict:
+    """Which half of a model's force constants its κ(300 K) errs by (`swap_entry`, from the fc2.hdf5
+    and fc3.hdf5 each run keeps in ``work``), per run not in ``done`` yet; returns ``done`` with them
+    added.  With ``trained_on`` (a transfer run's smaller cell), the same on that cell too, under
+    ``"train_cell"``, from each model's exact force constants there (``base_model``: SevenNet-0's)."""
+    from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
+
+    from equitrain_jax import Potential
+    from equitrain_jax.phonons.anharmonicity import model_phono3py
+
     for key in results:
         folder = work / key
-        if key in ("settings", "dft") or "fc3_relative_error" in done.get(key, {}) or not (folder / "fc3.hdf5").is_file():
+        if key in ("settings", "dft") or not (folder / "fc3.hdf5").is_file():
             continue
-        model = {"fc2": read_fc2_from_hdf5(str(folder / "fc2.hdf5")), "fc3": read_fc3_from_hdf5(str(folder / "fc3.hdf5"))}
         entry = done.setdefault(key, {})
-        for name, (fc2, fc3) in {"model_fc3_dft_fc2": (dft["fc2"], model["fc3"]),
-                                 "model_fc2_dft_fc3": (model["fc2"], dft["fc3"])}.items():
-            if name in entry:
-                continue
-            ph3 = Phono3py(reference.unitcell, supercell_matrix=reference.supercell_matrix,
-                           primitive_matrix=reference.primitive_matrix, log_level=0)
-            ph3.nac_params = reference.nac_params
-            ph3.fc2, ph3.fc3 = fc2, fc3
-            run_thermal_conductivity(ph3, MESH, temperatures=[300.0])
-            entry[name] = float(ph3.thermal_conductivity.kappa[0, 0, 0])  # RTA, xx, 300 K
-        for order in ("fc2", "fc3"):
-            mine = full[order](np.asarray(model[order]))
-            entry[f"{order}_relative_error"] = float(np.linalg.norm(mine - dft[order]) / np.linalg.norm(dft[order]))
+        if "fc3_relative_error" not in entry:
+            entry.update(swap_entry(reference, read_fc2_from_hdf5(str(folder / "fc2.hdf5")),
+                                    read_fc3_from_hdf5(str(folder / "fc3.hdf5"))))
+        if trained_on is not None and "train_cell" not in entry and (key != "base" or base_model is not None):
+            small = model_phono3py(Potential(base_model if key == "base" else folder / "model", dtype="float64"),
+                                   trained_on)
+            entry["train_cell"] = swap_entry(trained_on, small.fc2, small.fc3)
         print(key, entry, flush=True)
     return done
 
@@ -280,6 +294,22 @@ def report(results: dict) -> None:
                          + "".join(f" | {spread([100 * swapped[key][f'{order}_relative_error'] for key in keys])} %"
                                    if all(f"{order}_relative_error" in swapped[key] for key in keys) else " | –"
                                    for order in ("fc2", "fc3")) + " |")
+        if "train_cell_kappa_xx_W_per_mK" in dft and any("train_cell" in entry for entry in swapped.values()):
+            lines += ["", f"The same on the cell trained on ({MATERIALS[MATERIAL]['train_dft']}; DFT "
+                      f"{dft['train_cell_kappa_xx_W_per_mK']:.1f} W/(m·K)):", "",
+                      "| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 | fc2 error | fc3 error |",
+                      "|---|---|---|---|---|---|"]
+            for row in rows:
+                keys = [key for key in row["keys"] if "train_cell" in swapped.get(key, {})]
+                if not keys or "train_cell_kappa_xx_W_per_mK" not in row:
+                    continue
+                small = [swapped[key]["train_cell"] for key in keys]
+                lines.append(f"| {row['condition']} ({len(keys)}) | "
+                             f"{spread([results[key]['train_cell_kappa_xx_W_per_mK'] for key in keys])}"
+                             f" | {spread([e['model_fc3_dft_fc2'] for e in small])}"
+                             f" | {spread([e['model_fc2_dft_fc3'] for e in small])}"
+                             f" | {spread([100 * e['fc2_relative_error'] for e in small])} %"
+                             f" | {spread([100 * e['fc3_relative_error'] for e in small])} % |")
     (RESULTS.parent / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -296,7 +326,8 @@ def report(results: dict) -> None:
             axis.fill_between(TEMPERATURES, row["kappa_T"].min(axis=0), row["kappa_T"].max(axis=0),
                               color=line.get_color(), alpha=0.2)
     axis.set(xlabel="T (K)", ylabel="κ_xx (W/(m·K))", yscale="log",
-             title=f"{MATERIAL}, 64-atom cell: κ(T) after LoRA fine-tuning (band: seed range)")
+             title=f"{MATERIAL}, 64 atoms: κ(T) after LoRA fine-tuning (band: seeds)")
+    axis.title.set_fontsize(10)
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(RESULTS.parent / "kappa_T.png", dpi=120)
@@ -311,6 +342,7 @@ def report(results: dict) -> None:
     axis.set_xticks(range(len(rows)), [("SevenNet-0" if r["condition"] == "base" else r["condition"]) for r in rows],
                     rotation=20, fontsize=8)
     axis.set(ylabel="κ_xx(300 K) (W/(m·K))", title=f"{MATERIAL} ({MATERIALS[MATERIAL]['dft']}), 64 atoms: κ at 300 K (dots: seeds)")
+    axis.title.set_fontsize(10)
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(RESULTS.parent / "kappa_300K.png", dpi=120)
@@ -352,7 +384,7 @@ def main() -> None:
     if args.swap:
         path = RESULTS.parent / "swap.json"
         done = swap(json.loads(RESULTS.read_text()), reference, args.work,
-                    json.loads(path.read_text()) if path.is_file() else {})
+                    json.loads(path.read_text()) if path.is_file() else {}, trained_on, args.model)
         path.write_text(json.dumps(done, indent=1) + "\n")
         return
     structures = displaced_supercells(references[0][0])
