@@ -99,10 +99,9 @@ def kappa_xx(ph3) -> list[float]:
 
 def judge(model_dir: Path, reference, valid, keep: Path, trained_on=None) -> dict:
     """κ_xx(T), γ̄(300 K), fc2 frequency MAE and held-out force MAE of a model directory; its exact fc2
-    and fc3 are written into ``keep``.  With ``trained_on`` (the smaller cell's reference of a transfer
-    run) also κ_xx(300 K) and the fc2 frequency MAE on that cell."""
-    from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
-
+    and fc3 are written into ``keep`` (`keep_fc`).  With ``trained_on`` (the smaller cell's reference of a
+    transfer run) also κ_xx(300 K) and the fc2 frequency MAE on that cell, whose force constants are
+    kept with the prefix ``train_cell_``."""
     from equitrain_jax import Potential
     from equitrain_jax.phonons.anharmonicity import mean_gruneisen, model_phono3py
 
@@ -111,8 +110,7 @@ def judge(model_dir: Path, reference, valid, keep: Path, trained_on=None) -> dic
     ph3 = model_phono3py(potential, reference)
     fc_seconds = time.perf_counter() - start
     keep.mkdir(parents=True, exist_ok=True)
-    write_fc3_to_hdf5(ph3.fc3, filename=str(keep / "fc3.hdf5"), p2s_map=ph3.primitive.p2s_map)
-    write_fc2_to_hdf5(ph3.fc2, filename=str(keep / "fc2.hdf5"), p2s_map=ph3.primitive.p2s_map)
+    keep_fc(ph3, keep)
     kappa = kappa_xx(ph3)
     predicted = potential.evaluate(valid)
     force_mae = np.mean([np.mean(np.abs(p["forces"] - a.arrays["forces"])) for p, a in zip(predicted, valid)])
@@ -122,9 +120,18 @@ def judge(model_dir: Path, reference, valid, keep: Path, trained_on=None) -> dic
               "exact_fc_seconds": fc_seconds}
     if trained_on is not None:
         small = model_phono3py(potential, trained_on)
+        keep_fc(small, keep, "train_cell_")
         result["train_cell_kappa_xx_W_per_mK"] = kappa_xx(small)[TEMPERATURES.index(300.0)]
         result["train_cell_fc2_frequency_mae_thz"] = frequency_mae(small, trained_on)
     return result
+
+
+def keep_fc(ph3, folder: Path, prefix: str = "") -> None:
+    """``ph3``'s fc2 and fc3 as phono3py's ``fc2.hdf5`` and ``fc3.hdf5`` (after ``prefix``) in ``folder``."""
+    from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
+
+    write_fc3_to_hdf5(ph3.fc3, filename=str(folder / f"{prefix}fc3.hdf5"), p2s_map=ph3.primitive.p2s_map)
+    write_fc2_to_hdf5(ph3.fc2, filename=str(folder / f"{prefix}fc2.hdf5"), p2s_map=ph3.primitive.p2s_map)
 
 
 def finite_difference_kappa(model_dir: Path, reference) -> float:
@@ -161,20 +168,21 @@ def swap_entry(reference, fc2, fc3) -> dict:
         run_thermal_conductivity(ph3, MESH, temperatures=[300.0])
         entry[name] = float(ph3.thermal_conductivity.kappa[0, 0, 0])  # RTA, xx, 300 K
     for order, mine in (("fc2", fc2), ("fc3", fc3)):
-        entry[f"{order}_relative_error"] = float(np.linalg.norm(full[order](np.asarray(mine)) - full[order](dft[order]))
-                                                 / np.linalg.norm(full[order](dft[order])))
+        theirs = full[order](dft[order])
+        entry[f"{order}_relative_error"] = float(np.linalg.norm(full[order](np.asarray(mine)) - theirs)
+                                                 / np.linalg.norm(theirs))
     return entry
 
 
-def swap(results: dict, reference, work: Path, done: dict, trained_on=None, base_model: Path | None = None) -> dict:
+def swap(results: dict, reference, work: Path, done: dict, trained_on=None) -> dict:
     """Which half of a model's force constants its κ(300 K) errs by (`swap_entry`, from the fc2.hdf5
     and fc3.hdf5 each run keeps in ``work``), per run not in ``done`` yet; returns ``done`` with them
     added.  With ``trained_on`` (a transfer run's smaller cell), the same on that cell too, under
-    ``"train_cell"``, from each model's exact force constants there (``base_model``: SevenNet-0's)."""
+    ``"train_cell"``, from the force constants kept there with the prefix ``train_cell_``."""
     from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
 
-    from equitrain_jax import Potential
-    from equitrain_jax.phonons.anharmonicity import model_phono3py
+    def kept(folder: Path, prefix: str = "") -> tuple:
+        return (read_fc2_from_hdf5(str(folder / f"{prefix}fc2.hdf5")), read_fc3_from_hdf5(str(folder / f"{prefix}fc3.hdf5")))
 
     for key in results:
         folder = work / key
@@ -182,12 +190,9 @@ def swap(results: dict, reference, work: Path, done: dict, trained_on=None, base
             continue
         entry = done.setdefault(key, {})
         if "fc3_relative_error" not in entry:
-            entry.update(swap_entry(reference, read_fc2_from_hdf5(str(folder / "fc2.hdf5")),
-                                    read_fc3_from_hdf5(str(folder / "fc3.hdf5"))))
-        if trained_on is not None and "train_cell" not in entry and (key != "base" or base_model is not None):
-            small = model_phono3py(Potential(base_model if key == "base" else folder / "model", dtype="float64"),
-                                   trained_on)
-            entry["train_cell"] = swap_entry(trained_on, small.fc2, small.fc3)
+            entry.update(swap_entry(reference, *kept(folder)))
+        if trained_on is not None and "train_cell" not in entry and (folder / "train_cell_fc3.hdf5").is_file():
+            entry["train_cell"] = swap_entry(trained_on, *kept(folder, "train_cell_"))
         print(key, entry, flush=True)
     return done
 
@@ -276,40 +281,37 @@ def report(results: dict) -> None:
     lines.append("Mean ± sample standard deviation over seeds; " + json.dumps(results.get("settings", {})))
     swapped = json.loads((RESULTS.parent / "swap.json").read_text()) if (RESULTS.parent / "swap.json").is_file() else {}
     if swapped:  # written by --swap
-        lines += ["", "κ_xx(300 K), W/(m·K), with one half of the force constants from DFT, and the relative "
-                  "Frobenius error of the model's full fc2 and fc3 against DFT's (`--swap`):", "",
-                  "| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 | fc2 error | fc3 error |",
-                  "|---|---|---|---|---|---|", f"| DFT | {dft_kappa:.1f} | – | – | – | – |"]
+        header = ["| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 | fc2 error | fc3 error |",
+                  "|---|---|---|---|---|---|"]
+
         def spread(values):
             values = np.asarray(values)
             return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
 
-        for row in rows:
-            keys = [key for key in row["keys"] if key in swapped]
-            if not keys:
-                continue
-            lines.append(f"| {row['condition']} ({len(keys)}) | {spread([results[key]['kappa_xx_W_per_mK'] for key in keys])}"
-                         f" | {spread([swapped[key]['model_fc3_dft_fc2'] for key in keys])}"
-                         f" | {spread([swapped[key]['model_fc2_dft_fc3'] for key in keys])}"
-                         + "".join(f" | {spread([100 * swapped[key][f'{order}_relative_error'] for key in keys])} %"
-                                   if all(f"{order}_relative_error" in swapped[key] for key in keys) else " | –"
-                                   for order in ("fc2", "fc3")) + " |")
-        if "train_cell_kappa_xx_W_per_mK" in dft and any("train_cell" in entry for entry in swapped.values()):
-            lines += ["", f"The same on the cell trained on ({MATERIALS[MATERIAL]['train_dft']}; DFT "
-                      f"{dft['train_cell_kappa_xx_W_per_mK']:.1f} W/(m·K)):", "",
-                      "| condition | model fc2 + model fc3 | DFT fc2 + model fc3 | model fc2 + DFT fc3 | fc2 error | fc3 error |",
-                      "|---|---|---|---|---|---|"]
+        def swap_rows(kappa: str, entry) -> list[str]:
+            """A row per condition with swapped runs: κ ``kappa`` of its results, the swap entries
+            ``entry(key)`` (None: not swapped)."""
+            table = []
             for row in rows:
-                keys = [key for key in row["keys"] if "train_cell" in swapped.get(key, {})]
-                if not keys or "train_cell_kappa_xx_W_per_mK" not in row:
+                keys = [key for key in row["keys"] if entry(key) is not None and kappa in results[key]]
+                if not keys:
                     continue
-                small = [swapped[key]["train_cell"] for key in keys]
-                lines.append(f"| {row['condition']} ({len(keys)}) | "
-                             f"{spread([results[key]['train_cell_kappa_xx_W_per_mK'] for key in keys])}"
-                             f" | {spread([e['model_fc3_dft_fc2'] for e in small])}"
-                             f" | {spread([e['model_fc2_dft_fc3'] for e in small])}"
-                             f" | {spread([100 * e['fc2_relative_error'] for e in small])} %"
-                             f" | {spread([100 * e['fc3_relative_error'] for e in small])} % |")
+                entries = [entry(key) for key in keys]
+                table.append(f"| {row['condition']} ({len(keys)}) | {spread([results[key][kappa] for key in keys])}"
+                             f" | {spread([e['model_fc3_dft_fc2'] for e in entries])}"
+                             f" | {spread([e['model_fc2_dft_fc3'] for e in entries])}"
+                             + "".join(f" | {spread([100 * e[f'{order}_relative_error'] for e in entries])} %"
+                                       if all(f"{order}_relative_error" in e for e in entries) else " | –"
+                                       for order in ("fc2", "fc3")) + " |")
+            return table
+
+        lines += ["", "κ_xx(300 K), W/(m·K), with one half of the force constants from DFT, and the relative "
+                  "Frobenius error of the model's full fc2 and fc3 against DFT's (`--swap`):", "", *header,
+                  f"| DFT | {dft_kappa:.1f} | – | – | – | – |", *swap_rows("kappa_xx_W_per_mK", swapped.get)]
+        small = swap_rows("train_cell_kappa_xx_W_per_mK", lambda key: swapped.get(key, {}).get("train_cell"))
+        if "train_cell_kappa_xx_W_per_mK" in dft and small:
+            lines += ["", f"The same on the cell trained on ({MATERIALS[MATERIAL]['train_dft']}; DFT "
+                      f"{dft['train_cell_kappa_xx_W_per_mK']:.1f} W/(m·K)):", "", *header, *small]
     (RESULTS.parent / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -384,7 +386,7 @@ def main() -> None:
     if args.swap:
         path = RESULTS.parent / "swap.json"
         done = swap(json.loads(RESULTS.read_text()), reference, args.work,
-                    json.loads(path.read_text()) if path.is_file() else {}, trained_on, args.model)
+                    json.loads(path.read_text()) if path.is_file() else {}, trained_on)
         path.write_text(json.dumps(done, indent=1) + "\n")
         return
     structures = displaced_supercells(references[0][0])
@@ -394,7 +396,7 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results.setdefault("settings", {"material": MATERIAL, "steps": args.steps, "lora_rank": 4, "learning_rate": 2e-3, "mesh": list(MESH),
                                     "dft_kappa_xx_W_per_mK_readme": DFT_KAPPA, "n_train": len(train_set),
-                                    **({"trained_on": str(TRAIN.relative_to(HERE.parent) if TRAIN.is_relative_to(HERE.parent) else TRAIN),
+                                    **({"trained_on": str(TRAIN.relative_to(HERE.parent)),
                                         "trained_on_dft": MATERIALS[MATERIAL]["train_dft"]} if TRAIN is not None else {}),
                                     "n_valid": len(valid), "machine": "2-core AMD EPYC (shared)"})
 
