@@ -147,7 +147,7 @@ def worker(method: str, structure: str, channels: int, out: str, repeats: int, r
 
     from equitrain_jax.phonons import ase_to_phonopy, finite_displacement_force_constants, phonopy_to_ase
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use (taskset)
     module = torch_model(channels)
     unitcell, matrix = unitcell_and_matrix(structure)
     phonon = Phonopy(ase_to_phonopy(unitcell), supercell_matrix=matrix, primitive_matrix=None)
@@ -307,7 +307,7 @@ def main() -> None:
     methods = args.methods.split(",")
     header = (f"MACE-MP-0 medium architecture, random weights, {args.channels} channels, float64; "
               f"chunk size {args.chunk_size or 'default'}; mace-torch on {args.device}; "
-              f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
+              f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(header, flush=True)
     results: list[dict] = []
