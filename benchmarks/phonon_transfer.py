@@ -1,9 +1,10 @@
 """Does Hessian supervision improve phonons where there was no phonon data?  SevenNet-0 fine-tuned
-with LoRA under four protocols, judged only on data that training did not see.
+(LoRA by default) under five protocols, judged only on data that training did not see.
 
     python benchmarks/phonon_transfer.py                          # C and Si, seeds 0 1 2, 4 epochs, K = 2
     python benchmarks/phonon_transfer.py --materials C --seeds 0  # a smaller run
     python benchmarks/phonon_transfer.py --report                 # tables and plots of the runs done so far
+    python benchmarks/phonon_transfer.py --strategy full          # the same protocols, full fine-tuning
 
 Protocols, per material (GPAW PBE data in ``benchmarks/data/<material>``):
 
@@ -33,7 +34,12 @@ mode Grüneisen parameters from the three volumes against DFT's (phonopy's pertu
 (``phonon_333/phonopy_params.yaml``) where it exists.  Phonons at the training volume are
 reported too: in-sample for ``b``, ``c`` and ``d``, out of sample for ``a`` and ``loo``.
 
-Finished runs (``runs/<material>/<protocol>_seed<S>/result.json``, not committed) are reused (and
+``--strategy`` chooses the adapter (``lora``, rank 4, the default; ``delta``: L2-SP residuals;
+``full``), with the same learning rate and schedule; every strategy's runs are kept apart and
+reported side by side.
+
+Finished runs (``runs/<material>/<protocol>_seed<S>/result.json`` for LoRA,
+``<protocol>-<strategy>_seed<S>`` for the others; not committed) are reused (and
 judged again once a 3×3×3 reference they were not judged on exists) and interrupted ones resumed,
 so the command can be repeated until everything is done; it writes ``results.json``, ``table.md``
 and ``errors.png`` into ``benchmarks/results/phonon_transfer`` after every run.
@@ -52,13 +58,14 @@ from pathlib import Path
 import ase
 import ase.io
 import numpy as np
-
 from phonon_finetune import DATA, force_mae, pretrained_model
 
 OUTPUT = Path(__file__).parent / "results" / "phonon_transfer"
 PROTOCOLS = ("a", "c", "d", "loo", "b")  # the order they run in
 PROTOCOL_LABELS = {"a": "(a) E/F", "b": "(b) E/F + displaced cells", "c": "(c) Hessian", "d": "(d) E/F + Hessian",
                    "loo": "leave-one-out Hessian"}
+STRATEGIES = ("lora", "delta", "full")
+STRATEGY_LABELS = {"lora": "LoRA", "delta": "L2-SP delta", "full": "full"}
 PHONON_MATERIALS = ("Al", "C", "MgO", "Si")  # the 2×2×2 references a leave-one-out run trains on
 VOLUMES = {"v0.970": "volumes/v0.970/phonopy_params.yaml", "v1.000": "phonopy_params.yaml",
            "v1.030": "volumes/v1.030/phonopy_params.yaml"}
@@ -100,7 +107,11 @@ def references(material: str) -> dict:
 def evaluate(model_dir: Path, material: str) -> dict:
     """Force MAE (meV/Å) on the validation structures; per reference the band-path RMS and MAE and
     the mesh MAE (THz); mode Grüneisen parameters' MAE against DFT's and their means."""
-    from equitrain_jax.phonons.compare import compare_phonons, mesh_qpoints, phonopy_like_reference
+    from equitrain_jax.phonons.compare import (
+        compare_phonons,
+        mesh_qpoints,
+        phonopy_like_reference,
+    )
     from equitrain_jax.phonons.gruneisen import gruneisen_error, mode_gruneisen
     from equitrain_jax.potential import Potential
 
@@ -145,7 +156,7 @@ def run_one(model_dir: Path, material: str, protocol: str, seed: int, args, run:
     resume = (run / "checkpoints" / "last").is_dir()
     start = time.perf_counter()
     result = finetune(
-        model_dir, train, valid, run, strategy="lora", e0s="refit" if train else "foundation", batch_size=BATCH_SIZE,
+        model_dir, train, valid, run, strategy=args.strategy, e0s="refit" if train else "foundation", batch_size=BATCH_SIZE,
         phonon_batch_size=phonon_batch_size, dtype="float32",
         train_config=TrainConfig(epochs=args.epochs, learning_rate=args.lr, schedule="plateau", ema_decay=0.99,
                                  early_stopping_patience=15, seed=seed),
@@ -154,7 +165,7 @@ def run_one(model_dir: Path, material: str, protocol: str, seed: int, args, run:
     )
     seconds = time.perf_counter() - start
     best = min(range(len(result.history)), key=lambda i: result.history[i]["valid_loss"])
-    return {"material": material, "protocol": protocol, "seed": seed, "epochs": args.epochs,
+    return {"material": material, "protocol": protocol, "strategy": args.strategy, "seed": seed, "epochs": args.epochs,
             "epochs_run": len(result.history) - 1, "best_epoch": best, "train_seconds": seconds,
             **evaluate(run / "model", material)}
 
@@ -182,13 +193,26 @@ def value(row: dict, path: tuple) -> float:
     return float(row)
 
 
+def strategy(row: dict) -> str:
+    """The row's adapter (rows written before ``--strategy`` existed are LoRA's)."""
+    return row.get("strategy", "lora")
+
+
 def grouped(rows: list[dict]) -> dict:
-    """Rows by (material, protocol), in the order of `PROTOCOLS` with the pretrained model first."""
+    """Rows by (material, protocol, strategy), in the order of `PROTOCOLS` (the pretrained model
+    first), each protocol's strategies in the order of `STRATEGIES`."""
     groups: dict = {}
     order = {name: i for i, name in enumerate(("pretrained", *PROTOCOLS))}
-    for row in sorted(rows, key=lambda r: (r["material"], order[r["protocol"]], r["seed"])):
-        groups.setdefault((row["material"], row["protocol"]), []).append(row)
+    for row in sorted(rows, key=lambda r: (r["material"], order[r["protocol"]], STRATEGIES.index(strategy(r)), r["seed"])):
+        groups.setdefault((row["material"], row["protocol"], strategy(row)), []).append(row)
     return groups
+
+
+def label(protocol: str, adapter: str, several: bool) -> str:
+    """The table's name of a protocol under an adapter (the adapter named where several ran)."""
+    if protocol == "pretrained":
+        return "pretrained SevenNet-0"
+    return f"{PROTOCOL_LABELS[protocol]}, {STRATEGY_LABELS[adapter]}" if several else PROTOCOL_LABELS[protocol]
 
 
 def mean_std(values: list[float], fmt: str) -> str:
@@ -203,15 +227,24 @@ def mean_std(values: list[float], fmt: str) -> str:
 def write_table(rows: list[dict], references_seen: dict, path: Path) -> str:
     header = ["material", "protocol", "seeds"] + [m[0] for m in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (material, protocol), group in grouped(rows).items():
-        label = "pretrained SevenNet-0" if protocol == "pretrained" else PROTOCOL_LABELS[protocol]
-        cells = [material, label, str(len(group)) if protocol != "pretrained" else "–"]
+    several = len({strategy(r) for r in rows if r["protocol"] != "pretrained"}) > 1
+    for (material, protocol, adapter), group in grouped(rows).items():
+        cells = [material, label(protocol, adapter, several), str(len(group)) if protocol != "pretrained" else "–"]
         cells += [mean_std([value(r, m[1]) for r in group], m[2]) for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     dft = [f"{material}: DFT mean γ {references_seen[material]:.3f}" for material in sorted(references_seen)]
     text = "\n".join(lines) + "\n\nMean ± sample standard deviation over seeds. " + "; ".join(dft) + ".\n"
     path.write_text(text)
     return text
+
+
+HATCHES = {"lora": "", "delta": "//", "full": ".."}
+
+
+def tick(protocol: str, adapter: str) -> str:
+    """A bar's short name: the protocol, with the adapter unless LoRA."""
+    name = "pre" if protocol == "pretrained" else protocol
+    return name if adapter == "lora" else f"{name}/{'L2SP' if adapter == 'delta' else adapter}"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -224,21 +257,23 @@ def plot(rows: list[dict], path: Path) -> None:
 
     groups = grouped(rows)
     shown = [m for m in (METRICS[i] for i in (0, 1, 2, 5, 7)) if any(not math.isnan(value(r, m[1])) for r in rows)]
-    materials = sorted({m for m, _ in groups})
+    materials = sorted({m for m, _, _ in groups})
     colours = {name: f"C{i}" for i, name in enumerate(("pretrained", *PROTOCOLS))}
     fig, axes = plt.subplots(len(materials), len(shown), figsize=(3.2 * len(shown), 2.8 * len(materials)),
                              squeeze=False)
     for i, material in enumerate(materials):
-        protocols = [p for m, p in groups if m == material]
+        protocols = [(p, a) for m, p, a in groups if m == material]
         for j, (title, key, _) in enumerate(shown):
             ax = axes[i, j]
-            for x, protocol in enumerate(protocols):
-                values = [value(r, key) for r in groups[(material, protocol)]]
-                ax.bar(x, np.nanmean(values), color=colours[protocol], alpha=0.8)
+            for x, (protocol, adapter) in enumerate(protocols):
+                values = [value(r, key) for r in groups[(material, protocol, adapter)]]
+                ax.bar(x, np.nanmean(values), color=colours[protocol], alpha=0.8, hatch=HATCHES[adapter])
                 ax.plot([x] * len(values), values, "k.", markersize=4)
-            ax.set_xticks(range(len(protocols)), ["pre" if p == "pretrained" else p for p in protocols])
+            ax.set_xticks(range(len(protocols)), [tick(p, a) for p, a in protocols], fontsize=7)
             ax.set_title(f"{material}: {title}", fontsize=9)
-    fig.suptitle("SevenNet-0 + LoRA: errors on data training did not see (bars: mean over seeds, dots: seeds; "
+    adapters = sorted({strategy(r) for r in rows if r["protocol"] != "pretrained"}, key=STRATEGIES.index)
+    names = " / ".join(STRATEGY_LABELS[a] for a in adapters)
+    fig.suptitle(f"SevenNet-0 + {names}: errors on data training did not see (bars: mean over seeds, dots: seeds; "
                  "2026-11-30, 2-core AMD EPYC)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -255,7 +290,8 @@ def report(output: Path, args) -> None:
     plot(rows, output / "errors.png")
     (output / "results.json").write_text(json.dumps({
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, 2-core AMD EPYC (shared)",
-        "model": "SevenNet-0", "strategy": "lora", "epochs": args.epochs, "directions": args.directions,
+        "model": "SevenNet-0", "strategies": sorted({strategy(r) for r in rows if r["protocol"] != "pretrained"},
+                                                    key=STRATEGIES.index), "epochs": args.epochs, "directions": args.directions,
         "learning_rate": args.lr, "rows": rows}, indent=1) + "\n")
 
 
@@ -281,6 +317,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="epochs of 3 steps, every protocol")
     parser.add_argument("--directions", type=int, default=2, help="K random directions per reference and step")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--strategy", default="lora", choices=STRATEGIES,
+                        help="the adapter of every protocol (LoRA rank 4, L2-SP delta, or full)")
     parser.add_argument("--report", action="store_true", help="only write the tables and plots of finished runs")
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
@@ -296,18 +334,19 @@ def main() -> None:
     model_dir = pretrained_model()
     jobs = job_order(args)
     for material, protocol, seed in jobs:
-        run = args.output / "runs" / material / f"{protocol}_seed{seed}"
+        name = protocol if args.strategy == "lora" or protocol == "pretrained" else f"{protocol}-{args.strategy}"
+        run = args.output / "runs" / material / f"{name}_seed{seed}"
         if (run / "result.json").is_file():
             row = json.loads((run / "result.json").read_text())
             model = model_dir if protocol == "pretrained" else run / "model"
             if "333" not in row and (DATA / material / LARGE).is_file() and model.is_dir():
-                print(f"{material} {protocol} seed {seed}: judged again, on the 3×3×3 reference written since",
+                print(f"{material} {name} seed {seed}: judged again, on the 3×3×3 reference written since",
                       flush=True)  # the whole judgement again: the same model gives the same other numbers
                 row.update(evaluate(model, material))
                 (run / "result.json").write_text(json.dumps(row, indent=1) + "\n")
                 report(args.output, args)
             continue
-        print(f"{material} {protocol} seed {seed} ...", flush=True)
+        print(f"{material} {name} seed {seed} ...", flush=True)
         start = time.perf_counter()
         if protocol == "pretrained":
             run.mkdir(parents=True, exist_ok=True)
