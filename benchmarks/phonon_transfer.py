@@ -267,6 +267,8 @@ def plot(rows: list[dict], path: Path) -> None:
             ax = axes[i, j]
             for x, (protocol, adapter) in enumerate(protocols):
                 values = [value(r, key) for r in groups[(material, protocol, adapter)]]
+                if all(math.isnan(v) for v in values):  # a metric this material has no reference for
+                    continue
                 ax.bar(x, np.nanmean(values), color=colours[protocol], alpha=0.8, hatch=HATCHES[adapter])
                 ax.plot([x] * len(values), values, "k.", markersize=4)
             ax.set_xticks(range(len(protocols)), [tick(p, a) for p, a in protocols], fontsize=7)
