@@ -198,6 +198,11 @@ def strategy(row: dict) -> str:
     return row.get("strategy", "lora")
 
 
+def adapters(rows: list[dict]) -> list[str]:
+    """The adapters the fine-tuned rows used, in the order of `STRATEGIES`."""
+    return sorted({strategy(r) for r in rows if r["protocol"] != "pretrained"}, key=STRATEGIES.index)
+
+
 def grouped(rows: list[dict]) -> dict:
     """Rows by (material, protocol, strategy), in the order of `PROTOCOLS` (the pretrained model
     first), each protocol's strategies in the order of `STRATEGIES`."""
@@ -227,7 +232,7 @@ def mean_std(values: list[float], fmt: str) -> str:
 def write_table(rows: list[dict], references_seen: dict, path: Path) -> str:
     header = ["material", "protocol", "seeds"] + [m[0] for m in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    several = len({strategy(r) for r in rows if r["protocol"] != "pretrained"}) > 1
+    several = len(adapters(rows)) > 1
     for (material, protocol, adapter), group in grouped(rows).items():
         cells = [material, label(protocol, adapter, several), str(len(group)) if protocol != "pretrained" else "–"]
         cells += [mean_std([value(r, m[1]) for r in group], m[2]) for m in METRICS]
@@ -239,12 +244,12 @@ def write_table(rows: list[dict], references_seen: dict, path: Path) -> str:
 
 
 HATCHES = {"lora": "", "delta": "//", "full": ".."}
+TICK_SUFFIXES = {"lora": "", "delta": "/L2SP", "full": "/full"}
 
 
 def tick(protocol: str, adapter: str) -> str:
     """A bar's short name: the protocol, with the adapter unless LoRA."""
-    name = "pre" if protocol == "pretrained" else protocol
-    return name if adapter == "lora" else f"{name}/{'L2SP' if adapter == 'delta' else adapter}"
+    return ("pre" if protocol == "pretrained" else protocol) + TICK_SUFFIXES[adapter]
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -273,8 +278,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.plot([x] * len(values), values, "k.", markersize=4)
             ax.set_xticks(range(len(protocols)), [tick(p, a) for p, a in protocols], fontsize=7)
             ax.set_title(f"{material}: {title}", fontsize=9)
-    adapters = sorted({strategy(r) for r in rows if r["protocol"] != "pretrained"}, key=STRATEGIES.index)
-    names = " / ".join(STRATEGY_LABELS[a] for a in adapters)
+    names = " / ".join(STRATEGY_LABELS[a] for a in adapters(rows))
     fig.suptitle(f"SevenNet-0 + {names}: errors on data training did not see (bars: mean over seeds, dots: seeds; "
                  "2026-11-30, 2-core AMD EPYC)", fontsize=9)
     fig.tight_layout()
@@ -292,8 +296,7 @@ def report(output: Path, args) -> None:
     plot(rows, output / "errors.png")
     (output / "results.json").write_text(json.dumps({
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, 2-core AMD EPYC (shared)",
-        "model": "SevenNet-0", "strategies": sorted({strategy(r) for r in rows if r["protocol"] != "pretrained"},
-                                                    key=STRATEGIES.index), "epochs": args.epochs, "directions": args.directions,
+        "model": "SevenNet-0", "strategies": adapters(rows), "epochs": args.epochs, "directions": args.directions,
         "learning_rate": args.lr, "rows": rows}, indent=1) + "\n")
 
 
