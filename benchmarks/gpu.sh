@@ -3,11 +3,11 @@
 # (random) weights of the MACE-MP-0 medium architecture, 128 channels.
 #
 #   inference      benchmarks/inference.py   energy+forces, diamond Si, 64 / 512 / 4096 atoms, float32
-#   Hessian        benchmarks/hessian.py     full Hessian (jax-full) vs get_hessian, 16 and 64 atoms, float64
-#   training step  benchmarks/train_step.py  full and LoRA fine-tuning steps, float32
 #   cuequivariance benchmarks/cueq.py         e3nn vs cuequivariance backend on the same weights:
 #                                             inference (float32) and full Hessians (float64); runs
 #                                             only if cuequivariance-jax is importable
+#   training step  benchmarks/train_step.py  full and LoRA fine-tuning steps, float32
+#   Hessian        benchmarks/hessian.py     full Hessian (jax-full) vs get_hessian, 16 and 64 atoms, float64
 #   many materials benchmarks/phonons_many.py  phonons of the first crystals of its list with SevenNet-0
 #                                             (float32): our batched list against our one-by-one loop;
 #                                             runs only if a converted SevenNet-0 is at $GPU_SH_SEVENNET
@@ -16,8 +16,13 @@
 #                                             side needs sevenn and torch-sim wheels that do not fit the
 #                                             64 MiB a call carries beside cuequivariance's
 #
+# What fits: on an H200 (2026-11-30) the machine's start took about 2 min of a 15-minute lease; a call
+# with GPU_SH_STAGES=inference,cuequivariance,train-step and GPU_SH_BUDGET=450 finished inference and
+# training in 396 s (each JAX compilation 16-21 s), and the second call's 290 s gave the Hessian its
+# 16-atom cell only and the many-materials stage no finished pass.
+#
 # Stages run in the order of what the issue's targets need first; each gets a share of the time left.
-# JAX's persistent compilation cache is on (in /tmp/jax-cache), so a program compiled by
+# JAX's persistent compilation cache is on (a fresh folder per run), so a program compiled by
 # an earlier stage (the e3nn inference in the cuequivariance stage) is not compiled twice: compile
 # times of later stages can be cache hits; the inference stage's are not.
 #
@@ -61,13 +66,24 @@ if [ -n "$missing" ]; then
     exit 2
   fi
   say "installing .whl/ into $SITE (missing: $missing)"
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+  # wheels of what the image already has are left out: its flax matches its jax (flax 0.12.8 carried
+  # beside jax 0.11.2 broke cuequivariance-jax's import of flax.nnx on 2026-11-30)
+  WHEELS=()
+  for wheel in .whl/*.whl; do
+    name=$(basename "$wheel" | cut -d- -f1)
+    case "$name" in
+      jax|jaxlib|flax|optax|orbax_checkpoint|numpy|scipy|torch)
+        if "$PYTHON" -c "import ${name%_checkpoint}" >/dev/null 2>&1; then say "  not installing $(basename "$wheel"): the image has $name"; continue; fi ;;
+    esac
+    WHEELS+=("$wheel")
+  done
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${WHEELS[@]}" \
     >>"$LOG" 2>&1 || { echo "gpu.sh: error: installing .whl/ failed (see $LOG)" >&2; exit 2; }
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/jax-cache}"
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$(mktemp -d -t gpu-sh-jax-cache.XXXXXX)}"  # empty: this run only
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and torch share the GPU in the inference processes
 
@@ -97,7 +113,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   INFERENCE=(--sizes 64 512 4096 --channels 128 --repeats 5)
   HESSIAN=(--structures Si16,Si64 --channels 128 --repeats 3 --repeat-seconds 20)
-  TRAIN=(--channels 128 --steps 10 --batch-size 4)
+  TRAIN=(--channels 128 --warmup 10 --steps 10 --batch-size 4)  # mace-torch's first GPU steps are slow
   CUEQ=(--channels 128 --sizes 64 512 4096 --hessian Si16 Si64 --repeats 5)
   MANY=(--count 17 --loop-count 5)
 fi

@@ -30,7 +30,8 @@ Batches are built beforehand on both sides (ours: `train.labelled_batches`, padd
 its ``AtomicData.from_config`` and ``torch_geometric`` DataLoader, collated once), so data
 loading is not timed.  Each (side, strategy, dtype) runs in its own process: peak memory is that
 process's ru_maxrss (and its increase over the training steps).  JAX compiles during a first pass
-over all batches (one program per padded shape), timed separately; then --steps steps are timed
+over all batches (one program per padded shape), timed separately; then --warmup steps run untimed
+(default none) and --steps steps are timed
 on both sides, cycling through the batches, and the median is reported.  The initial loss of the
 first batch is printed for both sides (same weights, same data: they must agree, which checks
 that the two sides compute the same loss).  The optimiser state (bytes of its arrays) is
@@ -244,8 +245,10 @@ def worker(side: str, strategy: str, dtype: str, args, out: str) -> None:
     if args.cores:  # before JAX or torch start their thread pools, which size themselves by the affinity
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     run = jax_worker if side == "equitrain-jax" else torch_worker
-    result = run(strategy, dtype, args.channels, args.batch_size, args.steps, tuple(args.materials.split(",")),
-                 args.device)
+    result = run(strategy, dtype, args.channels, args.batch_size, args.warmup + args.steps,
+                 tuple(args.materials.split(",")), args.device)
+    result["warmup_step_times"] = result["step_times"][: args.warmup]
+    result["step_times"] = result["step_times"][args.warmup :]
     result.update(side=side, strategy=strategy, dtype=dtype, peak_rss_mb=peak_rss_mb(),
                   seconds_per_step=statistics.median(result["step_times"]), device_peak_mb=device_peak_mb(side, args.device))
     result["steps_per_second"] = 1.0 / result["seconds_per_step"]
@@ -258,7 +261,7 @@ def run(side: str, strategy: str, dtype: str, args, tmp: str) -> dict:
     out = os.path.join(tmp, f"{side}-{strategy}-{dtype}.json")
     command = [sys.executable, __file__, "--worker", side, strategy, dtype, "--out", out,
                "--channels", str(args.channels), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-               "--materials", args.materials, "--device", args.device, "--cores", str(args.cores)]
+               "--warmup", str(args.warmup), "--materials", args.materials, "--device", args.device, "--cores", str(args.cores)]
     try:
         subprocess.run(command, check=True, timeout=args.timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except subprocess.TimeoutExpired:
@@ -318,6 +321,9 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--batch-size", type=int, default=4, help="structures per step (16 atoms each)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 10; 4 with --quick)")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="untimed steps before the timed ones, both sides (default 0; on a GPU mace-torch's "
+                             "first five steps took 7-18x its later ones, 2026-11-30)")
     parser.add_argument("--materials", default=",".join(MATERIALS), help="benchmarks/data materials to train on")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (side, strategy, dtype)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -362,7 +368,7 @@ def main() -> None:
 
 def save(path: str, header: str, args, results: list[dict]) -> None:
     with open(path, "w") as handle:
-        json.dump(dict(header=header, channels=args.channels, batch_size=args.batch_size, steps=args.steps,
+        json.dump(dict(header=header, channels=args.channels, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                        materials=args.materials, results=results, ratios=ratios(results)[1]), handle, indent=1)
 
 
