@@ -68,9 +68,9 @@ def add_parser(sub) -> None:
                    help="directions v per phonon reference and step (H·v against Φ·v)")
     p.add_argument("--hessian-mode", choices=list(DIRECTION_MODES), default=HESSIAN.mode,
                    help="; ".join(f"{name}: {what}" for name, what in DIRECTION_MODES.items()))
-    p.add_argument("--hessian-sequential", action="store_true", default=HESSIAN.sequential,
-                   help="compute the K products one after another, each recomputed in the backward pass: "
-                        "memory of one direction instead of K, more time")
+    p.add_argument("--hessian-sequential", action=argparse.BooleanOptionalAction, default=HESSIAN.sequential,
+                   help="compute the K products one after another, each recomputed in the backward pass "
+                        "(default): memory of one direction instead of K; --no-hessian-sequential vmaps them")
     p.add_argument("--hessian-loss", choices=LOSS_KINDS, default=HESSIAN.kind)
     p.add_argument("--hessian-huber-delta", type=float, default=HESSIAN.huber_delta, help="eV/Å²")
     p.add_argument("--phono3py", nargs="+", action="extend", default=[], metavar="YAML",

@@ -32,15 +32,16 @@ summed energy of every structure in a padded graph with respect to all node posi
 each tangent, at the graph's positions."""
 
 
-def model_hvp(node_energy_fn: NodeEnergyFn, sequential: bool = False) -> HessianVectorProduct:
+def model_hvp(node_energy_fn: NodeEnergyFn, sequential: bool = True) -> HessianVectorProduct:
     """The `HessianVectorProduct` of a model (its `NodeEnergyFn`): the one energy function's
     `equitrain_jax.models.quantities.hessian_vector_product` at the graph's positions.
 
-    By default vmapped over the K tangents (one primal and reverse pass, K forward-mode tangents at
-    once); differentiated again (the training loss), the reverse pass keeps every tangent's
-    intermediates, so memory grows with K.  ``sequential``: one tangent after another
-    (`jax.lax.map`), each product rematerialised (`jax.checkpoint`) in the reverse pass, which then
-    holds one tangent's intermediates at the price of recomputing its product; same values.
+    ``sequential`` (the default): one tangent after another (`jax.lax.map`), each product
+    rematerialised (`jax.checkpoint`) in the reverse pass of the training loss, which then holds one
+    tangent's intermediates at the price of recomputing its product.  ``sequential=False``: vmapped
+    over the K tangents (one primal and reverse pass, K forward-mode tangents at once), whose
+    reverse pass keeps every tangent's intermediates, so memory grows with K.  Same values; on one
+    CPU core the sequential training step was also the faster at K = 4 (`HessianLossConfig`).
     """
 
     def one(variables: Any, graph: jraph.GraphsTuple, tangent: jnp.ndarray) -> jnp.ndarray:

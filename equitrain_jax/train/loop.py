@@ -202,7 +202,7 @@ def fit(
     train_step = make_train_step(model, strategy.merge, optimizer, loss_config, penalty, hessian_config,
                                  third_order_config)
     eval_step = make_eval_step(model, strategy.merge, loss_config)
-    hvp = jax.jit(model_hvp(node_energy_function(model)))
+    hvp = jax.jit(model_hvp(node_energy_function(model), sequential=False))  # validation: no reverse pass to keep small
     frozen = _place(mesh, strategy.frozen, False)
     train_batches = [_place(mesh, b, True) for b in train_batches]
     valid_batches = [_place(mesh, b, True) for b in valid_batches]
