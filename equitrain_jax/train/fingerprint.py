@@ -5,8 +5,9 @@ A fingerprint is a JSON tree of everything that gives the run its meaning: conte
 (SHA-256) of the base model's parameters and of the training, validation and replay structures
 with their labels, and every setting (optimiser, loss, strategy, batch size, dtype, E0s, label
 keys).  Resuming compares it field by field with the checkpoint's and refuses any difference,
-naming each field.  Only settings that extend a run may change (`EXTENSIONS`): more epochs, a
-larger early-stopping patience, another device count; each change is returned, to be recorded.
+naming each field.  Only settings that extend a run or only change how it is computed may change
+(`EXTENSIONS`): more epochs, a larger early-stopping patience, another device count, the Hessian
+products one after another or vmapped; each change is returned, to be recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ EXTENSIONS = {
     "train.epochs": "not below the epochs done, and not under the cosine schedule",
     "train.early_stopping_patience": "only larger, or none",
     "finetune.n_devices": "the same batches, split over other devices",
+    "hessian.sequential": "the same loss and gradient, the K Hessian products one after another or all at once",
 }
 """Fingerprint fields that may change when a run is resumed, and how."""
 

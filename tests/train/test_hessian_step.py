@@ -230,6 +230,9 @@ def test_fingerprint_holds_the_phonon_data_and_the_hessian_settings(tiny_bundle,
         resume_changes(stored, facts(references, HessianLossConfig(directions=8, mode="phonopy", weight=2.0)), 1, "here")
     for field in ("hessian.directions: 4 in the checkpoint, 8 now", "hessian.mode", "hessian.weight"):
         assert field in str(refused.value)
+    # how the products are computed is not another run (the default changed on 2026-11-30)
+    vmapped = facts(references, HessianLossConfig(sequential=False))
+    assert resume_changes(vmapped, facts(references), 1, "here") == {"hessian.sequential": [False, True]}
 
 
 TWO_DEVICES = textwrap.dedent(
