@@ -48,7 +48,8 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu}"
 SMOKE="${GPU_SH_SMOKE:-0}"
 BUDGET="${GPU_SH_BUDGET:-480}"
-STAGES=",${GPU_SH_STAGES:-inference,cuequivariance,train-step,hessian,many-materials},"
+ORDER=(inference cuequivariance train-step hessian many-materials)  # the stages, in the order they run
+STAGES=",${GPU_SH_STAGES:-$(IFS=,; echo "${ORDER[*]}")},"
 SITE="${GPU_SH_SITE:-/tmp/site}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
@@ -120,13 +121,13 @@ fi
 
 # stage NAME SHARE COMMAND...: run with a time limit of SHARE (per cent) of the budget left, all of
 # it for the last stage selected (SECONDS counts from the script's start: the installation is inside)
-ORDER=(inference cuequivariance train-step hessian many-materials)
+selected() { [[ "$STAGES" == *",$1,"* ]]; }
 stage() {
   local name=$1 share=$2; shift 2
-  case "$STAGES" in *",$name,"*) ;; *) return ;; esac
+  selected "$name" || return
   local later=0 seen=0 other
   for other in "${ORDER[@]}"; do
-    [ "$seen" = 1 ] && [[ "$STAGES" == *",$other,"* ]] && later=1
+    [ "$seen" = 1 ] && selected "$other" && later=1
     [ "$other" = "$name" ] && seen=1
   done
   [ "$later" = 0 ] && share=100
@@ -142,9 +143,7 @@ stage() {
 MEMORY=(--memory-gb 0)  # no address-space limit: CUDA reserves more virtual memory than any useful limit
 stage inference 45 benchmarks/inference.py --models mace-mp0-medium --dtypes float32 --device "$DEVICE" \
   "${MEMORY[@]}" "${INFERENCE[@]}" --json "$OUT/inference.json"
-if [[ "$STAGES" != *",cuequivariance,"* ]]; then
-  :
-else
+if selected cuequivariance; then
   # cuequivariance-ops loads libnvrtc and cuBLAS by name: point the loader at the CUDA libraries of
   # the pip packages (nvidia-*) that jax and torch use, for this stage only
   NVLIB=$("$PYTHON" -c '
@@ -170,7 +169,7 @@ stage train-step 50 benchmarks/train_step.py --dtypes float32 --materials Si --d
 stage hessian 50 benchmarks/hessian.py --methods jax-full,torch-hess --device "$DEVICE" --timeout 300 \
   "${HESSIAN[@]}" --save "$OUT/hessian.json"
 SEVENNET="${GPU_SH_SEVENNET:-.gpu/sevennet0}"
-if [[ "$STAGES" != *",many-materials,"* ]]; then
+if ! selected many-materials; then
   :
 elif [ -f "$SEVENNET/config.json" ]; then
   MANY_OUT="${GPU_SH_MANY_OUT:-/tmp/phonons_many}"
