@@ -85,18 +85,23 @@ def convolution_messages(
     """
     n = next(iter(x.values())).shape[0]
     k = senders.shape[0] // n
-    gathered = {
-        ir: x[ir][senders].reshape(n, k, x[ir].shape[1], -1) for ir in dict.fromkeys(p.ir_in for p in paths)
+    gathered = {  # channel-major [N, C, K, 2l+1]: each path's product below contracts (K, 2l+1)
+        ir: jnp.swapaxes(x[ir][senders].reshape(n, k, x[ir].shape[1], -1), 1, 2)
+        for ir in dict.fromkeys(p.ir_in for p in paths)
     }
-    offsets = np.cumsum([0] + [x[p.ir_in].shape[1] for p in paths])
+    offsets = np.cumsum([x[p.ir_in].shape[1] for p in paths])[:-1]
+    # one split, not a slice per path: a slice's transpose pads its gradient to the whole
+    # [N·K, Σ C_p] block, so the reverse pass summed one full-size block per path (a third of
+    # SevenNet-0's force evaluation on CPU); the split's transpose is one concatenation
+    path_weights = jnp.split(weights, offsets, axis=1)
     grouped: dict[str, list[jnp.ndarray]] = {}
     for p, path in enumerate(paths):
         l_in, l_out = irrep(path.ir_in).l, irrep(path.ir_out).l
         c = x[path.ir_in].shape[1]
         cg = jnp.asarray(clebsch_gordan(l_in, path.l_sh, l_out), dtype=weights.dtype)
         edge_coupling = jnp.einsum("ej,ijo->eio", sh[path.l_sh], cg).reshape(n, k, 2 * l_in + 1, 2 * l_out + 1)
-        weighted = gathered[path.ir_in] * weights[:, offsets[p] : offsets[p] + c].reshape(n, k, c, 1)
-        grouped.setdefault(path.ir_out, []).append(jnp.einsum("nkci,nkio->nco", weighted, edge_coupling))
+        weighted = gathered[path.ir_in] * jnp.swapaxes(path_weights[p].reshape(n, k, c), 1, 2)[..., None]
+        grouped.setdefault(path.ir_out, []).append(jnp.einsum("ncki,nkio->nco", weighted, edge_coupling))
     return {name: jnp.concatenate(ms, axis=1) for name, ms in grouped.items()}
 
 
