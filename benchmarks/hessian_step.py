@@ -10,12 +10,14 @@ atoms with DFT energies and forces (``benchmarks/data/C/train.extxyz``); with it
 plus one phonon item, a 64-atom diamond-C supercell (2×2×2 conventional), with K random
 directions (K = 1, 4, 16 by default): K Hessian-vector products (forward over reverse) inside the
 reverse pass of the loss.  Its targets are zero: the cost does not depend on their values.
-Both ways of computing the K products are measured (``--paths``): ``vmap`` (all at once, the
-default of `HessianLossConfig`) and ``sequential`` (one after another, each rematerialised in the
-reverse pass: ``HessianLossConfig(sequential=True)``).  With ``--third-order K …`` the step with the
-third-order term instead (issue 20: the same batch plus the 64-atom supercell as a phono3py item,
-K random direction pairs, each Φ3[u, v] one jvp of a Hessian-vector product inside the reverse
-pass; zero fc3 targets) is measured too, against the same step without any extra term.
+Both ways of computing the K products are measured (``--paths``): ``vmap`` (all at once,
+``HessianLossConfig(sequential=False)``) and ``sequential`` (one after another, each rematerialised
+in the reverse pass: the default of `HessianLossConfig` since 2026-11-30).  With ``--third-order K …``
+the step with the third-order term instead (issue 20: the same batch plus the 64-atom supercell as a
+phono3py item, K random direction pairs, each Φ3[u, v] one jvp of a Hessian-vector product inside
+the reverse pass; zero fc3 targets) is measured too, under the same ``--paths``
+(``ThirdOrderLossConfig.sequential``; rows ``third-order-vmap``, ``third-order-sequential``),
+against the same step without any extra term.
 
 Per model and K: compilation (lowering and compiling, s), the median wall time of --repeats steps
 after one warm-up step (s), its ratio to the step without the Hessian term, and XLA's temporary buffer size of the
@@ -121,12 +123,14 @@ def measure(name: str, directions: list[int], paths: list[str], repeats: int, ma
     module = bundle.module(dtype)
     rows = []
     third = third_order_item_64(item)
-    cases = [(0, "vmap"), *((k, path) for k in directions for path in paths), *((k, "third-order") for k in third_order)]
+    cases = [(0, "vmap"), *((k, path) for k in directions for path in paths),
+             *((k, f"third-order-{path}") for k in third_order for path in paths)]
     for k, path in cases:
-        hessian = HessianLossConfig(directions=max(k, 1), sequential=path == "sequential")
+        sequential = path.endswith("sequential")
+        hessian = HessianLossConfig(directions=max(k, 1), sequential=sequential)
         step = make_train_step(module, strategy.merge, optimizer, LossConfig(), hessian_config=hessian,
-                               third_order_config=ThirdOrderLossConfig(directions=max(k, 1)))
-        if path == "third-order":
+                               third_order_config=ThirdOrderLossConfig(directions=max(k, 1), sequential=sequential))
+        if path.startswith("third-order"):
             pairs = ThirdOrderBatches([third], [graph], 1, k, "random", 0, 1, dtype).batch(0, 1, 0)
             batch = StepBatch(structures, None, pairs)
         else:
@@ -149,7 +153,7 @@ def measure(name: str, directions: list[int], paths: list[str], repeats: int, ma
         rows.append({"model": name, "directions": k, "path": path if k else "none", "compile_s": compile_s,
                      "step_s": seconds, "temp_mb": temp_mb})
         timed = f"step {seconds:8.3f} s" if seconds is not None else f"not run (over --max-temp-mb {max_temp_mb:.0f})"
-        print(f"{name:12s} K={k:2d} {path:10s}  compile {compile_s:7.1f} s  {timed}  temp {temp_mb:.1f} MB", flush=True)
+        print(f"{name:12s} K={k:2d} {path:22s}  compile {compile_s:7.1f} s  {timed}  temp {temp_mb:.1f} MB", flush=True)
     base = rows[0]["step_s"]
     for row in rows:
         row["ratio"] = None if row["step_s"] is None or base is None else row["step_s"] / base
@@ -159,7 +163,7 @@ def measure(name: str, directions: list[int], paths: list[str], repeats: int, ma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--directions", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--directions", nargs="*", type=int, default=[1, 4, 16])
     parser.add_argument("--paths", nargs="+", choices=("vmap", "sequential"), default=["vmap", "sequential"],
                         help="how the K products are computed (HessianLossConfig.sequential)")
     parser.add_argument("--third-order", nargs="*", type=int, default=[],

@@ -46,7 +46,7 @@ HESSIAN_OPTIONS = {"weight": "--hessian-weight", "kind": "--hessian-loss", "hube
                    "directions": "--hessian-directions", "mode": "--hessian-mode", "sequential": "--hessian-sequential"}
 THIRD_ORDER_OPTIONS = {"weight": "--third-order-weight", "kind": "--third-order-loss",
                        "huber_delta": "--third-order-huber-delta", "directions": "--third-order-directions",
-                       "mode": "--third-order-mode"}
+                       "mode": "--third-order-mode", "sequential": "--third-order-sequential"}
 
 
 def add_parser(sub) -> None:
@@ -79,6 +79,9 @@ def add_parser(sub) -> None:
     p.add_argument("--third-order-weight", type=float, default=THIRD.weight, help="weight of the third-order term")
     p.add_argument("--third-order-directions", type=int, default=THIRD.directions, metavar="K",
                    help="direction pairs (u, v) per phono3py reference and step (Φ3[u, v] against DFT's)")
+    p.add_argument("--third-order-sequential", action=argparse.BooleanOptionalAction, default=THIRD.sequential,
+                   help="compute the K third-order products one after another, each recomputed in the backward "
+                        "pass (default): memory of one pair instead of K; --no-third-order-sequential vmaps them")
     p.add_argument("--third-order-mode", choices=list(THIRD_ORDER_MODES), default=THIRD.mode,
                    help="; ".join(f"{name}: {what}" for name, what in THIRD_ORDER_MODES.items()))
     p.add_argument("--third-order-loss", choices=LOSS_KINDS, default=THIRD.kind)
@@ -163,6 +166,7 @@ def check(args: argparse.Namespace) -> None:
     args.third_order_config = checks.settings(
         ThirdOrderLossConfig, THIRD_ORDER_OPTIONS, weight=args.third_order_weight, kind=args.third_order_loss,
         huber_delta=args.third_order_huber_delta, directions=args.third_order_directions, mode=args.third_order_mode,
+        sequential=args.third_order_sequential,
     )
     if not 0 < args.valid_fraction < 1:
         raise ValueError(f"--valid-fraction must lie in (0, 1), got {args.valid_fraction}")

@@ -334,6 +334,10 @@ class ThirdOrderLossConfig:
     the Hessian term's δ is of force constants) and weight 0.01 put a 25 % error of Si's Φ3 (a
     linear-regime loss of about 0.2) on the scale of the Hessian term at a 25 % error (about 0.4);
     a scaling choice, not a tuned value.
+
+    ``sequential``, as `HessianLossConfig`'s: the K pairs' products one after another, each
+    rematerialised in the reverse pass (the default), or all at once (vmapped); the same loss and
+    gradient (see `equitrain_jax.train.third_order.model_third_order`).
     """
 
     weight: float = 0.01
@@ -341,6 +345,7 @@ class ThirdOrderLossConfig:
     huber_delta: float = 1.0
     directions: int = DEFAULT_THIRD_ORDER_DIRECTIONS
     mode: str = DEFAULT_THIRD_ORDER_MODE
+    sequential: bool = True
 
     def __post_init__(self) -> None:
         _validated({
@@ -349,4 +354,6 @@ class ThirdOrderLossConfig:
             "huber_delta": _positive(self.huber_delta),
             "directions": _at_least(self.directions, 1),
             "mode": _one_of(self.mode, THIRD_ORDER_MODES),
+            "sequential": None if isinstance(self.sequential, bool)
+            else f"must be True or False, got {self.sequential!r}",
         })

@@ -7,7 +7,7 @@ with their labels, and every setting (optimiser, loss, strategy, batch size, dty
 keys).  Resuming compares it field by field with the checkpoint's and refuses any difference,
 naming each field.  Only settings that extend a run or only change how it is computed may change
 (`EXTENSIONS`): more epochs, a larger early-stopping patience, another device count, the Hessian
-products one after another or vmapped; each change is returned, to be recorded.
+or third-order products one after another or vmapped; each change is returned, to be recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ EXTENSIONS = {
     "train.early_stopping_patience": "only larger, or none",
     "finetune.n_devices": "the same batches, split over other devices",
     "hessian.sequential": "the same loss and gradient, the K Hessian products one after another or all at once",
+    "third_order.sequential": "the same loss and gradient, the K third-order products one after another or all at once",
 }
 """Fingerprint fields that may change when a run is resumed, and how."""
 

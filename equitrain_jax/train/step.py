@@ -103,7 +103,7 @@ def make_train_step(
     """
     node_energy_fn = node_energy_function(model)
     hvp = model_hvp(node_energy_fn, hessian_config.sequential)
-    third_order = model_third_order(node_energy_fn)
+    third_order = model_third_order(node_energy_fn, third_order_config.sequential)
 
     def objective(trainable, frozen, batch: StepBatch):
         variables = merge(trainable, frozen)

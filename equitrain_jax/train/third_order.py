@@ -44,14 +44,27 @@ third derivative of the summed energy of a padded graph contracted with each pai
 positions."""
 
 
-def model_third_order(node_energy_fn: NodeEnergyFn) -> ThirdOrderProduct:
-    """The `ThirdOrderProduct` of a model: `third_order_product` of the one energy function,
-    vmapped over the K pairs (the primal and reverse pass once, K forward-over-forward tangents)."""
+def model_third_order(node_energy_fn: NodeEnergyFn, sequential: bool = True) -> ThirdOrderProduct:
+    """The `ThirdOrderProduct` of a model: `third_order_product` of the one energy function.
+
+    ``sequential`` (the default): one pair after another (`jax.lax.map`), each product
+    rematerialised (`jax.checkpoint`) in the reverse pass of the training loss, which then holds one
+    pair's intermediates at the price of recomputing its product.  ``sequential=False``: vmapped
+    over the K pairs (the primal and reverse pass once, K forward-over-forward tangents at once),
+    whose reverse pass keeps every pair's intermediates.  Same values, as for the Hessian term
+    (`equitrain_jax.train.hessian_loss.model_hvp`).
+    """
+
+    def one(variables: Any, graph: jraph.GraphsTuple, u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+        positions = graph.nodes["positions"]
+        return third_order_product(node_energy_fn, variables, graph, positions, u.astype(positions.dtype),
+                                   v.astype(positions.dtype))
 
     def product(variables: Any, graph: jraph.GraphsTuple, u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-        positions = graph.nodes["positions"]
-        single = functools.partial(third_order_product, node_energy_fn, variables, graph, positions)
-        return jax.vmap(lambda a, b: single(a.astype(positions.dtype), b.astype(positions.dtype)))(u, v)
+        if sequential:
+            rematerialised = jax.checkpoint(one)
+            return jax.lax.map(lambda pair: rematerialised(variables, graph, *pair), (u, v))
+        return jax.vmap(functools.partial(one, variables, graph))(u, v)
 
     return product
 

@@ -196,6 +196,33 @@ def test_lora_step_gradient_and_frozen_base_under_the_third_order_term(tiny_bund
 
 
 @pytest.mark.slow
+def test_sequential_pairs_give_the_loss_and_gradient_of_the_vmapped_ones(tiny_bundle, emt_reference):
+    """K = 3 random pairs, all weights trained, the third-order term alone: one SGD step with rate
+    1 moves the weights by minus the gradient; the pairs one after another with rematerialisation
+    (the default) give the vmapped step's loss and gradient to rounding (1e-12)."""
+    item = third_order_item_from_phono3py(emt_reference)
+    pairs = ThirdOrderBatches([item], [phonon_graph(item, tiny_bundle.config.r_max, ELEMENTS)], 1, k=3, seed=2)
+    batch = StepBatch(None, None, pairs.batch(0, 1, 0))
+    params, frozen = tiny_bundle.variables["params"], {k: v for k, v in tiny_bundle.variables.items() if k != "params"}
+    results = []
+    for sequential in (False, True):
+        config = ThirdOrderLossConfig(kind="mse", weight=1.0, directions=3, sequential=sequential)
+        step = make_train_step(tiny_bundle.module(np.float64), lambda t, f: {**f, "params": t}, optax.sgd(1.0),
+                               third_order_config=config)
+        moved, _, metrics = step(params, frozen, optax.sgd(1.0).init(params), batch)
+        gradient = [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree_util.tree_leaves(params),
+                                                                  jax.tree_util.tree_leaves(moved))]
+        results.append((float(metrics["third_order"]), gradient))
+    (vmapped, g_vmapped), (sequential, g_sequential) = results
+    assert vmapped > 0
+    np.testing.assert_allclose(sequential, vmapped, rtol=1e-12)
+    scale = max(np.abs(g).max() for g in g_vmapped)
+    assert scale > 0
+    for a, b in zip(g_sequential, g_vmapped):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale)
+
+
+@pytest.mark.slow
 def test_third_order_term_under_freezing_keeps_frozen_leaves_bit_identical(tiny_bundle, emt_reference):
     """Freezing all but the radial MLP, AdamW with weight decay 0.1, the third-order term alone (a
     batch of phono3py items only, random pairs drawn afresh each step): the term falls, only the
