@@ -31,15 +31,18 @@ Judged on what training did not see: the force MAE of the 4 validation structure
 −3 % and +3 % volume (GPAW 2×2×2 references in ``volumes/v0.970`` and ``volumes/v1.030``);
 mode Grüneisen parameters from the three volumes against DFT's (phonopy's perturbation formula,
 8×8×8 Γ-centred mesh, modes above 0.5 THz); phonons of the 3×3×3 reference
-(``phonon_333/phonopy_params.yaml``) where it exists.  Phonons at the training volume are
-reported too: in-sample for ``b``, ``c`` and ``d``, out of sample for ``a`` and ``loo``.
+(``phonon_333/phonopy_params.yaml``) where it exists; for BaTiO3, which has no references at
+other volumes, the DFT energies along its soft Γ mode (``mode_scan.json``, ±Q, 15 points): their
+RMS error and the double well's depth.  Phonons at the training volume are reported too:
+in-sample for ``b``, ``c`` and ``d``, out of sample for ``a`` and ``loo``.
 
 ``--strategy`` chooses the adapter (``lora``, rank 4, the default; ``delta``: L2-SP residuals;
 ``full``), with the same learning rate and schedule; every strategy's runs are kept apart and
 reported side by side.
 
 Finished runs (``runs/<material>/<protocol>_seed<S>/result.json`` for LoRA,
-``<protocol>-<strategy>_seed<S>`` for the others; not committed) are reused (and
+``<protocol>-<strategy>_seed<S>`` for the others; not committed, but restored from the committed
+``results.json`` where missing, so a fresh clone continues the table) are reused (and
 judged again once a 3×3×3 reference they were not judged on exists) and interrupted ones resumed,
 so the command can be repeated until everything is done; it writes ``results.json``, ``table.md``
 and ``errors.png`` into ``benchmarks/results/phonon_transfer`` after every run.
@@ -104,9 +107,58 @@ def references(material: str) -> dict:
     return found
 
 
+def run_name(protocol: str, adapter: str) -> str:
+    """A run's directory name under ``runs/<material>/`` (before ``_seed<S>``)."""
+    return protocol if adapter == "lora" or protocol == "pretrained" else f"{protocol}-{adapter}"
+
+
+def restore_runs(output: Path) -> int:
+    """Write ``runs/<material>/<name>_seed<S>/result.json`` for every row of the committed
+    ``results.json`` whose file is missing (the runs are not committed; the rows are), so that
+    the next report keeps them and the jobs skip them.  Returns how many were restored."""
+    path = output / "results.json"
+    if not path.is_file():
+        return 0
+    restored = 0
+    for row in json.loads(path.read_text())["rows"]:
+        run = output / "runs" / row["material"] / f"{run_name(row['protocol'], strategy(row))}_seed{row['seed']}"
+        if not (run / "result.json").is_file():
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "result.json").write_text(json.dumps(row, indent=1) + "\n")
+            restored += 1
+    return restored
+
+
+def mode_scan_error(potential, material: str) -> dict | None:
+    """The model's energies along the material's DFT soft-mode scan (``mode_scan.json``, from
+    ``generate.py``: structures displaced by ±Q along the soft Γ mode), against DFT's: the RMS
+    difference of the energies relative to Q = 0 (meV per cell, all 15 points) and the double
+    well's depth (the lowest energy, meV per cell), DFT's and the model's.  None without a scan."""
+    path = DATA / material / "mode_scan.json"
+    if not path.is_file():
+        return None
+    scan = json.loads(path.read_text())
+    base = ase.Atoms(numbers=scan["numbers"], positions=scan["positions"], cell=scan["cell"], pbc=True)
+    pattern = np.asarray(scan["pattern_angstrom_per_Q"])
+    q_half = np.asarray(scan["Q_amu_half_angstrom"])
+    amplitudes = np.concatenate([-q_half[:0:-1], q_half])
+    dft = np.asarray(scan["energy_eV"])
+    dft = np.concatenate([dft[:0:-1], dft])  # E(−Q) = E(Q) by inversion
+    structures = []
+    for q in amplitudes:
+        moved = base.copy()
+        moved.positions = base.positions + q * pattern
+        structures.append(moved)
+    energies = np.array([out["energy"] for out in potential.evaluate(structures)])
+    energies = energies - energies[len(q_half) - 1]
+    return {"rmse_meV": float(1e3 * np.sqrt(np.mean((energies - dft) ** 2))),
+            "depth_meV": float(1e3 * energies.min()), "reference_depth_meV": float(1e3 * dft.min())}
+
+
 def evaluate(model_dir: Path, material: str) -> dict:
     """Force MAE (meV/Å) on the validation structures; per reference the band-path RMS and MAE and
-    the mesh MAE (THz); mode Grüneisen parameters' MAE against DFT's and their means."""
+    the mesh MAE (THz); mode Grüneisen parameters' MAE against DFT's and their means; the
+    soft-mode scan's error where there is one (`mode_scan_error`)."""
     from equitrain_jax.phonons.compare import (
         compare_phonons,
         mesh_qpoints,
@@ -130,6 +182,9 @@ def evaluate(model_dir: Path, material: str) -> dict:
         series = [[phonons[name] for name in VOLUMES] for phonons in (models, dft)]
         error = gruneisen_error(mode_gruneisen(series[0], 1, qpoints), mode_gruneisen(series[1], 1, qpoints))
         row["gruneisen"] = {key: error[key] for key in ("mae", "model_mean", "reference_mean")}
+    scan = mode_scan_error(potential, material)
+    if scan is not None:
+        row["mode_scan"] = scan
     return row
 
 
@@ -182,6 +237,8 @@ METRICS = (  # (column, row path, format)
     ("mean γ", ("gruneisen", "model_mean"), "{:.3f}"),
     ("mesh MAE 3×3×3 (THz)", ("333", "mesh_mae_THz"), "{:.3f}"),
     ("mesh MAE training volume (THz)", ("v1.000", "mesh_mae_THz"), "{:.3f}"),
+    ("soft-mode scan RMS (meV/cell)", ("mode_scan", "rmse_meV"), "{:.1f}"),
+    ("well depth (meV/cell)", ("mode_scan", "depth_meV"), "{:.1f}"),
 )
 
 
@@ -261,7 +318,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = grouped(rows)
-    shown = [m for m in (METRICS[i] for i in (0, 1, 2, 5, 7)) if any(not math.isnan(value(r, m[1])) for r in rows)]
+    shown = [m for m in (METRICS[i] for i in (0, 1, 2, 5, 7, 9)) if any(not math.isnan(value(r, m[1])) for r in rows)]
     materials = sorted({m for m, _, _ in groups})
     colours = {name: f"C{i}" for i, name in enumerate(("pretrained", *PROTOCOLS))}
     fig, axes = plt.subplots(len(materials), len(shown), figsize=(3.2 * len(shown), 2.8 * len(materials)),
@@ -276,7 +333,7 @@ def plot(rows: list[dict], path: Path) -> None:
                     continue
                 ax.bar(x, np.nanmean(values), color=colours[protocol], alpha=0.8, hatch=HATCHES[adapter])
                 ax.plot([x] * len(values), values, "k.", markersize=4)
-            ax.set_xticks(range(len(protocols)), [tick(p, a) for p, a in protocols], fontsize=7)
+            ax.set_xticks(range(len(protocols)), [tick(p, a) for p, a in protocols], fontsize=7, rotation=90)
             ax.set_title(f"{material}: {title}", fontsize=9)
     names = " / ".join(STRATEGY_LABELS[a] for a in adapters(rows))
     fig.suptitle(f"SevenNet-0 + {names}: errors on data training did not see (bars: mean over seeds, dots: seeds; "
@@ -328,6 +385,9 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
+    restored = restore_runs(args.output)
+    if restored:
+        print(f"restored {restored} finished runs' results from {args.output / 'results.json'}", flush=True)
     if args.report:
         report(args.output, args)
         return
@@ -339,7 +399,7 @@ def main() -> None:
     model_dir = pretrained_model()
     jobs = job_order(args)
     for material, protocol, seed in jobs:
-        name = protocol if args.strategy == "lora" or protocol == "pretrained" else f"{protocol}-{args.strategy}"
+        name = run_name(protocol, args.strategy)
         run = args.output / "runs" / material / f"{name}_seed{seed}"
         if (run / "result.json").is_file():
             row = json.loads((run / "result.json").read_text())
