@@ -32,6 +32,20 @@ summed energy of every structure in a padded graph with respect to all node posi
 each tangent, at the graph's positions."""
 
 
+def over_tangents(one: Callable, sequential: bool) -> Callable:
+    """``one(variables, graph, *tangents)`` of one tangent (or pair) mapped over K stacked along
+    the first axis: one after another with each rematerialised in the reverse pass
+    (``sequential``: `jax.lax.map` of `jax.checkpoint`), or all at once (`jax.vmap`)."""
+
+    def mapped(variables: Any, graph: jraph.GraphsTuple, *tangents: jnp.ndarray) -> jnp.ndarray:
+        if sequential:
+            rematerialised = jax.checkpoint(one)
+            return jax.lax.map(lambda each: rematerialised(variables, graph, *each), tangents)
+        return jax.vmap(functools.partial(one, variables, graph))(*tangents)
+
+    return mapped
+
+
 def model_hvp(node_energy_fn: NodeEnergyFn, sequential: bool = True) -> HessianVectorProduct:
     """The `HessianVectorProduct` of a model (its `NodeEnergyFn`): the one energy function's
     `equitrain_jax.models.quantities.hessian_vector_product` at the graph's positions.
@@ -48,13 +62,7 @@ def model_hvp(node_energy_fn: NodeEnergyFn, sequential: bool = True) -> HessianV
         positions = graph.nodes["positions"]
         return hessian_vector_product(node_energy_fn, variables, graph, positions, tangent.astype(positions.dtype))
 
-    def hvp(variables: Any, graph: jraph.GraphsTuple, tangents: jnp.ndarray) -> jnp.ndarray:
-        if sequential:
-            rematerialised = jax.checkpoint(one)
-            return jax.lax.map(lambda tangent: rematerialised(variables, graph, tangent), tangents)
-        return jax.vmap(functools.partial(one, variables, graph))(tangents)
-
-    return hvp
+    return over_tangents(one, sequential)
 
 
 def hessian_products(hvp: HessianVectorProduct, variables: Any, graph: jraph.GraphsTuple) -> jnp.ndarray:

@@ -21,7 +21,6 @@ The loss is pooled as sums and counts like the other terms.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -34,6 +33,7 @@ from equitrain_jax.data import device_arrays, pad_graph
 from equitrain_jax.models.quantities import NodeEnergyFn, third_order_product
 from equitrain_jax.train.config import DEFAULT_THIRD_ORDER_DIRECTIONS, DEFAULT_THIRD_ORDER_MODE, THIRD_ORDER_MODES
 from equitrain_jax.train.config import ThirdOrderLossConfig
+from equitrain_jax.train.hessian_loss import over_tangents
 from equitrain_jax.train.loss import pointwise
 from equitrain_jax.train.phonon_data import PhononBatches
 from equitrain_jax.train.third_order_data import ThirdOrderDataError, ThirdOrderItem
@@ -60,13 +60,7 @@ def model_third_order(node_energy_fn: NodeEnergyFn, sequential: bool = True) -> 
         return third_order_product(node_energy_fn, variables, graph, positions, u.astype(positions.dtype),
                                    v.astype(positions.dtype))
 
-    def product(variables: Any, graph: jraph.GraphsTuple, u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-        if sequential:
-            rematerialised = jax.checkpoint(one)
-            return jax.lax.map(lambda pair: rematerialised(variables, graph, *pair), (u, v))
-        return jax.vmap(functools.partial(one, variables, graph))(u, v)
-
-    return product
+    return over_tangents(one, sequential)
 
 
 def third_order_products(product: ThirdOrderProduct, variables: Any, graph: jraph.GraphsTuple) -> jnp.ndarray:

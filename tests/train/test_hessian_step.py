@@ -56,6 +56,28 @@ def leaves_bytes(tree):
     return [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(tree)]
 
 
+def assert_same_term_and_gradient(bundle, batch, term, configs):
+    """One SGD step of rate 1 over all weights (it moves them by minus the gradient) per step
+    configuration of ``configs`` (keyword arguments of `make_train_step`): the ``term`` metric and
+    the gradient agree between all of them to rounding (1e-12), and neither is zero."""
+    params, frozen = bundle.variables["params"], {k: v for k, v in bundle.variables.items() if k != "params"}
+    results = []
+    for config in configs:
+        step = make_train_step(bundle.module(np.float64), lambda t, f: {**f, "params": t}, optax.sgd(1.0), **config)
+        moved, _, metrics = step(params, frozen, optax.sgd(1.0).init(params), batch)
+        gradient = [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree_util.tree_leaves(params),
+                                                                  jax.tree_util.tree_leaves(moved))]
+        results.append((float(metrics[term]), gradient))
+    (reference, g_reference), others = results[0], results[1:]
+    assert reference > 0
+    scale = max(np.abs(g).max() for g in g_reference)
+    assert scale > 0
+    for value, gradient in others:
+        np.testing.assert_allclose(value, reference, rtol=1e-12)
+        for a, b in zip(gradient, g_reference):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale)
+
+
 def assert_gradient_is_finite_differences(step, trainable, frozen, state, batch, gradient, arrays=4, h=1e-5):
     """The step's loss gradient ``gradient`` against central differences of the loss that the step
     reports (at the weights it is given), for the largest entry of the ``arrays`` largest weight

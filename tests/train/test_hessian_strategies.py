@@ -22,6 +22,7 @@ from equitrain_jax.train.strategies import StrategyInputs, build_strategy, with_
 from common import ALLOY_ELEMENTS as ELEMENTS, emt_cells
 
 from .phonon_references import aluminium, finite_displacement_phonopy
+from .test_hessian_step import assert_same_term_and_gradient
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +45,10 @@ def test_sequential_products_give_the_loss_and_gradient_of_the_vmapped_ones(tiny
     """K = 3 directions, all weights trained, the Hessian term alone: one step of SGD with rate 1
     moves the weights by minus the gradient; computing the products one after another with
     rematerialisation gives the vmapped step's loss and gradient to rounding (1e-12)."""
-    bundle = tiny_bundle
-    batch = StepBatch(None, phonon_batch(bundle, aluminium_item, 3))
-    params, frozen = bundle.variables["params"], {k: v for k, v in bundle.variables.items() if k != "params"}
-    results = []
-    for sequential in (False, True):
-        step = make_train_step(bundle.module(np.float64), lambda t, f: {**f, "params": t}, optax.sgd(1.0),
-                               hessian_config=HessianLossConfig(kind="mse", directions=3, sequential=sequential))
-        moved, _, metrics = step(params, frozen, optax.sgd(1.0).init(params), batch)
-        gradient = [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree_util.tree_leaves(params),
-                                                                  jax.tree_util.tree_leaves(moved))]
-        results.append((float(metrics["hessian"]), gradient))
-    (vmapped, g_vmapped), (sequential, g_sequential) = results
-    assert vmapped > 0
-    np.testing.assert_allclose(sequential, vmapped, rtol=1e-12)
-    scale = max(np.abs(g).max() for g in g_vmapped)
-    assert scale > 0
-    for a, b in zip(g_sequential, g_vmapped):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale)
+    batch = StepBatch(None, phonon_batch(tiny_bundle, aluminium_item, 3))
+    assert_same_term_and_gradient(tiny_bundle, batch, "hessian", [
+        {"hessian_config": HessianLossConfig(kind="mse", directions=3, sequential=sequential)} for sequential in (False, True)
+    ])
 
 
 def test_sequential_must_be_a_bool():

@@ -39,7 +39,7 @@ from equitrain_jax.train.third_order_data import (
     third_order_item_from_phono3py,
 )
 
-from .test_hessian_step import assert_gradient_is_finite_differences, leaves_bytes
+from .test_hessian_step import assert_gradient_is_finite_differences, assert_same_term_and_gradient, leaves_bytes
 
 MSE = ThirdOrderLossConfig(kind="mse", weight=1.0, directions=2)
 
@@ -203,23 +203,10 @@ def test_sequential_pairs_give_the_loss_and_gradient_of_the_vmapped_ones(tiny_bu
     item = third_order_item_from_phono3py(emt_reference)
     pairs = ThirdOrderBatches([item], [phonon_graph(item, tiny_bundle.config.r_max, ELEMENTS)], 1, k=3, seed=2)
     batch = StepBatch(None, None, pairs.batch(0, 1, 0))
-    params, frozen = tiny_bundle.variables["params"], {k: v for k, v in tiny_bundle.variables.items() if k != "params"}
-    results = []
-    for sequential in (False, True):
-        config = ThirdOrderLossConfig(kind="mse", weight=1.0, directions=3, sequential=sequential)
-        step = make_train_step(tiny_bundle.module(np.float64), lambda t, f: {**f, "params": t}, optax.sgd(1.0),
-                               third_order_config=config)
-        moved, _, metrics = step(params, frozen, optax.sgd(1.0).init(params), batch)
-        gradient = [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree_util.tree_leaves(params),
-                                                                  jax.tree_util.tree_leaves(moved))]
-        results.append((float(metrics["third_order"]), gradient))
-    (vmapped, g_vmapped), (sequential, g_sequential) = results
-    assert vmapped > 0
-    np.testing.assert_allclose(sequential, vmapped, rtol=1e-12)
-    scale = max(np.abs(g).max() for g in g_vmapped)
-    assert scale > 0
-    for a, b in zip(g_sequential, g_vmapped):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale)
+    assert_same_term_and_gradient(tiny_bundle, batch, "third_order", [
+        {"third_order_config": ThirdOrderLossConfig(kind="mse", weight=1.0, directions=3, sequential=sequential)}
+        for sequential in (False, True)
+    ])
 
 
 @pytest.mark.slow
