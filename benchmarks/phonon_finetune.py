@@ -202,6 +202,25 @@ def replay_set(model_dir, material: str, materials: list[str], count: int = 8) -
     return replay
 
 
+def scan_structures(dft_scan: dict) -> tuple[np.ndarray, list, np.ndarray]:
+    """The structures of a DFT soft-mode scan (``mode_scan.json``), mirrored to ±Q: amplitudes
+    Q (amu^½ Å, from −Q_max to Q_max), the displaced structures and DFT's energies (eV, relative
+    to Q = 0; E(−Q) = E(Q) by inversion)."""
+    from ase import Atoms
+
+    q_half = np.asarray(dft_scan["Q_amu_half_angstrom"])
+    amplitudes = np.concatenate([-q_half[:0:-1], q_half])
+    energies = np.asarray(dft_scan["energy_eV"])
+    pattern = np.asarray(dft_scan["pattern_angstrom_per_Q"])
+    base = Atoms(numbers=dft_scan["numbers"], positions=dft_scan["positions"], cell=dft_scan["cell"], pbc=True)
+    structures = []
+    for q in amplitudes:
+        moved = base.copy()
+        moved.positions = base.positions + q * pattern
+        structures.append(moved)
+    return amplitudes, structures, np.concatenate([energies[:0:-1], energies])
+
+
 def imaginary_scan(reference, models: dict, path: Path, title: str, dft_scan: dict | None = None) -> dict | None:
     """Energies along the reference's most unstable mode, DFT vs each model, plotted to ``path``.
 
@@ -211,29 +230,18 @@ def imaginary_scan(reference, models: dict, path: Path, title: str, dft_scan: di
     reference's mode with the harmonic curve as the only DFT information.  Returns the curves and,
     per curve, the double well's depth (meV per cell) and its Q (amu^½ Å).
     """
-    from ase import Atoms
-
     from equitrain_jax.potential import Potential
 
     curves, markers = {}, {}
     if dft_scan is not None:
-        q_half = np.asarray(dft_scan["Q_amu_half_angstrom"])
-        amplitudes = np.concatenate([-q_half[:0:-1], q_half])
-        mirror = lambda values: np.concatenate([np.asarray(values)[:0:-1], values])  # noqa: E731
-        pattern = np.asarray(dft_scan["pattern_angstrom_per_Q"])
-        base = Atoms(numbers=dft_scan["numbers"], positions=dft_scan["positions"], cell=dft_scan["cell"], pbc=True)
-        structures = []
-        for q in amplitudes:
-            moved = base.copy()
-            moved.positions = base.positions + q * pattern
-            structures.append(moved)
+        amplitudes, structures, curves["DFT (PBE)"] = scan_structures(dft_scan)
+        harmonic = np.asarray(dft_scan["harmonic_energy_eV"])
         frequency, qpoint = dft_scan["frequency_THz"], dft_scan["qpoint"]
-        curves["DFT (PBE)"] = mirror(dft_scan["energy_eV"])
-        curves["DFT harmonic ½λQ²"] = mirror(dft_scan["harmonic_energy_eV"])
+        curves["DFT harmonic ½λQ²"] = np.concatenate([harmonic[:0:-1], harmonic])
         markers["DFT (PBE)"] = "s"
         for name, model_dir in models.items():
             energies = np.array([o["energy"] for o in Potential(model_dir, dtype="float64").evaluate(structures)])
-            curves[name] = energies - energies[len(q_half) - 1]
+            curves[name] = energies - energies[len(amplitudes) // 2]
     else:
         from equitrain_jax.phonons.scans import default_amplitudes, imaginary_modes, scan_mode
 

@@ -61,7 +61,7 @@ from pathlib import Path
 import ase
 import ase.io
 import numpy as np
-from phonon_finetune import DATA, force_mae, pretrained_model
+from phonon_finetune import DATA, force_mae, pretrained_model, scan_structures
 
 OUTPUT = Path(__file__).parent / "results" / "phonon_transfer"
 PROTOCOLS = ("a", "c", "d", "loo", "b")  # the order they run in
@@ -137,20 +137,9 @@ def mode_scan_error(potential, material: str) -> dict | None:
     path = DATA / material / "mode_scan.json"
     if not path.is_file():
         return None
-    scan = json.loads(path.read_text())
-    base = ase.Atoms(numbers=scan["numbers"], positions=scan["positions"], cell=scan["cell"], pbc=True)
-    pattern = np.asarray(scan["pattern_angstrom_per_Q"])
-    q_half = np.asarray(scan["Q_amu_half_angstrom"])
-    amplitudes = np.concatenate([-q_half[:0:-1], q_half])
-    dft = np.asarray(scan["energy_eV"])
-    dft = np.concatenate([dft[:0:-1], dft])  # E(−Q) = E(Q) by inversion
-    structures = []
-    for q in amplitudes:
-        moved = base.copy()
-        moved.positions = base.positions + q * pattern
-        structures.append(moved)
+    amplitudes, structures, dft = scan_structures(json.loads(path.read_text()))
     energies = np.array([out["energy"] for out in potential.evaluate(structures)])
-    energies = energies - energies[len(q_half) - 1]
+    energies = energies - energies[len(amplitudes) // 2]
     return {"rmse_meV": float(1e3 * np.sqrt(np.mean((energies - dft) ** 2))),
             "depth_meV": float(1e3 * energies.min()), "reference_depth_meV": float(1e3 * dft.min())}
 
