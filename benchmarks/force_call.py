@@ -112,8 +112,7 @@ def padding(count: int, model_dir: Path, min_length: float = 10.0, batch_atoms: 
 
     from equitrain_jax.data import bucket_size, in_degree
     from equitrain_jax.phonons.bridge import new_phonopy, phonopy_to_ase, supercell_for_min_length
-    from equitrain_jax.phonons.many import neighbour_slots, pack_batches, padded_atoms, tangent_chunk
-    from equitrain_jax.phonons.many_config import TANGENT_EDGES
+    from equitrain_jax.phonons.many import neighbour_slots, padded_atoms, plan_batches
     from equitrain_jax.potential import Potential
     from phonons_many import crystals
 
@@ -134,15 +133,11 @@ def padding(count: int, model_dir: Path, min_length: float = 10.0, batch_atoms: 
              "finer (4 per octave)": (lambda d: bucket_size(d, minimum=16), lambda n, _: bucket_size(n, minimum=16))}
     rows = {}
     for name, (slot_of, atoms_of) in plans.items():
-        slots = [slot_of(d) for d in degrees]
-        batches = pack_batches(sizes, counts, batch_atoms, slots)
-        work, shapes = 0, set()
-        for batch in batches:  # as `phonons_of_many` plans them: chunk-sized calls of padded tangents
-            n, width, k = atoms_of(sum(sizes[i] for i in batch), batch_atoms), slots[batch[0]], max(counts[i] for i in batch)
-            chunk = tangent_chunk(k, max(1, TANGENT_EDGES // (n * width)))
-            work += n * width * chunk * -(-k // chunk)
-            shapes.add((n, width, chunk))
-        rows[name] = {"edge_slots_x_tangents": work, "fill": real / work, "batches": len(batches), "shapes": len(shapes)}
+        plan = plan_batches(sizes, counts, [slot_of(d) for d in degrees], batch_atoms, padded=atoms_of)
+        work = sum(n * width * chunk * -(-max(counts[i] for i in batch) // chunk)  # chunk-sized calls of padded tangents
+                   for batch, n, width, chunk in plan)
+        rows[name] = {"edge_slots_x_tangents": work, "fill": real / work, "batches": len(plan),
+                      "shapes": len({shape for _, *shape in plan})}
     return {"crystals": count, "real_edges_x_displacements": real, "plans": rows}
 
 

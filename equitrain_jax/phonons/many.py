@@ -169,6 +169,19 @@ def tangent_chunk(n_tangents: int, chunk: int) -> int:
     return min(chunk, 1 << max(int(n_tangents) - 1, 0).bit_length())
 
 
+def plan_batches(sizes: Sequence[int], displacements: Sequence[int], widths: Sequence[int], batch_atoms: int,
+                 chunk_size: Optional[int] = None, padded=padded_atoms) -> list[tuple[list[int], int, int, int]]:
+    """The batches of a list (`pack_batches`), each as (positions, padded atoms, neighbour width,
+    tangents per call): atoms padded by ``padded`` (default `padded_atoms`), tangents ``chunk_size``
+    per call or as many as `TANGENT_EDGES` allows, cut to the batch's need (`tangent_chunk`)."""
+    plan = []
+    for batch in pack_batches(sizes, displacements, batch_atoms, widths):
+        n_padded, width = padded(sum(sizes[i] for i in batch), batch_atoms), widths[batch[0]]
+        limit = int(chunk_size or max(1, TANGENT_EDGES // (n_padded * width)))
+        plan.append((batch, n_padded, width, tangent_chunk(max(displacements[i] for i in batch), limit)))
+    return plan
+
+
 def _empty_row(index: int, atoms: ase.Atoms) -> dict[str, Any]:
     row = {column: "" for column in SUMMARY_COLUMNS}
     row.update(index=index, formula=atoms.get_chemical_formula(), natoms=len(atoms))
@@ -310,12 +323,9 @@ def phonons_of_many(
     counts = [len(m.phonon.dataset["first_atoms"]) for m in ready]
     sizes = [len(cell) for cell in supercells]
     slots = [neighbour_slots(in_degree(potential.graph(cell))) for cell in supercells]
-    batches = pack_batches(sizes, counts, settings.batch_atoms, slots)
-    widths = [slots[batch[0]] for batch in batches]
+    plan = plan_batches(sizes, counts, slots, settings.batch_atoms, settings.chunk_size)
+    batches, padded, widths, chunks = (list(column) for column in zip(*plan))
     n_graph = bucket_size(max(len(batch) for batch in batches) + 1, minimum=2)
-    padded = [padded_atoms(sum(sizes[i] for i in batch), settings.batch_atoms) for batch in batches]
-    limits = [int(settings.chunk_size or max(1, TANGENT_EDGES // (n * w))) for n, w in zip(padded, widths)]
-    chunks = [tangent_chunk(max(counts[i] for i in batch), limit) for batch, limit in zip(batches, limits)]
     say(f"{len(ready)} materials in {len(batches)} batches of ≤ {settings.batch_atoms} supercell atoms, padded to "
         f"{sorted(set(padded))} atoms ({len(set(padded))} compiled size(s)), {sorted(set(widths))} neighbour slots, "
         f"{sorted(set(chunks))} tangents per call ({len(set(zip(padded, widths, chunks)))} compiled (size, width, "
