@@ -34,15 +34,24 @@ frequencies on a Γ-centred mesh and F, S, Cv at 300 K.  The sides:
              through torch-sim's model in batches of ≤ --batch-atoms atoms
              (`torch_sim.io.phonopy_to_state`), then the same post-processing
 
+Two-core sides, not in the default --sides (the other sides run on one thread each):
+
+  batched-2p    the batched side as two single-threaded processes started together, each on
+                every other crystal of the list (the share `equitrain-jax phonons --many` gives
+                each of two processes); wall time: the slower process's, per pass
+  torch-sim-2t  torch-sim's side in one process with two threads
+
 Each side runs in its own process (the JAX sides with no compiled programs) and runs its list
 twice: "cold" is the first pass (compilation included), "warm" the second.  Materials per hour
 = crystals / seconds × 3600, by wall time and by the process's CPU time.  Each side's free
-energies at 300 K are compared with the batched side's (exact force constants; finite
-displacements differ by their O(h²) error and, in float32, by the forces' rounding / h).
+energies at 300 K are compared with the batched side's, or batched-2p's without it (exact force
+constants; finite displacements differ by their O(h²) error and, in float32, by the forces'
+rounding / h).
 
     nice -n 5 python benchmarks/phonons_many.py --model sevennet-0 --torch-python PY
     python benchmarks/phonons_many.py --model sevennet-0 --torch-python PY --count 4 --out quick-check
     nice -n 5 python benchmarks/phonons_many.py --model mace-random --channels 32 --count 17   # the first run
+    python benchmarks/phonons_many.py --model sevennet-0 --torch-python PY --count 100 --sides batched-2p,torch-sim-2t
 """
 
 from __future__ import annotations
@@ -62,6 +71,11 @@ from pathlib import Path
 import numpy as np
 
 SIDES = ("batched", "loop", "torch-sim")
+TWO_CORES = {"batched-2p": dict(side="batched", processes=2, threads=1),
+             "torch-sim-2t": dict(side="torch-sim", processes=1, threads=2)}
+"""The two-core sides (not in the default --sides): our batched list as two single-threaded
+processes, each on every other crystal of the list (the share `equitrain-jax phonons --many` gives
+each of two processes), against torch-sim's side in one process with two threads."""
 CHECK = "check"
 """Not a timed side: F at 300 K of a few crystals from our model in float64, exact and by phonopy's
 finite displacements (as torch-sim's side makes them), in float32 by finite displacements: how
@@ -181,10 +195,23 @@ def post_process_set(phonon, plan) -> dict:
                 free_energy_kJ_per_mol=float(thermal["free_energy"][0]), natoms_supercell=len(phonon.supercell))
 
 
+def wait_for_processes(args, step: int) -> None:
+    """With ``--share P/N``: wait until all N processes of a side have reached pass ``step``, so
+    that each pass of a two-process side starts together in both (files in OUT/.barrier)."""
+    if not args.share:
+        return
+    process, count = map(int, args.share.split("/"))
+    barrier = args.out / ".barrier"
+    (barrier / f"{step}.{process}").touch()
+    while not all((barrier / f"{step}.{p}").exists() for p in range(count)):
+        time.sleep(0.05)
+
+
 def timed_passes(args, run_once) -> dict:
     """``run_once()`` (→ rows, stage seconds) ``args.passes`` times: wall and CPU seconds of each."""
     passes = []
-    for _ in range(args.passes):
+    for step in range(args.passes):
+        wait_for_processes(args, step)
         start, start_cpu = time.perf_counter(), time.process_time()
         rows, stages = run_once()
         passes.append(dict(wall_s=time.perf_counter() - start, cpu_s=time.process_time() - start_cpu, stages=stages))
@@ -203,6 +230,9 @@ def load_potential(args, plan):
 def run_batched(args, plan, structures) -> dict:
     from equitrain_jax.phonons.many import ManySettings, phonons_of_many
 
+    if args.share:  # every N-th crystal from the P-th, as `equitrain-jax phonons --many` shares a list
+        process, count = map(int, args.share.split("/"))
+        structures = structures[process::count]
     potential = load_potential(args, plan)
     settings = ManySettings(relax=False, supercell=None, min_length=plan["min_length"], mesh=tuple(plan["mesh"]),
                             batch_atoms=plan["batch_atoms"])
@@ -356,7 +386,48 @@ def side_main(args) -> None:
     sides = {"batched": run_batched, "loop": run_loop, "torch-sim": run_torch_sim, CHECK: run_check}
     result = sides[args.side](args, plan, structures)
     result["loadavg"] = [load, os.getloadavg()[0]]
-    (args.out / f"{args.side}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{args.result or args.side}.json").write_text(json.dumps(result, indent=1))
+
+
+def run_two_cores(args, name: str, command: list) -> None:
+    """A two-core side: its processes started together (``--share P/N`` each, one thread each) or
+    one process with two threads; the processes' results merged into OUT/<name>.json: rows in
+    list order, per pass the longest process's wall time and the sum of their CPU times."""
+    import shutil
+
+    spec = TWO_CORES[name]
+    threads = str(spec["threads"])
+    env = dict(os.environ, OMP_NUM_THREADS=threads,
+               XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if spec['threads'] > 1 else 'false'} "
+                         f"intra_op_parallelism_threads={threads}")
+    count = spec["processes"]
+    shutil.rmtree(args.out / ".barrier", ignore_errors=True)
+    (args.out / ".barrier").mkdir()
+    parts = [f"{name}.{p}" if count > 1 else name for p in range(count)]
+    shares = [["--share", f"{p}/{count}"] if count > 1 else [] for p in range(count)]
+    processes = [subprocess.Popen(command + ["--side", spec["side"], "--result", part] + share, env=env)
+                 for part, share in zip(parts, shares)]
+    if any(process.wait() for process in processes):
+        raise SystemExit(f"{name}: a process failed")
+    shutil.rmtree(args.out / ".barrier", ignore_errors=True)
+    if count == 1:
+        return
+    results = [json.loads((args.out / f"{part}.json").read_text()) for part in parts]
+    rows = [None] * sum(len(result["rows"]) for result in results)
+    for p, result in enumerate(results):
+        rows[p::count] = result["rows"]
+    passes = [dict(wall_s=max(run["wall_s"] for run in runs), cpu_s=sum(run["cpu_s"] for run in runs),
+                   process_wall_s=[run["wall_s"] for run in runs],
+                   stages={stage: sum(run["stages"][stage] for run in runs) for stage in runs[0]["stages"]})
+              for runs in zip(*(result["passes"] for result in results))]
+    merged = dict(rows=rows, passes=passes, processes=count, threads=spec["threads"],
+                  loadavg=[max(result["loadavg"][i] for result in results) for i in (0, 1)],
+                  log=[line for result in results for line in result.get("log", [])[:1]])
+    for label, run in zip(("cold", "warm"), passes):
+        merged.update({f"{label}_s": run["wall_s"], f"{label}_cpu_s": run["cpu_s"]})
+    (args.out / f"{name}.json").write_text(json.dumps(merged, indent=1))
+    for part in parts:
+        (args.out / f"{part}.json").unlink()
 
 
 def prepare(args) -> tuple[list, dict]:
@@ -417,6 +488,8 @@ def main() -> None:
                         help="crystals (positions in the list) of the free-energy check (default Si and NaCl)")
     parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--share", default=None, help=argparse.SUPPRESS)  # P/N: this process's share of the list
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)  # the side's JSON name, if not the side's
     parser.add_argument("--count", type=int, default=None, help="first COUNT crystals of the list (default all 142)")
     parser.add_argument("--loop-count", type=int, default=None,
                         help="the one-by-one loop's crystals: the first N of the list (default all)")
@@ -439,18 +512,28 @@ def main() -> None:
         if (args.out / f"{side}.json").exists() and not args.rerun:
             print(f"{side}: kept from an earlier run ({args.out / f'{side}.json'})")
             continue
-        python = args.torch_python if side == "torch-sim" else sys.executable
-        command = [python, __file__, "--side", side, "--out", str(args.out), "--passes", str(args.passes)]
+        base = TWO_CORES[side]["side"] if side in TWO_CORES else side
+        python = args.torch_python if base == "torch-sim" else sys.executable
+        command = [python, __file__, "--out", str(args.out), "--passes", str(args.passes)]
         if args.loop_count:
             command += ["--loop-count", str(args.loop_count)]
         if side == CHECK:
             command += ["--check", *map(str, args.check)]
-        if side == "torch-sim" and args.model == "sevennet-0":
+        if base == "torch-sim" and args.model == "sevennet-0":
             command += ["--checkpoint", checkpoint_path(args)]
         start = time.perf_counter()
-        subprocess.run(command, check=True)
+        if side in TWO_CORES:
+            run_two_cores(args, side, command)
+        else:
+            subprocess.run(command + ["--side", side], check=True)
         print(f"{side}: {time.perf_counter() - start:.1f} s (process)", flush=True)
     report(args, structures, plan)
+
+
+RATIOS = (("batched", "loop"), ("batched", "torch-sim"), ("batched-2p", "torch-sim-2t"), ("batched-2p", "batched"),
+          ("torch-sim-2t", "torch-sim"))
+"""The ratios of materials per hour reported, (numerator, denominator): ours against theirs on one
+core and on two, and what the second core gives each code."""
 
 
 def report(args, structures, plan) -> None:
@@ -458,7 +541,7 @@ def report(args, structures, plan) -> None:
     to a shared machine's load), cold and warm; the ratios to the batched side; where the batched
     and torch-sim sides spend their time; their free energies at 300 K against the batched side's."""
     results = {side: json.loads((args.out / f"{side}.json").read_text())
-               for side in SIDES if (args.out / f"{side}.json").exists()}
+               for side in (*SIDES, *TWO_CORES) if (args.out / f"{side}.json").exists()}
     n = len(structures)
     model = (f"SevenNet-0 ({plan['dtype']})" if args.model == "sevennet-0" else
              f"MACE-MP-0 small architecture, random weights, channels {args.channels or 'default'}, {plan['dtype']}")
@@ -472,10 +555,12 @@ def report(args, structures, plan) -> None:
                          + (f"; {json.dumps(result['versions'])}" if result.get("versions") else ""))
     if "batched" in results:
         lines.append(f"# batched plan: {results['batched'].get('log', [results['batched'].get('plan')])[0]}")
+    for process, plan_line in enumerate(results.get("batched-2p", {}).get("log", [])):
+        lines.append(f"# batched-2p process {process} plan: {plan_line}")
     lines += stage_lines(results)
-    lines.append(f"{'side':<10} {'pass':<5} {'crystals':>8} {'wall s':>8} {'CPU s':>8} {'mat/h wall':>11} {'mat/h CPU':>10} "
+    lines.append(f"{'side':<12} {'pass':<5} {'crystals':>8} {'wall s':>8} {'CPU s':>8} {'mat/h wall':>11} {'mat/h CPU':>10} "
                  f"{'max |dF| kJ/mol':>16}")
-    reference = results.get("batched", {}).get("rows", [])
+    reference = (results.get("batched") or results.get("batched-2p") or {}).get("rows", [])  # ΔF against ours
     record = {"date": str(datetime.date.today()), "model": args.model, "dtype": plan["dtype"], "crystals": n,
               "channels": args.channels, "min_length": plan["min_length"], "mesh": plan["mesh"],
               "batch_atoms": plan["batch_atoms"], "sides": results, "free_energy_max_abs_diff_kJ_per_mol": {},
@@ -491,22 +576,22 @@ def report(args, structures, plan) -> None:
                 continue
             wall, cpu = result[f"{run}_s"], result[f"{run}_cpu_s"]
             rate[side, run] = dict(wall=count / wall * 3600, CPU=count / cpu * 3600)
-            lines.append(f"{side:<10} {run:<5} {count:8d} {wall:8.1f} {cpu:8.1f} {rate[side, run]['wall']:11.0f} "
+            lines.append(f"{side:<12} {run:<5} {count:8d} {wall:8.1f} {cpu:8.1f} {rate[side, run]['wall']:11.0f} "
                          f"{rate[side, run]['CPU']:10.0f} {max(differences, default=0.0):16.2e}")
     record["materials_per_hour"] = {f"{side} {run}": value for (side, run), value in rate.items()}
-    for side in ("loop", "torch-sim"):
-        if ("batched", "cold") not in rate or (side, "cold") not in rate:
+    for ours, side in RATIOS:
+        if (ours, "cold") not in rate or (side, "cold") not in rate:
             continue
         ratios = {}
         for run in ("cold", "warm"):
             theirs = run if (side, run) in rate else "cold"
-            if ("batched", run) in rate:
+            if (ours, run) in rate:
                 for clock in ("wall", "CPU"):
-                    ratios[f"{run}_{clock}"] = rate["batched", run][clock] / rate[side, theirs][clock]
-        record["ratios"][side] = ratios
+                    ratios[f"{run}_{clock}"] = rate[ours, run][clock] / rate[side, theirs][clock]
+        record["ratios"][side if ours == "batched" else f"{ours} vs {side}"] = ratios
         subset = (f" (on its first {results[side]['crystals']} crystals only: rates of different lists)"
                   if results[side].get("crystals", n) != n else "")
-        lines.append(f"batched vs {side}{subset}, materials per hour: cold {ratios['cold_CPU']:.2f}x CPU, "
+        lines.append(f"{ours} vs {side}{subset}, materials per hour: cold {ratios['cold_CPU']:.2f}x CPU, "
                      f"{ratios['cold_wall']:.2f}x wall (compilation included)"
                      + (f"; warm {ratios['warm_CPU']:.2f}x CPU, {ratios['warm_wall']:.2f}x wall" if "warm_CPU" in ratios else ""))
     if (args.out / f"{CHECK}.json").exists():
