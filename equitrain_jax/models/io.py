@@ -152,9 +152,21 @@ def read_parameters(directory: Path) -> dict[str, Any]:
                 return checkpointer.restore(params_dir, restore_args=restore_args)
         except BrokenModelError:
             raise
-        except Exception as error:  # tensorstore, orbax and OS errors all mean a damaged checkpoint
+        except Exception as error:  # tensorstore, orbax and OS errors: a damaged or unreadable checkpoint
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if _permission_denied(error):
+                raise BrokenModelError(f"{params_dir}: parameter files not readable by this user ({reason})") from None
             raise BrokenModelError(f"{params_dir}: parameter files damaged, cannot be read ({reason})") from None
+
+
+def _permission_denied(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, is a refused permission (orbax and
+    tensorstore wrap the OS's error, sometimes only in their message)."""
+    while error is not None:
+        if isinstance(error, PermissionError) or "permission denied" in str(error).lower():
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def check_variables(config: ModelConfig, variables: dict[str, Any], where: Path) -> None:

@@ -125,6 +125,23 @@ def test_broken_model_directory_gives_one_named_error(model_dir, tmp_path, capfd
     assert out == "" and err == "", (out, err)
 
 
+def test_unreadable_parameters_are_not_called_damaged(model_dir, monkeypatch):
+    """A refused permission (orbax wraps the OS's error; as root here, no file can refuse it, so
+    the restore raises it) is named as such, not as damage."""
+    import orbax.checkpoint as ocp
+
+    def refuse(*args, **kwargs):
+        try:
+            raise PermissionError(13, "Permission denied", "params/d/0.0")
+        except PermissionError as error:
+            raise ValueError("tensorstore: failed to read chunk") from error
+
+    monkeypatch.setattr(ocp.PyTreeCheckpointer, "restore", refuse)
+    with pytest.raises(BrokenModelError, match=r"params: parameter files not readable by this user") as caught:
+        load_model(model_dir)
+    assert "damaged" not in str(caught.value)
+
+
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an equitrain-jax model directory"):
         load_model(tmp_path)
