@@ -213,7 +213,8 @@ class HessianLossConfig:
     recomputing each product (see `equitrain_jax.train.hessian_loss.model_hvp`).  On by default: on
     one CPU core, at K = 4 on a 64-atom supercell, the sequential step took 6.0 s where the vmapped
     one took 13.3 s, with 950 MB of XLA temporaries against 2808 MB (MACE-MP-0 small,
-    benchmarks/hessian_step.py, 2026-11-30); ``False`` vmaps the K products.
+    benchmarks/hessian_step.py, 2026-11-30); ``False`` vmaps the K products.  With K = 1 the two
+    are one program (a single product is not rematerialised).
 
     Huber with δ = 0.1 eV/Å² (a few per cent of typical force constants, 1–10 eV/Å²) by default:
     in the EMT-aluminium prototype (docs/phonon-finetuning.md) it cut the frequency error 144× in

@@ -35,10 +35,12 @@ each tangent, at the graph's positions."""
 def over_tangents(one: Callable, sequential: bool) -> Callable:
     """``one(variables, graph, *tangents)`` of one tangent (or pair) mapped over K stacked along
     the first axis: one after another with each rematerialised in the reverse pass
-    (``sequential``: `jax.lax.map` of `jax.checkpoint`), or all at once (`jax.vmap`)."""
+    (``sequential``: `jax.lax.map` of `jax.checkpoint`), or all at once (`jax.vmap`).  A single
+    tangent is never rematerialised: with nothing to take turns with, recomputing it would only
+    cost time (about a quarter more per product, `benchmarks/hessian_parts.py`)."""
 
     def mapped(variables: Any, graph: jraph.GraphsTuple, *tangents: jnp.ndarray) -> jnp.ndarray:
-        if sequential:
+        if sequential and tangents[0].shape[0] > 1:
             rematerialised = jax.checkpoint(one)
             return jax.lax.map(lambda each: rematerialised(variables, graph, *each), tangents)
         return jax.vmap(functools.partial(one, variables, graph))(*tangents)
