@@ -40,16 +40,15 @@ def measure(name: str, repeats: int, scratch: Path) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from equitrain_jax.data import pad_to_bucket
+    from equitrain_jax.data import device_arrays, padded_device_graph
     from equitrain_jax.models.io import load_model
     from equitrain_jax.models.quantities import energy_gradient, hessian_vector_product, node_energy_function
     from equitrain_jax.train.phonon_data import phonon_graph
 
     bundle = load_model(model_directory(name, scratch))
-    floating = lambda x: np.issubdtype(np.asarray(x).dtype, np.floating)  # noqa: E731
-    variables = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32) if floating(x) else x, bundle.variables)
-    graph = pad_to_bucket(phonon_graph(phonon_item_64(), bundle.config.r_max, bundle.config.atomic_numbers))
-    graph = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32) if floating(x) else jnp.asarray(x), graph)
+    variables = device_arrays(bundle.variables, np.float32)
+    graph = padded_device_graph(phonon_graph(phonon_item_64(), bundle.config.r_max, bundle.config.atomic_numbers),
+                                np.float32)
     energy = node_energy_function(bundle.module(np.float32))
     positions = graph.nodes["positions"]
     real = graph.nodes["mask"][:, None]  # no tangent on padding atoms

@@ -202,6 +202,12 @@ def replay_set(model_dir, material: str, materials: list[str], count: int = 8) -
     return replay
 
 
+def mirrored(values) -> np.ndarray:
+    """Values at Q ≥ 0 (Q = 0 first) extended to −Q by inversion: from −Q_max to Q_max."""
+    values = np.asarray(values)
+    return np.concatenate([values[:0:-1], values])
+
+
 def scan_structures(dft_scan: dict) -> tuple[np.ndarray, list, np.ndarray]:
     """The structures of a DFT soft-mode scan (``mode_scan.json``), mirrored to ±Q: amplitudes
     Q (amu^½ Å, from −Q_max to Q_max), the displaced structures and DFT's energies (eV, relative
@@ -210,7 +216,6 @@ def scan_structures(dft_scan: dict) -> tuple[np.ndarray, list, np.ndarray]:
 
     q_half = np.asarray(dft_scan["Q_amu_half_angstrom"])
     amplitudes = np.concatenate([-q_half[:0:-1], q_half])
-    energies = np.asarray(dft_scan["energy_eV"])
     pattern = np.asarray(dft_scan["pattern_angstrom_per_Q"])
     base = Atoms(numbers=dft_scan["numbers"], positions=dft_scan["positions"], cell=dft_scan["cell"], pbc=True)
     structures = []
@@ -218,7 +223,7 @@ def scan_structures(dft_scan: dict) -> tuple[np.ndarray, list, np.ndarray]:
         moved = base.copy()
         moved.positions = base.positions + q * pattern
         structures.append(moved)
-    return amplitudes, structures, np.concatenate([energies[:0:-1], energies])
+    return amplitudes, structures, mirrored(dft_scan["energy_eV"])
 
 
 def imaginary_scan(reference, models: dict, path: Path, title: str, dft_scan: dict | None = None) -> dict | None:
@@ -235,9 +240,8 @@ def imaginary_scan(reference, models: dict, path: Path, title: str, dft_scan: di
     curves, markers = {}, {}
     if dft_scan is not None:
         amplitudes, structures, curves["DFT (PBE)"] = scan_structures(dft_scan)
-        harmonic = np.asarray(dft_scan["harmonic_energy_eV"])
         frequency, qpoint = dft_scan["frequency_THz"], dft_scan["qpoint"]
-        curves["DFT harmonic ½λQ²"] = np.concatenate([harmonic[:0:-1], harmonic])
+        curves["DFT harmonic ½λQ²"] = mirrored(dft_scan["harmonic_energy_eV"])
         markers["DFT (PBE)"] = "s"
         for name, model_dir in models.items():
             energies = np.array([o["energy"] for o in Potential(model_dir, dtype="float64").evaluate(structures)])

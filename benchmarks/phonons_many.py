@@ -199,7 +199,7 @@ def wait_for_processes(args, step: int) -> None:
     that each pass of a two-process side starts together in both (files in OUT/.barrier)."""
     if not args.share:
         return
-    process, count = map(int, args.share.split("/"))
+    process, count = args.share
     barrier = args.out / ".barrier"
     (barrier / f"{step}.{process}").touch()
     while not all((barrier / f"{step}.{p}").exists() for p in range(count)):
@@ -227,11 +227,10 @@ def load_potential(args, plan):
 
 
 def run_batched(args, plan, structures) -> dict:
-    from equitrain_jax.phonons.many import ManySettings, phonons_of_many
+    from equitrain_jax.phonons.many import ManySettings, phonons_of_many, process_share
 
-    if args.share:  # every N-th crystal from the P-th, as `equitrain-jax phonons --many` shares a list
-        process, count = map(int, args.share.split("/"))
-        structures = structures[process::count]
+    if args.share:  # the share `equitrain-jax phonons --many` gives process P of N
+        structures = [structures[i] for i in process_share(len(structures), *args.share)]
     potential = load_potential(args, plan)
     settings = ManySettings(relax=False, supercell=None, min_length=plan["min_length"], mesh=tuple(plan["mesh"]),
                             batch_atoms=plan["batch_atoms"])
@@ -394,27 +393,31 @@ def run_two_cores(args, name: str, command: list) -> None:
     list order, per pass the longest process's wall time and the sum of their CPU times."""
     import shutil
 
+    from equitrain_jax.phonons.many import process_share
+
     spec = TWO_CORES[name]
     threads = str(spec["threads"])
     env = dict(os.environ, OMP_NUM_THREADS=threads,
                XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if spec['threads'] > 1 else 'false'} "
                          f"intra_op_parallelism_threads={threads}")
     count = spec["processes"]
-    shutil.rmtree(args.out / ".barrier", ignore_errors=True)
-    (args.out / ".barrier").mkdir()
+    if count > 1:  # the processes' passes start together (`wait_for_processes`)
+        shutil.rmtree(args.out / ".barrier", ignore_errors=True)
+        (args.out / ".barrier").mkdir()
     parts = [f"{name}.{p}" if count > 1 else name for p in range(count)]
     shares = [["--share", f"{p}/{count}"] if count > 1 else [] for p in range(count)]
     processes = [subprocess.Popen(command + ["--side", spec["side"], "--result", part] + share, env=env)
                  for part, share in zip(parts, shares)]
     if any(process.wait() for process in processes):
         raise SystemExit(f"{name}: a process failed")
-    shutil.rmtree(args.out / ".barrier", ignore_errors=True)
     if count == 1:
         return
+    shutil.rmtree(args.out / ".barrier", ignore_errors=True)
     results = [json.loads((args.out / f"{part}.json").read_text()) for part in parts]
     rows = [None] * sum(len(result["rows"]) for result in results)
     for p, result in enumerate(results):
-        rows[p::count] = result["rows"]
+        for index, row in zip(process_share(len(rows), p, count), result["rows"]):
+            rows[index] = row
     passes = [dict(wall_s=max(run["wall_s"] for run in runs), cpu_s=sum(run["cpu_s"] for run in runs),
                    process_wall_s=[run["wall_s"] for run in runs],
                    stages={stage: sum(run["stages"][stage] for run in runs) for stage in runs[0]["stages"]})
@@ -487,7 +490,8 @@ def main() -> None:
                         help="crystals (positions in the list) of the free-energy check (default Si and NaCl)")
     parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--share", default=None, help=argparse.SUPPRESS)  # P/N: this process's share of the list
+    parser.add_argument("--share", default=None, type=lambda text: tuple(map(int, text.split("/"))),
+                        help=argparse.SUPPRESS)  # P/N: this process's share of the list
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)  # the side's JSON name, if not the side's
     parser.add_argument("--count", type=int, default=None, help="first COUNT crystals of the list (default all 142)")
     parser.add_argument("--loop-count", type=int, default=None,

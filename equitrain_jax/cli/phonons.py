@@ -340,7 +340,7 @@ def run_many(args: argparse.Namespace) -> None:
     import time
 
     from equitrain_jax.phonons.many import (
-        ManySettings, gather_rows, join_processes, phonons_of_many, problem_row, write_summary)
+        ManySettings, gather_rows, join_processes, phonons_of_many, problem_row, process_share, write_summary)
     from equitrain_jax.potential import Potential
 
     start = time.perf_counter()
@@ -348,7 +348,7 @@ def run_many(args: argparse.Namespace) -> None:
     if args.coordinator is not None or args.distributed:
         processes = join_processes(args.coordinator, args.num_processes, args.process_id)
     process, count = (processes.process_id, processes.num_processes) if processes else (0, 1)
-    share = list(range(process, len(args.structures), count))
+    share = process_share(len(args.structures), process, count)
     rows = [problem_row(i, args.structures[i], args.problems[i]) for i in share if i in args.problems]
     good = [i for i in share if i not in args.problems]
     name = f"process {process}/{count}: " if count > 1 else ""

@@ -387,6 +387,13 @@ def write_summary(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def process_share(n_items: int, process: int, processes: int) -> list[int]:
+    """The positions in a list of ``n_items`` that process ``process`` of ``processes`` takes:
+    every ``processes``-th from its own (interleaved, so that each process meets every part of a
+    list ordered by kind or size)."""
+    return list(range(process, n_items, processes))
+
+
 GATHER_TIMEOUT_MS = 2**31 - 1
 """How long process 0 waits for the others' rows (about 24 days: as long as a share may take)."""
 HEARTBEAT_TIMEOUT_S = 900
