@@ -104,6 +104,7 @@ def measure(name: str, directions: list[int], paths: list[str], repeats: int, ma
     from equitrain_jax.train.third_order import ThirdOrderBatches
     from equitrain_jax.train.strategies import StrategyInputs, build_strategy
     from equitrain_jax.adapters.freeze import masked_optimizer
+    from equitrain_jax.data import device_arrays
 
     bundle = load_model(model_directory(name, scratch))
     config, dtype = FinetuneConfig(strategy="lora"), np.float32
@@ -113,9 +114,7 @@ def measure(name: str, directions: list[int], paths: list[str], repeats: int, ma
                                   keys, 0, dtype)[0]
     item = phonon_item_64()
     graph = phonon_graph(item, cutoff, elements)
-    variables = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype,
-                                                                                       np.floating) else x,
-                                       bundle.variables)
+    variables = device_arrays(bundle.variables, dtype)
     strategy = build_strategy(StrategyInputs(variables, bundle.config, structures, jax.random.PRNGKey(0), dtype), config)
     optimizer = adamw(1e-3, 0.0, 10.0)
     if strategy.labels is not None:

@@ -10,6 +10,7 @@ unexpected error with 1 (``--traceback`` shows it in full), Ctrl-C or SIGTERM wi
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -60,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     return main_parser
 
 
+def _subcommand_parser(main_parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    subparsers = next(action for action in main_parser._actions if isinstance(action, argparse._SubParsersAction))
+    return subparsers.choices[command]
+
+
 class CommandFailed(SystemExit):
     """The exit of a failed command: ``code`` is the exit status, ``str()`` the one line printed."""
 
@@ -84,15 +90,29 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def finite_numbers(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``nan`` and ``inf`` (which Python's float() accepts) for every number option of
+    ``command``: none of them means anything with it, and further on they fail far from the
+    option, or not at all."""
+    for action in command._actions:
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            name = max(action.option_strings, key=len) if action.option_strings else action.dest
+            raise ValueError(f"{name} must be a finite number, got {' '.join(map(str, values))}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    main_parser = parser()
+    args = main_parser.parse_args(argv)
     args.argv, args.started = argv, time.time()
     prefix = f"equitrain-jax {args.command}"
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         previous = signal.signal(signal.SIGTERM, _terminate)  # a batch system's notice: like Ctrl-C
     try:
+        finite_numbers(_subcommand_parser(main_parser, args.command), args)
         args.check(args)
         enable_compilation_cache()
         args.func(args)

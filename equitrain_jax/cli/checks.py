@@ -23,7 +23,7 @@ MODEL_CONFIG = "config.json"  # what makes a directory a model directory (see eq
 MACE_FORMAT = "equitrain-jax/mace"  # its "format" for a MACE model (MACEConfig.FORMAT)
 
 __all__ = ["MIN_SEPARATION", "at_least", "born_charges", "check_output_directory", "check_output_file", "check_writable", "crystal", "crystal_problem",
-           "backend", "input_file", "model_directory", "non_negative", "positive", "settings", "structures"]
+           "backend", "input_file", "model_directory", "non_negative", "overlap", "positive", "settings", "structures"]
 
 
 def input_file(path: str, what: str, may_be_empty: bool = False) -> Path:
@@ -45,6 +45,8 @@ def model_directory(path: str, option: str = "--model") -> Path:
     directory = Path(path)
     if not directory.exists():
         raise FileNotFoundError(f"{option} {path} does not exist")
+    if directory.is_dir() and (directory / "model" / MODEL_CONFIG).is_file():
+        raise ValueError(f"{option} {path} is a fine-tuning run's directory; its model is {directory / 'model'}")
     if not directory.is_dir() or not (directory / MODEL_CONFIG).is_file():
         raise ValueError(f"{option} {path} is not an equitrain-jax model directory (no {MODEL_CONFIG}); convert a model "
                          "first: equitrain-jax convert MODEL -o DIR")
@@ -104,21 +106,28 @@ def crystal_problem(atoms: Any) -> Optional[str]:
     """Why ``atoms`` is no crystal for phonons, or None: it must be periodic in three directions,
     have a cell of non-zero volume, and no two atoms closer than `MIN_SEPARATION`."""
     import numpy as np
-    from ase.neighborlist import neighbor_list
 
     if not atoms.pbc.all():
         return f"a phonon run needs a crystal periodic in 3 directions, got pbc={atoms.pbc.tolist()}"
     volume = abs(np.linalg.det(atoms.cell.array))
     if not volume > 1e-6:
         return f"the cell {np.round(atoms.cell.array, 4).tolist()} Å has no volume"
+    return overlap(atoms)
+
+
+def overlap(atoms: Any) -> Optional[str]:
+    """The closest two atoms of ``atoms`` (periodic images included) if they are nearer than
+    `MIN_SEPARATION`, as a sentence naming them; else None."""
+    from ase.neighborlist import neighbor_list
+
     first, second, distance = neighbor_list("ijd", atoms, MIN_SEPARATION, self_interaction=False)
     pairs = [(i, j, d) for i, j, d in zip(first, second, distance) if i <= j]
-    if pairs:
-        i, j, d = min(pairs, key=lambda pair: pair[2])
-        image = "" if i != j else " (with its own periodic image)"
-        return (f"atoms {i} ({atoms.get_chemical_symbols()[i]}) and {j} ({atoms.get_chemical_symbols()[j]}) are "
-                f"{d:.3f} Å apart{image}, closer than {MIN_SEPARATION} Å: overlapping atoms")
-    return None
+    if not pairs:
+        return None
+    i, j, d = min(pairs, key=lambda pair: pair[2])
+    image = "" if i != j else " (with its own periodic image)"
+    return (f"atoms {i} ({atoms.get_chemical_symbols()[i]}) and {j} ({atoms.get_chemical_symbols()[j]}) are "
+            f"{d:.3f} Å apart{image}, closer than {MIN_SEPARATION} Å: overlapping atoms")
 
 
 def positive(value: Optional[float], option: str) -> None:

@@ -104,11 +104,7 @@ def _check_arguments(args: argparse.Namespace) -> tuple[list, float | None]:
         raise ValueError(f"--cutoff-pair is a positive distance in Å, got {args.cutoff_pair}")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"-o {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise ValueError(f"-o {out}: directory is not empty; choose a new one or pass --overwrite")
+    checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
     return mesh, temperatures
 
 

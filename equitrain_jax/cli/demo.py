@@ -38,6 +38,11 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"--material: no example data for {args.material!r}; available: {available}")
     checks.at_least(args.epochs, 1, "--epochs")
     checks.at_least(args.channels, 1, "--channels")
+    if args.mace:
+        from equitrain_jax.convert.architectures import ARCHITECTURES  # loads JAX, not torch
+
+        if args.architecture not in ARCHITECTURES:
+            raise ValueError(f"--architecture {args.architecture!r} is not one of {sorted(ARCHITECTURES)}")
     checks.check_output_directory(args.output, "pass --overwrite to write into it", args.overwrite)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from equitrain_jax.cli import checks
@@ -38,6 +39,14 @@ def check(args: argparse.Namespace) -> None:
             raise ValueError(f"-o {args.output}: ASE cannot write structures in a file of this name "
                              "(use e.g. .extxyz, .xyz, .traj, .cif)")
     args.structure_list = [atoms for path in args.structures for atoms in checks.structures(path, "structure file")]
+    for index, atoms in enumerate(args.structure_list):  # evaluated all the same: a warning, not a refusal
+        problem = checks.overlap(atoms)
+        if problem:
+            print(f"equitrain-jax evaluate: warning: structure {index}: {problem}; the model's numbers mean little "
+                  "there", file=sys.stderr)
+    if args.output and len(args.structure_list) > 1 and ioformats[kind].single:
+        raise ValueError(f"-o {args.output}: a {kind} file holds one structure, and there are "
+                         f"{len(args.structure_list)}; use e.g. .extxyz or .traj")
 
 
 def run(args: argparse.Namespace) -> None:

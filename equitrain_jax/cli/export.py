@@ -20,8 +20,20 @@ def add_parser(sub) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    checks.model_directory(args.model, "model directory")
-    checks.input_file(args.template, "--template")
+    import json
+    from pathlib import Path
+
+    model = checks.model_directory(args.model, "model directory")
+    try:
+        family = json.loads((model / checks.MODEL_CONFIG).read_text()).get("format")
+    except (ValueError, AttributeError):
+        family = None  # a broken config.json is reported when the model is loaded
+    if family is not None and family != checks.MACE_FORMAT:
+        raise ValueError(f"model directory {args.model} holds a {family} model; only MACE models export to a "
+                         "mace-torch .model file")
+    template = checks.input_file(args.template, "--template")
+    if Path(args.output).resolve() == template.resolve():
+        raise ValueError(f"-o {args.output} is the --template file; write the exported model to a new file")
     checks.check_output_file(args.output, "pass --overwrite to replace it", args.overwrite)
 
 

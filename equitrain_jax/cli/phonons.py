@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
         same_crystal(atoms, supercell, reference, args.reference)
     nac = choose_nac(args, reference)  # so are Born charges that do not fit the reference's
     potential = Potential(args.model, dtype="float64", head=args.head, backend=args.backend)
+    potential.graph(atoms)  # an element the model lacks is refused before the output directory is made
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     if args.relax:

@@ -4,6 +4,7 @@ readers.  Only ``equitrain_jax.convert`` imports torch, and only through `import
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 
@@ -16,6 +17,10 @@ def import_torch(require_mace: bool = False):
     """Import and return torch, with mace-torch imported first when it is installed (mace sets the
     torch.load flag that e3nn 0.4.4 needs, so mace must precede e3nn); ImportError naming the
     missing package, also for a missing mace-torch with ``require_mace``."""
+    # mace sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD for e3nn 0.4.4, and torch then warns, in two lines,
+    # at every torch.load without weights_only (e3nn's own constants among them): expected here
+    warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected",
+                            category=UserWarning)
     try:
         if require_mace or importlib.util.find_spec("mace") is not None:
             import mace  # noqa: F401

@@ -191,5 +191,6 @@ def export_to_mace_torch(
         template = load_torch_model(template)
     module = with_weights(bundle, template)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(module, output)
+    with open(output, "wb") as handle:  # Python's open names the path in an OSError; torch.save's would not
+        torch.save(module, handle)
     return output

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+import yaml as yaml_module
 from ase.formula import Formula
 from phonopy import Phonopy
 from phonopy.file_IO import parse_FORCE_CONSTANTS, parse_FORCE_SETS, read_force_constants_hdf5
@@ -35,7 +36,7 @@ def read_phonopy_yaml(path: Path) -> PhonopyYaml:
     """Phonopy's reading of a phonopy YAML; a file it cannot read is a ValueError naming it."""
     try:
         yaml = PhonopyYaml().read(path)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, yaml_module.YAMLError) as error:
         raise ValueError(f"{path}: not a readable phonopy YAML ({type(error).__name__}: {error})") from None
     if yaml.unitcell is None:
         raise ValueError(f"{path}: not a readable phonopy YAML (it has no unit cell)")

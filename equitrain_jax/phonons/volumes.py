@@ -236,7 +236,16 @@ def load_reference_volumes(directory: Union[str, os.PathLike]) -> tuple[list[Pho
     missing = [key for key in ("phonopy_params", "static_energies_eV") if key not in record]
     if missing:
         raise ValueError(f"{path}: missing keys {missing}")
-    files, energies = record["phonopy_params"], np.asarray(record["static_energies_eV"], dtype=float)
+    files = record["phonopy_params"]
+    try:
+        energies = np.asarray(record["static_energies_eV"], dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: static_energies_eV must be a list of numbers (eV per primitive cell), got "
+                         f"{str(record['static_energies_eV'])[:80]}") from None
+    if not np.all(np.isfinite(energies)):
+        raise ValueError(f"{path}: static_energies_eV holds values that are not finite numbers")
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise ValueError(f"{path}: phonopy_params must be a list of file names relative to {directory}")
     if len(files) != len(energies) or len(files) < 5:
         raise ValueError(f"{path}: need ≥ 5 volumes with one energy each, got {len(files)} phonopy files and "
                          f"{len(energies)} energies")

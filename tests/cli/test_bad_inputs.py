@@ -56,8 +56,12 @@ CASES = [
     case("export-missing-model", "export missing --template base.model -o out.model", "missing does not exist"),
     case("export-not-a-model", "export full --template base.model -o out.model", "full is not an equitrain-jax model"),
     case("export-missing-template", "export base --template missing.model -o out.model", "--template missing.model does not exist"),
-    case("export-output-exists", "export base --template notes.txt -o notes.txt", "notes.txt exists", "--overwrite"),
+    case("export-output-exists", "export base --template base.model -o notes.txt", "notes.txt exists", "--overwrite"),
     case("export-output-is-a-directory", "export base --template notes.txt -o full", "full is a directory"),
+    case("export-into-its-template", "export base --template base.model -o base.model --overwrite",
+         "-o base.model is the --template file"),
+    case("export-sevennet-model", "export sevennet --template base.model -o out.model",
+         "holds a equitrain-jax/sevennet model", "only MACE models"),
     # evaluate
     case("evaluate-garbage-text", "evaluate garbage.xyz --model base", "garbage.xyz", "not a structure file"),
     case("evaluate-garbage-binary", "evaluate binary.extxyz --model base", "binary.extxyz", "not a structure file"),
@@ -72,6 +76,10 @@ CASES = [
     case("evaluate-nan-positions", "evaluate nan.extxyz --model base", "nan.extxyz", "not finite"),
     case("evaluate-bad-dtype", "evaluate cu.extxyz --model base --dtype float16", "--dtype", argparse=True),
     case("evaluate-unknown-element-after_jax", "evaluate gold.extxyz --model base", "Au"),
+    case("evaluate-run-directory", "evaluate cu.extxyz --model done", "is a fine-tuning run's directory",
+         "its model is done/model"),
+    case("evaluate-several-into-one-structure-format", "evaluate train.xyz --model base -o out.vasp",
+         "-o out.vasp: a vasp file holds one structure, and there are 8"),
     # finetune
     case("finetune-garbage-train", "finetune --model base --train garbage.xyz -o new", "--train garbage.xyz", "not a structure"),
     case("finetune-missing-valid", "finetune --model base --train train.xyz --valid missing.xyz -o new",
@@ -146,6 +154,10 @@ CASES = [
          "-o new", "--third-order-mode", argparse=True),
     case("finetune-phono3py-forces-without-phono3py", "finetune --model base --train train.xyz --phono3py-forces -o new",
          "--phono3py-forces uses the --phono3py references"),
+    case("finetune-model-inside-output", "finetune --model done/model --train train.xyz --valid valid.xyz -o done "
+         "--overwrite", "--model done/model is model of -o done, which this run replaces"),
+    case("finetune-learning-rate-nan", "finetune --model base --train train.xyz --lr nan -o new",
+         "--lr must be a finite number, got nan"),
     # phonons
     case("phonons-supercell-zero", "phonons cu.extxyz --model base --supercell 0 0 0 -o new", "--supercell", "0 0 0"),
     case("phonons-negative-min-length", "phonons cu.extxyz --model base --min-length -1 -o new", "--min-length"),
@@ -167,6 +179,9 @@ CASES = [
          "BORN file short.BORN", "Cu (atom 1)"),
     case("phonons-born-not-neutral", "phonons nacl.extxyz --model base --born charged.BORN -o new",
          "BORN file charged.BORN", "charge neutrality"),
+    case("phonons-reference-not-yaml", "phonons cu.extxyz --model base --reference garbage.yaml -o new",
+         "garbage.yaml: not a readable phonopy YAML (ParserError"),
+    case("phonons-unknown-element-after_jax", "phonons gold.extxyz --model base --supercell 1 1 1 -o new", "Au"),
     # phonons --many
     case("phonons-many-and-structure", "phonons cu.extxyz --many train.xyz --model base -o new", "exactly one of STRUCTURE"),
     case("phonons-many-missing-file", "phonons --many missing.xyz --model base -o new", "--many missing.xyz does not exist"),
@@ -190,15 +205,25 @@ CASES = [
          "Na (atom 1), Cl (atom 2)"),
     case("qha-born-not-neutral", "qha nacl.extxyz --model base --born charged.BORN -o new", "BORN file charged.BORN",
          "charge neutrality"),
+    case("qha-mesh-infinite", "qha cu.extxyz --model base --mesh inf -o new", "--mesh must be a finite number, got inf"),
+    case("qha-tmax-infinite", "qha cu.extxyz --model base --tmax inf -o new", "--tmax must be a finite number"),
+    case("qha-reference-energies-not-numbers-after_jax", "qha cu.extxyz --model base --reference badqha -o new",
+         "volumes.json: static_energies_eV must be a list of numbers"),
     # conductivity
     case("conductivity-born-empty", "conductivity nacl.extxyz --model base --born empty.xyz -o new",
          "--born file empty.xyz is empty"),
     case("conductivity-born-without-charges", "conductivity cu.extxyz --model base --born short.BORN -o new",
          "BORN file short.BORN", "Cu (atom 1)"),
+    case("conductivity-temperature-nan", "conductivity cu.extxyz --model base --temperatures 300 nan -o new",
+         "--temperatures must be a finite number, got 300.0 nan"),
+    case("conductivity-output-under-a-file", "conductivity cu.extxyz --model base -o notes.txt/kappa",
+         "notes.txt", "is a file"),
     # demo, and no command
     case("demo-unknown-material", "demo --material Unobtainium -o new", "no example data for 'Unobtainium'"),
     case("demo-zero-epochs", "demo --epochs 0 -o new", "--epochs must be at least 1"),
     case("demo-output-not-empty", "demo -o full", "full is not empty"),
+    case("demo-unknown-architecture-after_jax", "demo --mace --architecture mp9 -o new",
+         "--architecture 'mp9' is not one of"),
     case("unknown-command", "train --model base", "invalid choice: 'train'", argparse=True),
 ]
 
@@ -218,6 +243,11 @@ def write_inputs(root: Path, workspace: Path) -> None:
     (root / "notes.txt").write_text("a file the user wrote\n")
     (root / "base.model").write_text("not a torch model\n")
     (root / "full").mkdir()
+    (root / "sevennet").mkdir()
+    (root / "sevennet" / "config.json").write_text('{"format": "equitrain-jax/sevennet"}\n')
+    (root / "badqha").mkdir()
+    (root / "badqha" / "volumes.json").write_text('{"phonopy_params": ["a.yaml", "b.yaml", "c.yaml", "d.yaml", "e.yaml"], '
+                                                  '"static_energies_eV": "abc"}\n')
     (root / "full" / "keep.txt").write_text("the user's own file\n")
     gold = bulk("Cu", "fcc", a=3.6)
     gold.numbers[:] = 79
@@ -276,3 +306,12 @@ def test_nothing_written_by_a_refused_command(outcomes):
     and the would-be outputs are as before."""
     _, before, after = outcomes
     assert after == before
+
+
+def test_overlapping_atoms_are_evaluated_with_a_warning(workspace, tmp_path, capsys):
+    """``evaluate`` computes what it is given, but says when two atoms overlap (0.2 Å apart here)."""
+    ase.io.write(tmp_path / "overlap.extxyz", Atoms("Cu2", positions=[[0, 0, 0], [0.2, 0, 0]], cell=[3, 3, 3], pbc=True))
+    cli.main(["evaluate", str(tmp_path / "overlap.extxyz"), "--model", str(workspace / "base")])
+    captured = capsys.readouterr()
+    assert "equitrain-jax evaluate: warning: structure 0: atoms 0 (Cu) and 1 (Cu) are 0.200 Å apart" in captured.err
+    assert "max|F|" in captured.out

@@ -70,7 +70,7 @@ def test_third_order_loss_vanishes_on_the_models_own_finite_displacement_fc3(mod
     """fc3 from phono3py's ± finite displacements of 0.01 Å of the same model (our Calculator's
     forces): the residual Φ3_model[u, v] − Φ3_fd[u, v] of random pairs (exact jvp of a
     Hessian-vector product) is the finite-difference error, e(h) = (fc3(2h) − fc3(h))/3 for an
-    error ∝ h² (measured: 2.6e-4 eV/Å³ against an RMS of 1.19); the loss is within 2× of it."""
+    error ∝ h² (measured: 2.6e-4 eV/Å³ against an RMS of 1.13); the loss is within 2× of it."""
     potential, references = model
     coarse, fine = (third_order_item_from_phono3py(references[d], f"{d} Å") for d in (0.02, 0.01))
     graph = phonon_graph(fine, potential.cutoff, ELEMENTS)
