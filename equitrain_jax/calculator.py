@@ -14,6 +14,10 @@ from equitrain_jax.models.io import ModelBundle
 from equitrain_jax.potential import Potential
 
 
+ASE_ARGUMENTS = frozenset({"restart", "ignore_bad_restart_file", "label", "atoms", "directory"})
+"""The keyword arguments of ASE's `Calculator` that ours passes on."""
+
+
 class Calculator(AseCalculator):
     """ASE calculator for equitrain-jax models; works with ASE optimisers, MD and filters.
 
@@ -27,8 +31,12 @@ class Calculator(AseCalculator):
             (`equitrain_jax.data.PaddedShape`), so that structures of different sizes, or one
             whose neighbour count changes during a relaxation, share one compiled program.
 
-    Stress is in ASE's units (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy); it is zero for
-    structures whose cell has no volume.
+    Stress is in ASE's units (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy), over the cell's volume
+    (a slab's includes its vacuum, as usual); a structure periodic in no direction has none
+    (``get_stress`` raises ASE's `PropertyNotImplementedError`, as for EMT): its box is arbitrary.
+    Other keyword arguments are ASE's own (``label``, ``atoms``, ``directory``, ``restart``,
+    ``ignore_bad_restart_file``); any other name is refused (a misspelt ``dtyp`` would be kept by
+    ASE as a parameter, silently).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -42,6 +50,10 @@ class Calculator(AseCalculator):
         backend: Optional[str] = None,
         **kwargs,
     ):
+        unknown = sorted(set(kwargs) - ASE_ARGUMENTS)
+        if unknown:
+            raise TypeError(f"Calculator got unexpected keyword argument(s) {', '.join(unknown)}; it takes model, dtype, "
+                            f"head, padded_shape, backend and ASE's {', '.join(sorted(ASE_ARGUMENTS))}")
         super().__init__(**kwargs)
         self.potential = (model if isinstance(model, Potential)
                           else Potential(model, dtype=dtype, head=head, backend=backend))
@@ -57,6 +69,8 @@ class Calculator(AseCalculator):
             "forces": out["forces"].astype(float),
             "stress": full_3x3_to_voigt_6_stress(out["stress"].astype(float)),
         }
+        if not self.atoms.pbc.any():
+            del self.results["stress"]
 
     def get_hessian(self, atoms=None):
         """Analytic Hessian ∂²E/∂r_ia ∂r_jb of ``atoms`` (default: the calculator's last ones),

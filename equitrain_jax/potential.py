@@ -57,6 +57,11 @@ class Potential:
         head: Union[str, int, None] = None,
         backend: Optional[str] = None,
     ):
+        if not isinstance(dtype, str):  # np.float64, np.dtype("float32"), jnp.float32 name the same
+            try:
+                dtype = np.dtype(dtype).name
+            except TypeError:
+                pass
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if dtype == "float64":
@@ -116,6 +121,10 @@ class Potential:
 
     def evaluate(self, structures: Iterable[ase.Atoms], batch_size: int = 16) -> list[dict[str, Any]]:
         """Outputs for many structures, ``batch_size`` per compiled call (same results as one by one)."""
+        if isinstance(structures, ase.Atoms):
+            raise TypeError("evaluate takes a list of structures; for one, pass [atoms] (or use evaluate_graph)")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         structures = list(structures)
         results: list[dict[str, Any]] = []
         for start in range(0, len(structures), batch_size):

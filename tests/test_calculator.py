@@ -152,6 +152,52 @@ def test_float32_close_to_float64(bundle, potential):
     assert e32 != e64, "float32 should differ from float64 by rounding, or it was not float32"
 
 
+def test_float32_keeps_its_precision_far_from_the_origin(bundle):
+    """Unwrapped molecular dynamics: the same rattled cell with every atom 5000 Å out (and one
+    atom a further 40 cells away), in float32, gives the forces and stress of the cell near the
+    origin to float32 rounding.  Before the graph moved atoms towards the origin
+    (`equitrain_jax.data.graph.near_origin`), the forces here were off by 2e-3 relative."""
+    near = silicon(seed=5)
+    far = near.copy()
+    far.positions += 5000.0 * np.array([1.0, 0.3, -0.7])
+    far.positions[3] += 40 * far.cell[1]
+    results = []
+    for atoms in (near, far):
+        atoms.calc = Calculator(bundle, dtype="float32")
+        results.append((atoms.get_forces(), atoms.get_stress()))
+    (f_near, s_near), (f_far, s_far) = results
+    assert np.abs(f_far - f_near).max() <= 1e-5 * np.abs(f_near).max()
+    assert np.abs(s_far - s_near).max() <= 1e-5 * np.abs(s_near).max()
+
+
+def test_no_stress_without_periodicity(potential):
+    """A molecule's box is arbitrary, so it has no stress (ASE's PropertyNotImplementedError, as
+    EMT raises); energy and forces are there."""
+    from ase.build import molecule
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    atoms = molecule("SiH4")
+    atoms.center(vacuum=5.0)
+    atoms.calc = Calculator(potential)
+    assert np.isfinite(atoms.get_potential_energy()) and atoms.get_forces().shape == (5, 3)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()
+
+
+def test_misspelt_keyword_is_refused(bundle):
+    with pytest.raises(TypeError, match="dtyp"):
+        Calculator(bundle, dtyp="float32")
+
+
+def test_numpy_dtype_and_a_single_structure(bundle):
+    assert Potential(bundle, dtype=np.float32).dtype == np.float32
+    potential = Potential(bundle, dtype="float64")
+    with pytest.raises(TypeError, match=r"pass \[atoms\]"):
+        potential.evaluate(silicon())
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        potential.evaluate([silicon()], batch_size=0)
+
+
 def test_heads(two_heads):
     atoms = silicon(seed=5)
     energies = {}

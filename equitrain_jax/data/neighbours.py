@@ -41,6 +41,10 @@ cell indices could overflow."""
 MAX_CELL_LIST_CELLS = 100_000
 """vesin's cap on its cell list: it shrinks a larger grid to about this many cells keeping their
 aspect ratio, which fails (division by zero) where a direction would get less than one cell."""
+MAX_NUMBER_DENSITY = 1.0
+"""Atoms per Å³ above which a periodic cell is refused: more than five times diamond's 0.176,
+the densest solid at ambient pressure; a cell given in nm instead of Å is 1000 times too dense."""
+
 MAX_NEIGHBOUR_PAIRS = 100_000_000
 """Largest number of neighbour pairs expected from the density (about 10 GB while they are built)."""
 _DIRECTIONS = ("a", "b", "c")
@@ -122,6 +126,14 @@ def check_neighbour_search(positions: np.ndarray, cell: np.ndarray, pbc: np.ndar
             f"{cutoff:.4g} Å in {volume:.4g} Å³: more than {MAX_NEIGHBOUR_PAIRS:.0e} (MAX_NEIGHBOUR_PAIRS) "
             "would exhaust memory"
         )
+    if np.all(pbc):
+        density = n_atoms / abs(float(np.linalg.det(cell)))
+        if density > MAX_NUMBER_DENSITY:
+            raise ValueError(
+                f"{n_atoms} atoms in a cell of {abs(float(np.linalg.det(cell))):.4g} Å³: {density:.3g} atoms/Å³, "
+                f"denser than any solid (diamond: 0.18; limit {MAX_NUMBER_DENSITY:g}, MAX_NUMBER_DENSITY); "
+                "are the cell and positions in Å (not nm or bohr)?"
+            )
 
 
 def neighbour_list(

@@ -35,7 +35,12 @@ displacement of that size crosses a radius unannounced."""
 
 
 def ase_to_phonopy(atoms: ase.Atoms) -> PhonopyAtoms:
-    """`PhonopyAtoms` of an ASE structure (cell in Å, masses in amu taken from ASE)."""
+    """`PhonopyAtoms` of an ASE structure (cell in Å, masses in amu taken from ASE); ValueError for
+    one that is not periodic in all three directions, which phonopy would take as a crystal."""
+    if not np.all(atoms.pbc):
+        raise ValueError(f"phonopy treats every structure as a crystal periodic in 3 directions, and this one has "
+                         f"pbc={np.asarray(atoms.pbc).tolist()}; for a molecule, slab or adsorbate use the model's "
+                         "Hessian directly (equitrain_jax.phonons.hessian, partial_hessian, vibrations_data)")
     return PhonopyAtoms(
         numbers=atoms.numbers,
         cell=atoms.cell.array,
@@ -135,9 +140,27 @@ def check_derivative_jumps(
 
 
 def supercell_matrix(matrix: SupercellMatrix) -> np.ndarray:
-    """Phonopy's 3×3 integer supercell matrix from an int, 3 ints or a 3×3 matrix."""
-    matrix = np.asarray(matrix, dtype=int)
-    return np.eye(3, dtype=int) * int(matrix) if matrix.ndim == 0 else matrix
+    """Phonopy's 3×3 integer supercell matrix from an int, 3 ints (a diagonal) or a 3×3 matrix;
+    ValueError for entries that are not whole numbers, another shape, or a matrix whose
+    determinant is not positive (no supercell, or a left-handed one, which phonopy cannot trim)."""
+    given = np.asarray(matrix)
+    try:
+        values = given.astype(float)
+    except (TypeError, ValueError):
+        raise ValueError(f"supercell matrix {matrix!r}: not numbers") from None
+    if not (np.all(np.isfinite(values)) and np.all(values == np.round(values))):
+        raise ValueError(f"supercell matrix {np.asarray(matrix).tolist()}: entries must be whole numbers")
+    values = np.round(values).astype(int)
+    if values.ndim == 0:
+        values = np.eye(3, dtype=int) * int(values)
+    elif values.shape == (3,):
+        values = np.diag(values)
+    elif values.shape != (3, 3):
+        raise ValueError(f"supercell matrix {given.tolist()}: give an int, 3 ints or a 3×3 matrix")
+    if round(np.linalg.det(values)) <= 0:
+        raise ValueError(f"supercell matrix {values.tolist()} has determinant {round(np.linalg.det(values))}: a "
+                         "supercell needs a positive one (whole repetitions, right-handed)")
+    return values
 
 
 def new_phonopy(unitcell: ase.Atoms, matrix: SupercellMatrix, primitive_matrix: Any = "auto", symprec: float = 1e-5) -> Phonopy:

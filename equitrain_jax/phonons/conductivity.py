@@ -31,7 +31,7 @@ from phonopy.harmonic.force_constants import distribute_force_constants
 from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning, compute_all_sg_permutations
 
 from equitrain_jax.phonons import check_supercell_size, force_constants
-from equitrain_jax.phonons.bridge import ase_to_phonopy, check_derivative_jumps, phonopy_to_ase
+from equitrain_jax.phonons.bridge import ase_to_phonopy, check_derivative_jumps, phonopy_to_ase, supercell_matrix
 from equitrain_jax.phonons.third_order import displaced_forces, displacement_rows
 from equitrain_jax.potential import Potential
 
@@ -46,13 +46,9 @@ SupercellMatrix = Union[int, Sequence[int], Sequence[Sequence[int]], np.ndarray]
 
 
 def _supercell_matrix(matrix: Optional[SupercellMatrix]) -> Optional[np.ndarray]:
-    """phono3py's 3×3 integer supercell matrix from an int, 3 ints or a 3×3 matrix (None stays None)."""
-    if matrix is None:
-        return None
-    matrix = np.asarray(matrix, dtype=int)
-    if matrix.ndim == 0:
-        return np.eye(3, dtype=int) * int(matrix)
-    return np.diag(matrix) if matrix.shape == (3,) else matrix
+    """phono3py's 3×3 integer supercell matrix from an int, 3 ints or a 3×3 matrix (None stays None),
+    checked as phonopy's (`equitrain_jax.phonons.bridge.supercell_matrix`)."""
+    return None if matrix is None else supercell_matrix(matrix)
 
 
 def pair_displacements(dataset: dict[str, Any], n_atoms: int) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,10 @@ def _lookup(atoms: ase.Atoms, key: str, per_atom: bool, index: int) -> Optional[
     if key in store:
         value = store[key]
     elif atoms.calc is not None and key in getattr(atoms.calc, "results", {}):
+        changed = atoms.calc.check_state(atoms) if hasattr(atoms.calc, "check_state") else []
+        if changed:  # ASE's own getters refuse these results too
+            raise ValueError(f"structure {index} ({atoms.get_chemical_formula()}): its calculator's {key!r} belongs to "
+                             f"another structure (changed since: {', '.join(changed)}); label it again")
         value = atoms.calc.results[key]
     else:
         return None

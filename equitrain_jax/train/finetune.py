@@ -269,7 +269,16 @@ def finetune(
         FileExistsError: ``output`` holds something and neither ``resume`` nor ``overwrite``.
         FileNotFoundError: ``resume`` without a checkpoint.
     """
+    if isinstance(train, ase.Atoms) or isinstance(valid, ase.Atoms):
+        raise TypeError("train and valid are lists of structures; for one, pass [atoms]")
     if config is None:
+        job = {field.name for field in dataclasses.fields(FinetuneConfig)}
+        owners = {"train_config=TrainConfig(...)": TrainConfig, "loss_config=LossConfig(...)": LossConfig,
+                  "hessian_config=HessianLossConfig(...)": HessianLossConfig}
+        for name in sorted(set(settings) - job):
+            home = [where for where, cls in owners.items() if name in {f.name for f in dataclasses.fields(cls)}]
+            raise TypeError(f"finetune got an unexpected keyword argument {name!r}"
+                            + (f"; it belongs in {home[0]}" if home else f"; the job's settings are {sorted(job)}"))
         config = FinetuneConfig(**settings)
     elif settings:
         raise TypeError(f"give the settings in config or as keywords, not both: {sorted(settings)}")

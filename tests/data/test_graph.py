@@ -8,7 +8,7 @@ import jraph
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import fcc111, molecule
+from ase.build import bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from equitrain_jax.data import (
@@ -126,9 +126,17 @@ def test_atoms_to_graph_layout_and_physics(name: str) -> None:
     assert graph.n_node.dtype == np.int32 and graph.n_edge.dtype == np.int32
 
     np.testing.assert_array_equal(np.array(MODEL_Z)[graph.nodes["species"]], atoms.numbers)
+    moved = atoms.copy()  # the graph's positions: the same structure, moved towards the origin (near_origin)
+    moved.positions = graph.nodes["positions"]
     assert _triples(graph.senders, graph.receivers, graph.edges["unit_shifts"]) == _triples(
-        *ase_neighbor_list("ijS", atoms, cutoff)
+        *ase_neighbor_list("ijS", moved, cutoff)
     )
+    # the same edges as ASE finds in the structure as given: (i, j, edge vector) one by one
+    i, j, vectors = ase_neighbor_list("ijD", atoms, cutoff)
+    expected = sorted(zip(i.tolist(), j.tolist(), np.round(vectors, 8).tolist()))
+    ours = sorted(zip(graph.senders.tolist(), graph.receivers.tolist(), np.round(_edge_vectors(graph), 8).tolist()))
+    assert [(a, b) for a, b, _ in ours] == [(a, b) for a, b, _ in expected]
+    np.testing.assert_allclose([v for *_, v in ours], [v for *_, v in expected], atol=1e-10)
     lengths = np.linalg.norm(_edge_vectors(graph), axis=1)
     assert np.all(lengths < cutoff) and np.all(lengths > 0)
     expected_lengths = np.sort(ase_neighbor_list("d", atoms, cutoff))
@@ -295,6 +303,7 @@ def test_zero_cell_allowed_along_non_periodic_direction() -> None:
     slab = _slab()
     slab.cell[2] = 0.0
     graph = atoms_to_graph(slab, 5.0, MODEL_Z)
+    slab.positions = graph.nodes["positions"]  # as moved by near_origin
     assert _triples(graph.senders, graph.receivers, graph.edges["unit_shifts"]) == _triples(
         *ase_neighbor_list("ijS", slab, 5.0)
     )
@@ -398,3 +407,12 @@ def test_too_many_neighbour_pairs_are_refused() -> None:
     atoms = Atoms("H", positions=[[0, 0, 0]], cell=[0.2, 0.2, 0.2], pbc=True)
     with pytest.raises(ValueError, match=r"5\.24e\+11 neighbour pairs expected.*MAX_NEIGHBOUR_PAIRS"):
         atoms_to_graph(atoms, 1000.0, MODEL_Z)
+
+
+def test_a_cell_in_nanometres_is_refused() -> None:
+    """Diamond Si with a = 0.543 (nm taken for Å): 50 atoms/Å³ passed every check before and ran
+    out of memory (30 GB) inside the model; it is refused with the density named."""
+    atoms = bulk("Si", "diamond", a=0.543, cubic=True)
+    with pytest.raises(ValueError, match=r"0.1601 Å³: 50 atoms/Å³, denser than any solid.*not nm or bohr"):
+        atoms_to_graph(atoms, 5.0, MODEL_Z)
+    atoms_to_graph(bulk("C", "diamond", a=3.567, cubic=True), 5.0, MODEL_Z)  # the densest real one: fine

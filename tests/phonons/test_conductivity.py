@@ -208,7 +208,7 @@ def test_conductivity_command_rejects_bad_inputs_before_any_work(model_and_struc
     ase.io.write(tmp_path / "mol.xyz", molecule("H2O"))
     ase.io.write(tmp_path / "cu.cif", bulk("Cu", "fcc", a=3.6))
     cases = [
-        ([str(directory / "si.cif"), "-o", str(used)], "directory is not empty"),
+        ([str(directory / "si.cif"), "-o", str(used)], "is not empty (mine.txt); nothing was overwritten"),
         ([str(tmp_path / "mol.xyz"), "-o", str(tmp_path / "a")], "periodic in 3 directions"),
         ([str(tmp_path / "missing.cif"), "-o", str(tmp_path / "b")], "missing.cif does not exist"),
         ([str(tmp_path / "cu.cif"), "-o", str(tmp_path / "c")], "not supported by the model"),

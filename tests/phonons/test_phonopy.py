@@ -216,3 +216,23 @@ def test_too_small_supercell_warns_with_numbers():
     np.testing.assert_allclose(widths, 3 * 5.43)
     with pytest.warns(SupercellTooSmallWarning, match=r"10\.860 Å"):
         check_supercell_size(bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2), potential.cutoff)
+
+
+def test_structures_phonopy_cannot_take_are_refused():
+    """Phonopy takes every cell as a crystal: a slab (its vacuum then counts as bulk, and the force
+    constants differ from the model's Hessian) and a molecule are refused by name, as are supercell
+    matrices that are not whole numbers (2.5 was truncated to 2) or not right-handed (phonopy's
+    'Cell trimming failed')."""
+    potential = phonon_potential()
+    slab = bulk("Si", "diamond", a=5.43, cubic=True)
+    slab.center(vacuum=1.5, axis=2)
+    slab.pbc = [True, True, False]
+    with pytest.raises(ValueError, match=r"pbc=\[True, True, False\].*partial_hessian"):
+        phonopy_from_potential(potential, slab, 1)
+    si = unitcells()["Si-diamond"]
+    with pytest.raises(ValueError, match="whole numbers"):
+        phonopy_from_potential(potential, si, 2.5)
+    with pytest.raises(ValueError, match="determinant -1"):
+        phonopy_from_potential(potential, si, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    with pytest.raises(ValueError, match="determinant 0"):
+        phonopy_from_potential(potential, si, 0)

@@ -65,3 +65,17 @@ def test_nan_labels_and_unknown_elements():
     gold.info["energy"], gold.arrays["forces"] = 0.0, np.zeros((1, 3))
     with pytest.raises(ValueError, match="structure 1: .*Au"):
         labelled_batches([atoms, gold], 5.0, ELEMENTS)
+
+
+def test_labels_of_a_moved_structure_are_refused():
+    """A calculator's results belong to the positions they were computed at: moved since, ASE's
+    own getters refuse them, and so does training (it used them before, silently)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = emt_cells(1, seed=4)[0]
+    labelled = atoms.copy()
+    labelled.calc = SinglePointCalculator(labelled, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+    labelled_batches([labelled], 5.0, ELEMENTS, keys=LabelKeys(stress=None))  # unchanged: accepted
+    labelled.positions[0] += 0.3
+    with pytest.raises(ValueError, match=r"structure 0 .*'energy' belongs to another structure \(changed since: positions\)"):
+        labelled_batches([labelled], 5.0, ELEMENTS, keys=LabelKeys(stress=None))

@@ -151,3 +151,15 @@ def test_progress_line_leaves_out_energies_that_validation_lacks():
     assert progress_line(entry) == "epoch 2 loss 0.25 | valid: F 2.4 meV/Å"
     entry["energy_mae_mev_per_atom"] = 1.26
     assert progress_line(entry) == "epoch 2 loss 0.25 | valid: F 2.4 meV/Å, E 1.3 meV/atom"
+
+
+def test_settings_given_in_the_wrong_place_are_named(tmp_path):
+    """``finetune(..., epochs=1)``: the epochs are TrainConfig's; the error says where they belong
+    (before: FinetuneConfig.__init__'s unexpected keyword), before any model is loaded."""
+    from equitrain_jax.train.finetune import finetune
+
+    cells = emt_cells(2, seed=5)
+    with pytest.raises(TypeError, match=r"'epochs'; it belongs in train_config=TrainConfig"):
+        finetune(tmp_path / "no-model", cells[:1], cells[1:], tmp_path / "out", epochs=1)
+    with pytest.raises(TypeError, match=r"pass \[atoms\]"):
+        finetune(tmp_path / "no-model", cells[0], cells[1:], tmp_path / "out")
