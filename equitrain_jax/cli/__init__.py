@@ -51,6 +51,18 @@ def enable_compilation_cache() -> Optional[Path]:
     return Path(directory)
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` gives every option's default: appended as ``(default: X)`` unless the help
+    already names it, the option is a flag, or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or "default" in text.lower() or action.nargs == 0):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="equitrain-jax", description=__doc__.splitlines()[0])
     main_parser.add_argument("--traceback", action="store_true",
@@ -58,6 +70,13 @@ def parser() -> argparse.ArgumentParser:
     sub = main_parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(sub)
+    for command in sub.choices.values():
+        if command.formatter_class is argparse.HelpFormatter:
+            command.formatter_class = DefaultsHelpFormatter
+        for action in command._actions:  # an option without help text still shows its default
+            if (action.help is None and action.option_strings and action.default is not None
+                    and action.default is not False and action.nargs != 0):
+                action.help = "default: %(default)s"
     return main_parser
 
 

@@ -315,3 +315,23 @@ def test_overlapping_atoms_are_evaluated_with_a_warning(workspace, tmp_path, cap
     captured = capsys.readouterr()
     assert "equitrain-jax evaluate: warning: structure 0: atoms 0 (Cu) and 1 (Cu) are 0.200 Å apart" in captured.err
     assert "max|F|" in captured.out
+
+
+def test_help_gives_every_default():
+    """``--help`` shows the default of every option that has one (the docs promise it; options
+    without help text showed nothing before), and the library's own value."""
+    import re
+
+    from equitrain_jax.train.config import LossConfig, TrainConfig
+
+    text = " ".join(cli._subcommand_parser(cli.parser(), "finetune").format_help().split())
+    assert f"--epochs EPOCHS default: {TrainConfig().epochs}" in text
+    assert f"--clip-norm CLIP_NORM default: {TrainConfig().clip_norm}" in text
+    assert f"--huber-delta HUBER_DELTA default: {LossConfig().huber_delta}" in text
+    assert "--weight-decay WEIGHT_DECAY default: 0.0" in text
+    for command in ("convert", "evaluate", "finetune", "phonons", "qha", "conductivity", "demo"):
+        subparser = cli._subcommand_parser(cli.parser(), command)
+        formatter = subparser._get_formatter()
+        for action in subparser._actions:
+            if action.option_strings and action.nargs != 0 and action.default is not None and action.default is not False:
+                assert re.search("default", formatter._get_help_string(action), re.I), (command, action.option_strings)
