@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> None:
 
 def _write_force_constants(ph3, out: Path, method: str) -> list[Path]:
     """phono3py's own files: ``fc2.hdf5`` and ``fc3.hdf5`` and ``phono3py_disp.yaml`` (structure, supercells
-    and displacements; ``phono3py-load phono3py_disp.yaml --fc2 --fc3 --mesh ...`` reruns the transport),
+    and displacements; ``cd DIR && phono3py-load phono3py_disp.yaml --mesh ... --br`` reruns the transport),
     and with the "displacements" method ``phono3py_params.yaml`` (with the exact second-order forces of
     every displaced supercell, from which phono3py fits the same fc3)."""
     from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5

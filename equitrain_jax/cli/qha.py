@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> None:
     print(describe_nac(series.phonons[len(series.phonons) // 2], args.born_charges.source)
           + (", at every volume" if args.born_charges.params is not None else ""))
     model = analyse(series.phonons, series.energies, t_max=args.tmax, t_step=args.tstep, mesh=mesh, eos=args.eos)
-    paths = write_qha(model.result, out, model.volumes, model.energies)
+    paths = write_qha(model.result, out, model.volumes, model.energies, model.phonons)
     write_volume_series(series.phonons, series.energies, series.volume_factors, out)
     others = {}
     if reference is not None:

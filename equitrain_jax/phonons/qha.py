@@ -10,11 +10,13 @@ in K, frequencies in THz.  `QHAResult` (phonopy's) is in eV, Å and K throughout
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import phonopy
@@ -60,8 +62,9 @@ def quasi_harmonic(
 
     The three acoustic modes at Γ are left out of the thermal properties (phonopy's
     ``exclude_gamma_acoustic``), imaginary modes as phonopy always does; ``mesh`` is phonopy's
-    q-point sampling: three numbers, or a length in Å turned into numbers once, on the middle
-    volume (phonopy's ``length2mesh``), so that every volume is sampled on the same grid; ``eos``
+    q-point sampling on a Γ-centred grid (`gamma_centred`): three numbers, or a length in Å turned
+    into numbers once, on the middle volume (phonopy's ``length2mesh``), so that every volume is
+    sampled on the same grid; ``eos``
     'vinet', 'birch_murnaghan' or 'murnaghan', ``pressure`` in GPa.  Temperatures whose F(V) fit
     fails are dropped by phonopy.
     """
@@ -69,10 +72,32 @@ def quasi_harmonic(
         middle = phonons[len(phonons) // 2]
         mesh = length2mesh(float(mesh), middle.primitive.cell,
                            rotations=middle.primitive_symmetry.pointgroup_operations)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), gamma_centred(phonons):
         warnings.simplefilter("ignore", RuntimeWarning)  # fits at temperatures phonopy drops
         return phonopy.run_qha(list(phonons), temperature_grid(t_max, t_step), internal_energies=np.asarray(energies),
                                mesh=mesh, eos=eos, pressure=pressure, exclude_gamma_acoustic=True)
+
+
+@contextlib.contextmanager
+def gamma_centred(phonons: Sequence[Phonopy]) -> Iterator[None]:
+    """Within the block, every ``phonon.run_mesh`` samples a Γ-centred grid.
+
+    `phonopy.run_qha` samples explicit mesh numbers on phonopy's default grid, shifted by half a
+    division: without Γ, so ``exclude_gamma_acoustic`` excludes nothing, and without the point
+    group's reduction (Si at 32³: 16384 irreducible q-points per volume instead of 897).  A length
+    in Å gives a Γ-centred grid in phonopy; so do the numbers it is turned into here."""
+    for phonon in phonons:
+        phonon.run_mesh = functools.partial(_run_gamma_centred_mesh, phonon)
+    try:
+        yield
+    finally:
+        for phonon in phonons:
+            vars(phonon).pop("run_mesh", None)
+
+
+def _run_gamma_centred_mesh(phonon: Phonopy, mesh: Any = 100.0, *args: Any, **kwargs: Any) -> Any:
+    kwargs["is_gamma_center"] = True
+    return Phonopy.run_mesh(phonon, mesh, *args, **kwargs)
 
 
 def static_eos(volumes: Sequence[float], energies: Sequence[float], eos: str = EOS) -> dict[str, float]:
@@ -160,13 +185,17 @@ QHA_FILES = {
 
 
 def write_qha(result: QHAResult, directory: Union[str, os.PathLike], volumes: Sequence[float],
-              energies: Sequence[float]) -> dict[str, Path]:
+              energies: Sequence[float], phonons: Sequence[Phonopy] = ()) -> dict[str, Path]:
     """Phonopy-qha's output files, by phonopy's own writers, into ``directory``; returns the paths.
 
-    `QHA_FILES` plus ``Cp-temperature.dat`` (C_P from polynomial fits of S(V) and Cv(V), J/K/mol;
-    with its by-products ``entropy-volume.dat``, ``Cv-volume.dat``, ``dsdv-temperature.dat``) and
-    ``e-v.dat`` (phonopy-qha's input: volume Å³ and static energy eV per primitive cell).
-    Volumetric β in 1/K, B in GPa, G in eV, per primitive cell.
+    `QHA_FILES` plus ``Cp-temperature.dat`` (C_P from polynomial fits of S(V) and Cv(V), J/K/mol:
+    phonopy's library names it so, where phonopy-qha's command line calls this one
+    ``Cp-temperature_polyfit.dat``; with its by-products ``entropy-volume.dat``, ``Cv-volume.dat``,
+    ``dsdv-temperature.dat``) and phonopy-qha's inputs: ``e-v.dat`` (volume Å³ and static energy eV
+    per primitive cell) and, given the ``phonons`` the QHA was run on (`analyse`, in ascending
+    volume), each one's ``thermal_properties-<i>.yaml`` (i from 1), so that ``phonopy-qha e-v.dat
+    thermal_properties-*.yaml`` redoes the QHA with phonopy alone.  Volumetric β in 1/K, B in GPa,
+    G in eV, per primitive cell.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -182,6 +211,9 @@ def write_qha(result: QHAResult, directory: Union[str, os.PathLike], volumes: Se
     paths["e_v"] = directory / "e-v.dat"
     np.savetxt(paths["e_v"], np.column_stack([volumes, energies]), fmt="%20.10f",
                header="volume (A^3 per primitive cell)   static energy (eV per primitive cell)")
+    for index, phonon in enumerate(phonons, start=1):  # the thermal properties run_qha computed
+        paths[f"thermal_properties_{index}"] = directory / f"thermal_properties-{index}.yaml"
+        phonon.write_yaml_thermal_properties(filename=paths[f"thermal_properties_{index}"])
     return paths
 
 

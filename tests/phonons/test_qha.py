@@ -78,6 +78,19 @@ def test_batched_volumes_equal_one_by_one(series):
         np.testing.assert_allclose(phonon.force_constants, single.force_constants, rtol=0, atol=1e-11 * scale)
 
 
+def test_qha_samples_a_gamma_centred_symmetry_reduced_grid(series):
+    """phonopy.run_qha samples explicit mesh numbers on its shifted grid: no Γ (so its
+    exclude_gamma_acoustic excluded nothing) and no symmetry reduction.  `analyse` samples the
+    Γ-centred grid that a length gives (found by the phonopy-conventions audit, 2026-12-01)."""
+    _, ours = series
+    analyse(ours.phonons, ours.energies, t_max=T_MAX, mesh=MESH)
+    for phonon in ours.phonons:
+        assert "run_mesh" not in vars(phonon)  # phonopy's own method again afterwards
+        qpoints = phonon.mesh.qpoints
+        assert np.any(np.all(np.abs(qpoints) < 1e-12, axis=1)), "Γ is on the grid"
+        assert len(qpoints) < np.prod(MESH) / 4, "the point group reduces the grid"
+
+
 def test_qha_matches_phonopy_finite_displacements(series, finite_displacements):
     """The whole QHA — V(T), G(T), B(T), β(T), C_P(T) — from our batch against phonopy's QHA of
     phonopy's finite displacements at the same volumes.
@@ -225,6 +238,22 @@ def test_qha_command_writes_phonopy_files_and_compares_with_a_reference(tmp_path
     expansion = np.loadtxt(first / "thermal_expansion.dat")
     assert expansion[-1, 0] == 300.0
     np.testing.assert_allclose(summary["at_300K"]["volumetric_thermal_expansion_per_K"], expansion[-1, 1], rtol=1e-9)  # %.15f
+    # phonopy-qha redoes the QHA from the files written for it (e-v.dat, thermal_properties-<i>.yaml)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    redo = tmp_path / "phonopy-qha"
+    redo.mkdir()
+    inputs = [str(first / "e-v.dat"), *(str(first / f"thermal_properties-{i}.yaml") for i in range(1, 6))]
+    subprocess.run([str(Path(sys.executable).parent / "phonopy-qha"), *inputs, "--eos", "vinet", "--tmax", "300"],
+                   cwd=redo, check=True, capture_output=True)
+    ours, theirs = np.loadtxt(first / "volume-temperature.dat"), np.loadtxt(redo / "volume-temperature.dat")
+    n = min(len(ours), len(theirs))
+    np.testing.assert_array_equal(ours[:n, 0], theirs[:n, 0])
+    np.testing.assert_allclose(ours[:n, 1], theirs[:n, 1], rtol=1e-6)
+    gibbs, their_gibbs = np.loadtxt(first / "gibbs-temperature.dat"), np.loadtxt(redo / "gibbs-temperature.dat")
+    np.testing.assert_allclose(gibbs[:n, 1], their_gibbs[:n, 1], rtol=0, atol=1e-6)
 
     second = tmp_path / "second"
     with warnings.catch_warnings():
