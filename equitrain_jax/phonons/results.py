@@ -115,6 +115,7 @@ def summary(
         "n_atoms_primitive": len(phonon.primitive),
         "n_atoms_supercell": len(phonon.supercell),
         "band_labels": bands["labels"],
+        "band_path_connections": [bool(c) for c in bands["path_connections"]],
         "band_qpoints": [q.tolist() for q in bands["qpoints"]],
         "band_frequencies_THz": [f.tolist() for f in bands["frequencies"]],
         "gamma_frequencies_THz": gamma.tolist(),

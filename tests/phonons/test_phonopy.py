@@ -198,6 +198,10 @@ def test_write_results_round_trip(tmp_path, crystal):
     frequencies, states = np.loadtxt(paths["dos"], unpack=True)
     assert np.trapezoid(states, frequencies) == pytest.approx(3 * len(ours.primitive), rel=0.02)
     assert summary["band_labels"][0] == "$\\Gamma$"
+    # phonopy's convention: a label per segment, and one more where the path jumps or ends
+    connections = summary["band_path_connections"]
+    assert len(connections) == len(summary["band_frequencies_THz"]) and connections[-1] is False
+    assert len(summary["band_labels"]) == len(connections) + connections.count(False)
 
 
 def test_too_small_supercell_warns_with_numbers():
