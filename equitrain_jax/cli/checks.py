@@ -23,7 +23,7 @@ MODEL_CONFIG = "config.json"  # what makes a directory a model directory (see eq
 MACE_FORMAT = "equitrain-jax/mace"  # its "format" for a MACE model (MACEConfig.FORMAT)
 
 __all__ = ["MIN_SEPARATION", "at_least", "born_charges", "check_output_directory", "check_output_file", "check_writable", "crystal", "crystal_problem",
-           "backend", "input_file", "model_directory", "non_negative", "overlap", "positive", "settings", "structures"]
+           "backend", "input_file", "model_directory", "model_family", "non_negative", "overlap", "positive", "settings", "structures"]
 
 
 def input_file(path: str, what: str, may_be_empty: bool = False) -> Path:
@@ -53,18 +53,25 @@ def model_directory(path: str, option: str = "--model") -> Path:
     return directory
 
 
+def model_family(model: Path) -> Optional[str]:
+    """The ``format`` of a model directory's ``config.json`` (e.g. `MACE_FORMAT`); None if it cannot
+    be read, which loading the model then reports."""
+    import json
+
+    try:
+        return json.loads((model / MODEL_CONFIG).read_text()).get("format")
+    except (ValueError, AttributeError):
+        return None
+
+
 def backend(name: Optional[str], model: Path) -> None:
     """``--backend NAME`` usable with the model directory ``model``: cuequivariance needs a MACE
     model and cuequivariance-jax installed (the ``cueq`` extra)."""
     if name in (None, "e3nn"):
         return
     import importlib.util
-    import json
 
-    try:
-        family = json.loads((model / MODEL_CONFIG).read_text()).get("format")
-    except (ValueError, AttributeError):
-        family = None  # a broken config.json is reported when the model is loaded
+    family = model_family(model)
     if family is not None and family != MACE_FORMAT:
         raise ValueError(f"--backend {name}: {model} holds a {family} model; only MACE models have this backend")
     if importlib.util.find_spec("cuequivariance_jax") is None:

@@ -20,14 +20,9 @@ def add_parser(sub) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    import json
     from pathlib import Path
 
-    model = checks.model_directory(args.model, "model directory")
-    try:
-        family = json.loads((model / checks.MODEL_CONFIG).read_text()).get("format")
-    except (ValueError, AttributeError):
-        family = None  # a broken config.json is reported when the model is loaded
+    family = checks.model_family(checks.model_directory(args.model, "model directory"))
     if family is not None and family != checks.MACE_FORMAT:
         raise ValueError(f"model directory {args.model} holds a {family} model; only MACE models export to a "
                          "mace-torch .model file")

@@ -27,13 +27,7 @@ from equitrain_jax.train.config import (
     TrainConfig,
     check_replay,
 )
-from equitrain_jax.train.outputs import (
-    CHECKPOINTS,
-    OUTPUTS,
-    check_run_directory,
-    checkpoint_progress,
-    read_run_record,
-)
+from equitrain_jax.train.outputs import CHECKPOINTS, check_run_directory, checkpoint_progress, read_run_record
 
 TRAIN, LOSS, JOB, HESSIAN = TrainConfig(), LossConfig(), FinetuneConfig(), HessianLossConfig()  # the library's defaults
 THIRD = ThirdOrderLossConfig()
@@ -192,13 +186,8 @@ def check(args: argparse.Namespace) -> None:
     if args.monitor in ("forces_mae", "energy_mae") and not (structures or args.valid):
         raise ValueError(f"--monitor {args.monitor} needs validation structures: give --valid")
     checks.model_directory(args.model)
-    model = Path(args.model).resolve()
-    for name in OUTPUTS:
-        written = (Path(args.output) / name).resolve()
-        if model == written or written in model.parents:
-            raise ValueError(f"--model {args.model} is {name} of -o {args.output}, which this run replaces; fine-tune a "
-                             "copy of it, or write to another directory")
-    check_run_directory(args.output, args.resume, args.overwrite, flags=("--resume", "--overwrite"))
+    check_run_directory(args.output, args.resume, args.overwrite, flags=("--resume", "--overwrite"),
+                        base_model=args.model, names=("--model", "-o"))
     for option in ("--phonons", "--valid-phonons"):
         for path in getattr(args, option[2:].replace("-", "_")):
             checks.input_file(path, option)

@@ -27,6 +27,7 @@ import ase
 import jraph
 import numpy as np
 from ase.data import chemical_symbols
+from ase.geometry import complete_cell
 
 from equitrain_jax.data.neighbours import neighbour_list, periodic_heights
 
@@ -176,8 +177,6 @@ def near_origin(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, far: f
     molecular dynamics, a molecule placed far out) would cost the edge vectors their precision
     (a cell 5000 Å out: forces off by 2e-3 relative; tests/test_calculator.py).
     Atoms inside the cell of a structure near the origin keep their coordinates bit for bit."""
-    from ase.geometry import complete_cell
-
     if np.any(pbc):
         fractional = np.linalg.solve(complete_cell(cell).T, positions.T).T
         images = np.where(pbc, np.floor(fractional), 0.0)

@@ -127,10 +127,11 @@ def check_neighbour_search(positions: np.ndarray, cell: np.ndarray, pbc: np.ndar
             "would exhaust memory"
         )
     if np.all(pbc):
-        density = n_atoms / abs(float(np.linalg.det(cell)))
+        cell_volume = abs(float(np.linalg.det(cell)))
+        density = n_atoms / cell_volume
         if density > MAX_NUMBER_DENSITY:
             raise ValueError(
-                f"{n_atoms} atoms in a cell of {abs(float(np.linalg.det(cell))):.4g} Å³: {density:.3g} atoms/Å³, "
+                f"{n_atoms} atoms in a cell of {cell_volume:.4g} Å³: {density:.3g} atoms/Å³, "
                 f"denser than any solid (diamond: 0.18; limit {MAX_NUMBER_DENSITY:g}, MAX_NUMBER_DENSITY); "
                 "are the cell and positions in Å (not nm or bohr)?"
             )

@@ -149,7 +149,7 @@ def supercell_matrix(matrix: SupercellMatrix) -> np.ndarray:
     except (TypeError, ValueError):
         raise ValueError(f"supercell matrix {matrix!r}: not numbers") from None
     if not (np.all(np.isfinite(values)) and np.all(values == np.round(values))):
-        raise ValueError(f"supercell matrix {np.asarray(matrix).tolist()}: entries must be whole numbers")
+        raise ValueError(f"supercell matrix {given.tolist()}: entries must be whole numbers")
     values = np.round(values).astype(int)
     if values.ndim == 0:
         values = np.eye(3, dtype=int) * int(values)
@@ -157,8 +157,9 @@ def supercell_matrix(matrix: SupercellMatrix) -> np.ndarray:
         values = np.diag(values)
     elif values.shape != (3, 3):
         raise ValueError(f"supercell matrix {given.tolist()}: give an int, 3 ints or a 3×3 matrix")
-    if round(np.linalg.det(values)) <= 0:
-        raise ValueError(f"supercell matrix {values.tolist()} has determinant {round(np.linalg.det(values))}: a "
+    determinant = round(np.linalg.det(values))
+    if determinant <= 0:
+        raise ValueError(f"supercell matrix {values.tolist()} has determinant {determinant}: a "
                          "supercell needs a positive one (whole repetitions, right-handed)")
     return values
 

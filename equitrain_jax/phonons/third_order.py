@@ -53,8 +53,8 @@ def _energy_fn(potential: Potential, atoms: ase.Atoms) -> tuple[Callable, tuple,
     pytree: the model's variables and the padded device graph) so that ``jax.jit`` takes them as
     arguments, not constants; ``energy`` holds only code and is hashable by value (a static argument
     of ``jax.jit``).  ``positions0`` [N, 3] Å are the positions of ``atoms`` as the graph holds them
-(`equitrain_jax.data.graph.near_origin`: possibly moved by cell vectors, the same structure) in the
-potential's dtype; displace those, not ``atoms.positions``.
+    (`equitrain_jax.data.graph.near_origin`: possibly moved by cell vectors, the same structure) in
+    the potential's dtype; displace those, not ``atoms.positions``.
 
     Both are built on the package's one energy function (`equitrain_jax.models.quantities.energy`),
     at zero strain, with the real atoms' positions written into the padded graph.

@@ -290,7 +290,8 @@ def finetune(
     if config.e0s == "refit" and not train:
         raise ValueError("e0s='refit' fits the E0s to the training structures' energies, and there are none "
                          "(phonon references carry no energies); keep e0s='foundation'")
-    output = check_run_directory(output, resume, overwrite)
+    output = check_run_directory(output, resume, overwrite,
+                                 base_model=None if isinstance(model_dir, ModelBundle) else model_dir)
 
     bundle = model_dir if isinstance(model_dir, ModelBundle) else load_model(model_dir)
     phonon_refs = phonon_references(phonons, "phonon reference")

@@ -79,12 +79,23 @@ def check_output_file(path: str | Path, replace_flag: str, overwrite: bool = Fal
 
 
 def check_run_directory(output: str | Path, resume: bool, overwrite: bool,
-                        flags: tuple[str, str] = ("resume=True", "overwrite=True")) -> Path:
+                        flags: tuple[str, str] = ("resume=True", "overwrite=True"),
+                        base_model: str | Path | None = None,
+                        names: tuple[str, str] = ("model_dir", "output")) -> Path:
     """The rule for a fine-tuning output directory: empty or new; with ``resume`` one that holds
-    a checkpoint to continue; with ``overwrite`` anything (its run outputs are replaced).
-    ``flags``: how the caller spells resume and overwrite, for the messages."""
+    a checkpoint to continue; with ``overwrite`` anything (its run outputs are replaced); never
+    one whose run outputs (`OUTPUTS`) hold ``base_model``, the model directory the run starts
+    from, which the run would replace.  ``flags`` and ``names``: how the caller spells resume and
+    overwrite, and the base model and the output, for the messages."""
     output = Path(output)
     resume_flag, overwrite_flag = flags
+    if base_model is not None:
+        model = Path(base_model).resolve()
+        for name in OUTPUTS:
+            written = (output / name).resolve()
+            if model == written or written in model.parents:
+                raise ValueError(f"{names[0]} {base_model} is {name} of {names[1]} {output}, which this run replaces; "
+                                 "fine-tune a copy of it, or write to another directory")
     if resume and overwrite:
         raise ValueError(f"{resume_flag} continues the run in {output} and {overwrite_flag} replaces it: give one")
     if resume:

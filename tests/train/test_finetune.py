@@ -163,3 +163,16 @@ def test_settings_given_in_the_wrong_place_are_named(tmp_path):
         finetune(tmp_path / "no-model", cells[:1], cells[1:], tmp_path / "out", epochs=1)
     with pytest.raises(TypeError, match=r"pass \[atoms\]"):
         finetune(tmp_path / "no-model", cells[0], cells[1:], tmp_path / "out")
+
+
+def test_a_base_model_the_run_would_replace_is_refused(tmp_path):
+    """``finetune(run/model, ..., output=run, overwrite=True)`` would delete the model it starts
+    from (the command line refused it; the library now does too), before the model is loaded."""
+    from equitrain_jax.train.finetune import finetune
+
+    cells = emt_cells(2, seed=6)
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"model_dir .*model is model of output .*run, which this run replaces"):
+        finetune(tmp_path / "run" / "model", cells[:1], cells[1:], tmp_path / "run", overwrite=True)
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
